@@ -1,0 +1,1 @@
+"""Files in and out: images, masks, projects, datasets. No Qt, no torch."""

@@ -1,0 +1,53 @@
+"""Job: fn(*args, on_progress=..., cancel=...) on QThreadPool, reported through signals."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from segstudio.core.jobs import Cancelled, CancelToken
+
+log = logging.getLogger(__name__)
+
+
+class JobSignals(QObject):
+    progress = Signal(object)     # Progress
+    succeeded = Signal(object)    # the function's return value
+    failed = Signal(str)          # formatted traceback
+    cancelled = Signal()
+    finished = Signal()           # always last
+
+
+class Job(QRunnable):
+    """Runs on the global thread pool; signals are created on the GUI thread so slots run there."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "", **kwargs: Any) -> None:
+        super().__init__()
+        self.setAutoDelete(False)
+        self.name = name or getattr(fn, "__name__", "job")
+        self.signals = JobSignals()
+        self.token = CancelToken()
+        self._call = partial(fn, *args, on_progress=self.signals.progress.emit,
+                             cancel=self.token, **kwargs)
+
+    def run(self) -> None:            # worker thread: no widgets, no documents
+        try:
+            result = self._call()
+        except Cancelled:
+            self.signals.cancelled.emit()
+        except Exception:
+            log.exception("job %s failed", self.name)
+            self.signals.failed.emit(traceback.format_exc())
+        else:
+            self.signals.succeeded.emit(result)
+        finally:
+            self.signals.finished.emit()
+
+    def start(self, pool: QThreadPool | None = None) -> Job:
+        (pool or QThreadPool.globalInstance()).start(self)
+        return self

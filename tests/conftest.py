@@ -1,0 +1,35 @@
+import os
+
+# Before anything imports Qt: without a screen, creating the QApplication would abort.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "resources" / "sample_project"
+
+
+@pytest.fixture(autouse=True)
+def _private_user_dirs(tmp_path_factory, monkeypatch):
+    """Recent projects, sample copies and logs go to a temporary folder, never the user's."""
+    base = tmp_path_factory.mktemp("userdirs")
+    monkeypatch.setenv("SEGSTUDIO_CONFIG_DIR", str(base / "config"))
+    monkeypatch.setenv("SEGSTUDIO_DATA_DIR", str(base / "data"))
+
+
+@pytest.fixture
+def sample_copy(tmp_path) -> Path:
+    """A writable copy of the bundled sample project."""
+    import shutil
+
+    dest = tmp_path / "sample project é"   # spaces and non-ASCII on purpose
+    shutil.copytree(SAMPLE, dest)
+    return dest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
