@@ -63,9 +63,11 @@ def next_class_id(classes: list[LabelClass]) -> int:
 def color_lut(classes: list[LabelClass], opacity: float) -> np.ndarray:
     """256x4 uint8 RGBA lookup table: class id -> premultiplied overlay colour (255 stays clear)."""
     lut = np.zeros((256, 4), np.uint8)
-    a = int(round(max(0.0, min(1.0, opacity)) * 255))
+    full = int(round(max(0.0, min(1.0, opacity)) * 255))
     for c in classes:
         if c.visible:
+            # background is drawn fainter: it covers most of an image and the image must show
+            a = full * 2 // 5 if c.id == BACKGROUND else full
             r, g, b = c.rgb
             lut[c.id] = (r * a // 255, g * a // 255, b * a // 255, a)
     lut[UNLABELED] = 0

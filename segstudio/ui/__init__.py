@@ -1,0 +1,1 @@
+"""Every widget. Imports Qt; never imported by core, io or ml."""

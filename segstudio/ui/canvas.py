@@ -1,0 +1,391 @@
+"""MaskCanvas: the image with its label overlay, zoom, pan and painting.
+
+Only the visible region is drawn, at the visible resolution: each view change gathers one
+screen-sized sample of the image (a memory-mapped 16k x 16k TIFF is never read whole), and a
+stroke recomputes the overlay of the screen rows and columns it touched, nothing more.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRect, QSize, Qt, Signal
+from PySide6.QtGui import (QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QPen,
+                           QResizeEvent, QWheelEvent)
+from PySide6.QtWidgets import QWidget
+
+from segstudio.core.classes import UNLABELED, LabelClass, color_lut
+from segstudio.core.display import DisplayRange, default_range, to_display
+from segstudio.core.document import ImageDocument
+from segstudio.core.geometry import Rect
+
+BACKDROP = (40, 40, 44)
+MIN_ZOOM, MAX_ZOOM = 1e-3, 64.0
+TOOLS = ("brush", "eraser")
+
+
+def _bgra_lut(classes: list[LabelClass], opacity: float) -> np.ndarray:
+    lut = color_lut(classes, opacity)              # RGBA premultiplied
+    return np.ascontiguousarray(lut[:, [2, 1, 0, 3]])  # QImage ARGB32 is B, G, R, A in memory
+
+
+class MaskCanvas(QWidget):
+    """Turns drags into document strokes (doc.changed -> _on_doc_changed); no undo here."""
+
+    hovered = Signal(int, int)          # image (y, x) under the cursor, or (-1, -1)
+    view_changed = Signal()
+    stroke_finished = Signal()
+    paint_refused = Signal(str)         # why a stroke could not start (read-only mask)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.setMinimumSize(200, 150)
+        self._data: np.ndarray | None = None
+        self._doc: ImageDocument | None = None
+        self._range = DisplayRange(0, 255)
+        self._classes: list[LabelClass] = []
+        self._lut = _bgra_lut([], 0.5)
+        self.opacity = 0.5
+        self.mask_visible = True
+        self.zoom = 1.0
+        self.offset = QPointF(0, 0)     # widget position of the image's top-left corner
+        self.tool = "brush"
+        self.brush_radius = 8.0
+        self.class_value = 1
+        self.protect_others = False
+        self._ys = np.zeros(0, np.int64)
+        self._xs = np.zeros(0, np.int64)
+        self._ykey = self._ys
+        self._xkey = self._xs
+        self._base: QImage | None = None
+        self._base_buf: np.ndarray | None = None
+        self._over_buf: np.ndarray | None = None
+        self._over: QImage | None = None
+        self._last_img: tuple[float, float] | None = None
+        self._pan_from: QPointF | None = None
+        self._space = False
+        self._cursor: QPointF | None = None
+
+    # -- content ---------------------------------------------------------------------------
+    @property
+    def document(self) -> ImageDocument | None:
+        return self._doc
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        return None if self._data is None else self._data.shape[:2]
+
+    def set_content(self, data: np.ndarray | None, doc: ImageDocument | None,
+                    display: DisplayRange | None = None) -> None:
+        if self._doc is not None:
+            self._doc.changed.disconnect(self._on_doc_changed)
+            if self._doc.in_stroke:
+                self._doc.end_stroke()
+        self._data, self._doc = data, doc
+        if doc is not None:
+            doc.changed.connect(self._on_doc_changed)
+        if data is not None:
+            self._range = display or default_range(data)
+        self._last_img = None
+        self.fit()
+
+    def set_display_range(self, rng: DisplayRange) -> None:
+        self._range = rng
+        self._render_base()
+        self.update()
+
+    @property
+    def display_range(self) -> DisplayRange:
+        return self._range
+
+    def set_classes(self, classes: list[LabelClass]) -> None:
+        self._classes = list(classes)
+        self._refresh_overlay_lut()
+
+    def set_opacity(self, opacity: float) -> None:
+        self.opacity = opacity
+        self._refresh_overlay_lut()
+
+    def set_mask_visible(self, visible: bool) -> None:
+        self.mask_visible = visible
+        self.update()
+
+    def _refresh_overlay_lut(self) -> None:
+        self._lut = _bgra_lut(self._classes, self.opacity)
+        self._render_overlay(None)
+        self.update()
+
+    # -- view ------------------------------------------------------------------------------
+    def fit(self) -> None:
+        if self._data is None:
+            self._render_all()
+            return
+        h, w = self._data.shape[:2]
+        z = min(self.width() / w, self.height() / h) * 0.98
+        self._set_view(z, QPointF((self.width() - w * z) / 2, (self.height() - h * z) / 2))
+
+    def actual_size(self) -> None:
+        self.zoom_to(1.0, QPointF(self.width() / 2, self.height() / 2))
+
+    def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
+        self.zoom_to(self.zoom * factor, anchor)
+
+    def zoom_to(self, zoom: float, anchor: QPointF | None = None) -> None:
+        """Zoom keeping the image point under `anchor` (widget coords) where it is."""
+        anchor = anchor or QPointF(self.width() / 2, self.height() / 2)
+        zoom = min(MAX_ZOOM, max(MIN_ZOOM, zoom))
+        ix = (anchor.x() - self.offset.x()) / self.zoom
+        iy = (anchor.y() - self.offset.y()) / self.zoom
+        self._set_view(zoom, QPointF(anchor.x() - ix * zoom, anchor.y() - iy * zoom))
+
+    def center_on(self, y: float, x: float) -> None:
+        self._set_view(self.zoom, QPointF(self.width() / 2 - x * self.zoom,
+                                          self.height() / 2 - y * self.zoom))
+
+    def view_center(self) -> tuple[float, float]:
+        return ((self.height() / 2 - self.offset.y()) / self.zoom,
+                (self.width() / 2 - self.offset.x()) / self.zoom)
+
+    def pan_by(self, dx: float, dy: float) -> None:
+        self._set_view(self.zoom, QPointF(self.offset.x() + dx, self.offset.y() + dy))
+
+    def _set_view(self, zoom: float, offset: QPointF) -> None:
+        self.zoom, self.offset = zoom, offset
+        self._render_all()
+        self.update()
+        self.view_changed.emit()
+
+    def widget_to_image(self, p: QPointF) -> tuple[float, float]:
+        return (p.y() - self.offset.y()) / self.zoom, (p.x() - self.offset.x()) / self.zoom
+
+    def image_to_widget(self, y: float, x: float) -> QPointF:
+        return QPointF(x * self.zoom + self.offset.x(), y * self.zoom + self.offset.y())
+
+    # -- rendering -------------------------------------------------------------------------
+    def _axis(self, n: int, off: float, limit: int) -> np.ndarray:
+        idx = np.floor((np.arange(n) + 0.5 - off) / self.zoom).astype(np.int64)
+        idx[(idx < 0) | (idx >= limit)] = -1
+        return idx
+
+    def _render_all(self) -> None:
+        w, h = max(1, self.width()), max(1, self.height())
+        if self._data is None:
+            self._ys = np.full(h, -1, np.int64)
+            self._xs = np.full(w, -1, np.int64)
+        else:
+            H, W = self._data.shape[:2]
+            self._ys = self._axis(h, self.offset.y(), H)
+            self._xs = self._axis(w, self.offset.x(), W)
+        self._ykey = self._sort_key(self._ys)
+        self._xkey = self._sort_key(self._xs)
+        self._render_base()
+        self._over_buf = np.zeros((h, w, 4), np.uint8)
+        self._over = QImage(self._over_buf.data, w, h, w * 4, QImage.Format.Format_ARGB32_Premultiplied)
+        self._render_overlay(None)
+
+    def _visible(self) -> tuple[slice, slice] | None:
+        rows = np.flatnonzero(self._ys >= 0)
+        cols = np.flatnonzero(self._xs >= 0)
+        if rows.size == 0 or cols.size == 0:
+            return None
+        return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+    def _gather(self, array: np.ndarray, rs: slice, cs: slice) -> np.ndarray:
+        ys, xs = self._ys[rs], self._xs[cs]
+        y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+        if self.zoom >= 1.0:        # few source pixels: read the block once, then repeat
+            block = np.asarray(array[y0:y1, x0:x1])
+            return block[(ys - y0)[:, None], (xs - x0)[None, :]]
+        return np.asarray(array[ys[:, None], xs[None, :]])
+
+    def _render_base(self) -> None:
+        h, w = len(self._ys), len(self._xs)
+        buf = np.empty((h, w, 3), np.uint8)
+        buf[:] = BACKDROP
+        vis = self._visible() if self._data is not None else None
+        if vis is not None:
+            rs, cs = vis
+            shown = to_display(self._gather(self._data, rs, cs), self._range)
+            buf[rs, cs] = shown[..., None] if shown.ndim == 2 else shown
+        self._base_buf = buf
+        self._base = QImage(buf.data, w, h, w * 3, QImage.Format.Format_RGB888)
+
+    def _render_overlay(self, rows_cols: tuple[slice, slice] | None) -> None:
+        """Recompute overlay pixels in a widget region (None: the whole visible part)."""
+        if self._over_buf is None or self._doc is None:
+            return
+        vis = self._visible()
+        if vis is None:
+            return
+        if rows_cols is None:
+            rs, cs = vis
+        else:
+            rs = slice(max(rows_cols[0].start, vis[0].start), min(rows_cols[0].stop, vis[0].stop))
+            cs = slice(max(rows_cols[1].start, vis[1].start), min(rows_cols[1].stop, vis[1].stop))
+            if rs.stop <= rs.start or cs.stop <= cs.start:
+                return
+        self._over_buf[rs, cs] = self._lut[self._gather(self._doc.mask, rs, cs)]
+
+    def _widget_span(self, rect: Rect) -> tuple[slice, slice]:
+        """Widget rows and columns that show image rect `rect`."""
+        r0, r1 = np.searchsorted(self._ykey, [rect.y0, rect.y1], "left")
+        c0, c1 = np.searchsorted(self._xkey, [rect.x0, rect.x1], "left")
+        return slice(int(r0), int(r1)), slice(int(c0), int(c1))
+
+    @staticmethod
+    def _sort_key(idx: np.ndarray) -> np.ndarray:
+        # -1 marks screen pixels off the image: before it they sort first, after it last
+        key = idx.copy()
+        valid = np.flatnonzero(idx >= 0)
+        if valid.size:
+            key[valid[-1] + 1:] = 1 << 40
+        return key
+
+    def _on_doc_changed(self, rect: Rect) -> None:
+        rs, cs = self._widget_span(rect)
+        if rs.stop <= rs.start or cs.stop <= cs.start:
+            return
+        self._render_overlay((rs, cs))
+        self.update(QRect(cs.start, rs.start, cs.stop - cs.start, rs.stop - rs.start))
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        p = QPainter(self)
+        r = event.rect()
+        if self._base is not None:
+            p.drawImage(r, self._base, r)
+        if self.mask_visible and self._over is not None and self._doc is not None:
+            p.drawImage(r, self._over, r)
+        if self._cursor is not None and self.tool in TOOLS and self._doc is not None:
+            rad = max(1.0, self.brush_radius * self.zoom)
+            p.setRenderHint(QPainter.RenderHint.Antialiasing)
+            p.setPen(QPen(QColor(0, 0, 0, 200), 3))
+            p.drawEllipse(self._cursor, rad, rad)
+            p.setPen(QPen(QColor(255, 255, 255, 230), 1))
+            p.drawEllipse(self._cursor, rad, rad)
+        p.end()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        old: QSize = event.oldSize()
+        if old.width() > 0 and self._data is not None:
+            # keep the same image point at the centre
+            cy = (old.height() / 2 - self.offset.y()) / self.zoom
+            cx = (old.width() / 2 - self.offset.x()) / self.zoom
+            self.offset = QPointF(self.width() / 2 - cx * self.zoom, self.height() / 2 - cy * self.zoom)
+            self._render_all()
+        else:
+            self.fit()
+
+    # -- input -----------------------------------------------------------------------------
+    def _cursor_rect(self, pos: QPointF | None) -> QRect:
+        if pos is None:
+            return QRect()
+        rad = int(max(1.0, self.brush_radius * self.zoom)) + 4
+        return QRect(int(pos.x()) - rad, int(pos.y()) - rad, 2 * rad + 1, 2 * rad + 1)
+
+    def _move_cursor(self, pos: QPointF | None) -> None:
+        old = self._cursor_rect(self._cursor)
+        self._cursor = pos
+        self.update(old.united(self._cursor_rect(pos)))
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        steps = event.angleDelta().y() / 120.0
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            self.set_brush_radius(self.brush_radius * (1.15 ** steps))
+        else:
+            self.zoom_by(1.25 ** steps, event.position())
+        event.accept()
+
+    def set_brush_radius(self, radius: float) -> None:
+        self.brush_radius = float(min(500.0, max(0.5, radius)))
+        self._move_cursor(self._cursor)
+
+    def _painting_value(self) -> tuple[int, tuple[int, ...] | None]:
+        if self.tool == "eraser":
+            return UNLABELED, ((self.class_value,) if self.protect_others else None)
+        return self.class_value, ((UNLABELED, self.class_value) if self.protect_others else None)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        if (event.button() == Qt.MouseButton.MiddleButton
+                or (event.button() == Qt.MouseButton.LeftButton and self._space)):
+            self._pan_from = pos
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
+            return
+        if event.button() == Qt.MouseButton.LeftButton and self._doc is not None:
+            if self.tool not in TOOLS:
+                return
+            if self._doc.read_only:
+                self.paint_refused.emit(self._doc.read_only)
+                return
+            self._doc.begin_stroke("Eraser" if self.tool == "eraser" else "Brush")
+            self._last_img = self.widget_to_image(pos)
+            self._dab_to(self._last_img)
+
+    def _dab_to(self, pt: tuple[float, float]) -> None:
+        assert self._doc is not None and self._last_img is not None
+        value, only_over = self._painting_value()
+        a = (self._last_img[0] - 0.5, self._last_img[1] - 0.5)
+        b = (pt[0] - 0.5, pt[1] - 0.5)
+        self._doc.paint_segment(a, b, self.brush_radius, value, only_over)
+        self._last_img = pt
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        if self._pan_from is not None:
+            d = pos - self._pan_from
+            self._pan_from = pos
+            self.pan_by(d.x(), d.y())
+            return
+        self._move_cursor(pos)
+        y, x = self.widget_to_image(pos)
+        shape = self.image_shape
+        if shape is not None and 0 <= y < shape[0] and 0 <= x < shape[1]:
+            self.hovered.emit(int(y), int(x))
+        else:
+            self.hovered.emit(-1, -1)
+        if (event.buttons() & Qt.MouseButton.LeftButton and self._doc is not None
+                and self._doc.in_stroke and self._last_img is not None):
+            self._dab_to((y, x))
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton,
+                                                              Qt.MouseButton.LeftButton):
+            self._pan_from = None
+            self.unsetCursor()
+            return
+        if event.button() == Qt.MouseButton.LeftButton and self._doc is not None and self._doc.in_stroke:
+            self._doc.end_stroke()          # one stroke = one undo step
+            self._last_img = None
+            self.stroke_finished.emit()
+
+    def leaveEvent(self, event) -> None:
+        self._move_cursor(None)
+        self.hovered.emit(-1, -1)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            self.setCursor(Qt.CursorShape.OpenHandCursor)
+            return
+        step = 80
+        moves = {Qt.Key.Key_Left: (step, 0), Qt.Key.Key_Right: (-step, 0),
+                 Qt.Key.Key_Up: (0, step), Qt.Key.Key_Down: (0, -step)}
+        if event.key() in moves and not event.modifiers():
+            self.pan_by(*moves[event.key()])
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            self._pan_from = None
+            self.unsetCursor()
+            return
+        super().keyReleaseEvent(event)
+
+
+def zoom_percent(zoom: float) -> str:
+    return f"{zoom * 100:.0f}%" if zoom >= 0.1 else f"{zoom * 100:.1f}%"
+

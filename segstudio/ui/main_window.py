@@ -1,0 +1,613 @@
+"""MainWindow: image list, canvas, classes, display; starts jobs and draws, nothing more."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QThreadPool, QTimer, Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
+                               QSpinBox, QToolBar, QWidget)
+
+from segstudio.core.classes import UNLABELED, LabelClass
+from segstudio.core.display import CT_PRESETS, DisplayRange, auto_range, full_range, sample_pixels
+from segstudio.core.document import ImageDocument, ReadOnlyError
+from segstudio.io.autosave import Autosaver
+from segstudio.io.images import ImageReadError, LoadedImage, is_supported
+from segstudio.io.masks import MaskError
+from segstudio.io.project import MANIFEST, ImageEntry, Project, ProjectError, labelled_fraction
+from segstudio.io.userdirs import add_recent_project, recent_projects, sample_project
+from segstudio.ui.canvas import MaskCanvas, zoom_percent
+from segstudio.ui.dialogs import ShortcutsDialog, error_box
+from segstudio.ui.panels.class_panel import ClassPanel
+from segstudio.ui.panels.display_panel import AUTO, FULL, HEADER, MANUAL, DisplayPanel
+from segstudio.ui.panels.image_list import ImageListPanel, make_thumbnails
+from segstudio.workers.job import Job
+
+log = logging.getLogger(__name__)
+
+
+def load_item(project: Project, entry: ImageEntry, *, on_progress=None, cancel=None):
+    """Job body: the image's pixels and its saved mask (or why the mask is unusable)."""
+    loaded = project.read_image(entry)
+    shape = loaded.data.shape[:2]
+    try:
+        mask, problem = project.load_mask(entry, shape), None
+    except (MaskError, OSError) as e:
+        mask, problem = np.full(shape, UNLABELED, np.uint8), str(e)
+    return loaded, mask, problem
+
+
+def default_preset(loaded: LoadedImage) -> str:
+    """Colour photos as they are; grey, 16-bit and float data stretched to be visible."""
+    data = loaded.data
+    if loaded.info.window:
+        return HEADER
+    if data.dtype == np.uint8 and data.ndim == 3 and data.shape[2] >= 3 and not _is_grey(data):
+        return FULL
+    return AUTO
+
+
+def _is_grey(data: np.ndarray) -> bool:
+    s = sample_pixels(data, 4096)
+    return bool(np.array_equal(s[..., 0], s[..., 1]) and np.array_equal(s[..., 1], s[..., 2]))
+
+
+class SaverSignals(QObject):
+    """Carries the autosave thread's reports to the GUI thread."""
+
+    saved = Signal(str, int)
+    failed = Signal(str)
+
+
+class MainWindow(QMainWindow):
+    image_shown = Signal(str)            # after an image and its mask are on the canvas
+
+    def __init__(self, project: Project | None = None, *, autosave_delay: float = 0.05) -> None:
+        super().__init__()
+        self.setWindowTitle("SegStudio")
+        self.setAcceptDrops(True)
+        self.resize(1280, 820)
+        self.project: Project | None = None
+        self.current: ImageEntry | None = None
+        self.loaded: LoadedImage | None = None
+        self.errors: list[str] = []
+        self._autosave_delay = autosave_delay
+        self._autosaver: Autosaver | None = None
+        self._saver_signals = SaverSignals()
+        self._saver_signals.saved.connect(self._on_saver_saved)
+        self._saver_signals.failed.connect(lambda m: self.report_error("Saving failed", m))
+        self._jobs: set[Job] = set()
+        self._load_generation = 0
+        self._restore_view: dict | None = None
+        self._preset: str | None = None   # None: chosen per image (natural colour or auto contrast)
+        self._message_boxes: list = []
+
+        self.canvas = MaskCanvas()
+        self.setCentralWidget(self.canvas)
+        self.images = ImageListPanel()
+        self.class_panel = ClassPanel()
+        self.display_panel = DisplayPanel()
+        self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Classes", self.class_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Display", self.display_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._build_status_bar()
+        self._build_actions()
+
+        self.images.image_activated.connect(self.show_image)
+        self.class_panel.class_selected.connect(self._on_class_selected)
+        self.class_panel.classes_edited.connect(self._on_classes_edited)
+        self.class_panel.class_deleted.connect(self._on_class_deleted)
+        self.display_panel.preset_chosen.connect(self.apply_preset)
+        self.display_panel.range_edited.connect(self._on_range_edited)
+        self.display_panel.opacity_changed.connect(self.canvas.set_opacity)
+        self.canvas.hovered.connect(self._on_canvas_hovered)
+        self.canvas.view_changed.connect(self._on_canvas_view_changed)
+        self.canvas.stroke_finished.connect(self._on_canvas_stroke_finished)
+        self.canvas.paint_refused.connect(lambda why: self.report_error("This mask is read-only", why))
+        self._status_timer = QTimer(self, singleShot=True, interval=600)
+        self._status_timer.timeout.connect(self._refresh_current_status)
+        if project is not None:
+            self.open_project(project)
+
+    # -- layout ----------------------------------------------------------------------------
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock{title}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_status_bar(self) -> None:
+        self.position_label = QLabel("")
+        self.value_label = QLabel("")
+        self.class_label = QLabel("")
+        self.zoom_label = QLabel("")
+        for w in (self.position_label, self.value_label, self.class_label, self.zoom_label):
+            self.statusBar().addPermanentWidget(w)
+
+    def _action(self, menu, text: str, slot, shortcut=None, checkable=False, tip="") -> QAction:
+        act = QAction(text, self)
+        if shortcut is not None:
+            seqs = shortcut if isinstance(shortcut, list) else [shortcut]
+            act.setShortcuts([QKeySequence(s) for s in seqs])
+        act.setCheckable(checkable)
+        if tip:
+            act.setStatusTip(tip)
+        act.triggered.connect(slot)
+        menu.addAction(act)
+        self.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self._action(f, "New Project from Folder…", self.new_project_dialog, "Ctrl+Shift+N")
+        self._action(f, "Open Project…", self.open_project_dialog, QKeySequence.StandardKey.Open)
+        self.recent_menu = f.addMenu("Open Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self._action(f, "Open Sample Project", self.open_sample)
+        f.addSeparator()
+        self._action(f, "Add Images…", self.add_images_dialog, "Ctrl+I")
+        self._action(f, "Save", self.save_now, QKeySequence.StandardKey.Save,
+                     tip="Everything is saved after each stroke; this waits until it is on disk")
+        f.addSeparator()
+        self._action(f, "Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        e = mb.addMenu("&Edit")
+        self.undo_action = self._action(e, "Undo", self.undo, QKeySequence.StandardKey.Undo)
+        self.redo_action = self._action(e, "Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
+        self.undo_action.setEnabled(False)
+        self.redo_action.setEnabled(False)
+
+        t = mb.addMenu("&Tools")
+        group = QActionGroup(self)
+        self.tool_actions = {}
+        for name, key in (("brush", "B"), ("eraser", "E")):
+            act = self._action(t, name.capitalize(), partial(self.set_tool, name), key, checkable=True)
+            group.addAction(act)
+            self.tool_actions[name] = act
+        self.tool_actions["brush"].setChecked(True)
+        t.addSeparator()
+        self._action(t, "Smaller Brush", lambda: self.set_brush_radius(self.canvas.brush_radius / 1.25), "[")
+        self._action(t, "Larger Brush", lambda: self.set_brush_radius(self.canvas.brush_radius * 1.25), "]")
+        self.protect_action = self._action(t, "Protect Other Classes", self._on_protect_toggled, "P",
+                                           checkable=True)
+
+        v = mb.addMenu("&View")
+        self._action(v, "Zoom In", lambda: self.canvas.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
+        self._action(v, "Zoom Out", lambda: self.canvas.zoom_by(0.8), QKeySequence.StandardKey.ZoomOut)
+        self._action(v, "Fit to Window", self.canvas.fit, "Ctrl+0")
+        self._action(v, "Actual Size", self.canvas.actual_size, "Ctrl+1")
+        self.mask_action = self._action(v, "Show Mask", self.canvas.set_mask_visible, "M", checkable=True)
+        self.mask_action.setChecked(True)
+        v.addSeparator()
+        self._action(v, "Next Image", lambda: self.step_image(1), "PgDown")
+        self._action(v, "Previous Image", lambda: self.step_image(-1), "PgUp")
+
+        h = mb.addMenu("&Help")
+        self._action(h, "Keyboard Shortcuts", self.show_shortcuts, QKeySequence.StandardKey.HelpContents)
+        self._action(h, "About SegStudio", self._about)
+
+        for k in range(10):
+            QShortcut(QKeySequence(str(k)), self, activated=partial(self.class_panel.select_id, k))
+
+        bar = QToolBar("Tools")
+        bar.setObjectName("toolbarTools")
+        for act in self.tool_actions.values():
+            bar.addAction(act)
+        self.size_spin = QSpinBox()
+        self.size_spin.setRange(1, 500)
+        self.size_spin.setPrefix("size ")
+        self.size_spin.setToolTip("Brush radius in image pixels ([ and ], Ctrl+wheel)")
+        self.size_spin.setValue(int(self.canvas.brush_radius))
+        self.size_spin.valueChanged.connect(lambda v: self.set_brush_radius(float(v)))
+        bar.addWidget(self.size_spin)
+        bar.addAction(self.protect_action)
+        bar.addAction(self.mask_action)
+        self.addToolBar(bar)
+
+    # -- project ---------------------------------------------------------------------------
+    def open_project(self, project: Project) -> None:
+        self.close_project()
+        self.project = project
+        self.setWindowTitle(f"{project.name} — SegStudio")
+        self._autosaver = Autosaver(
+            project.masks, delay=self._autosave_delay,
+            on_saved=self._saver_signals.saved.emit, on_error=self._saver_signals.failed.emit)
+        self.class_panel.set_classes(project.classes)
+        self.canvas.set_classes(project.classes)
+        self.images.set_entries(project.images)
+        try:
+            add_recent_project(project.root)
+        except OSError as e:
+            log.warning("could not update the recent projects list: %s", e)
+        for problem in project.problems:
+            self.report_error("Some files were skipped", problem)
+        self._start_thumbnails(project.images)
+        view = project.load_view()
+        ids = [e.id for e in project.images]
+        target = view.get("image") if view.get("image") in ids else (ids[0] if ids else None)
+        self._restore_view = view if target == view.get("image") else None
+        if target is not None:
+            self.show_image(target)
+        else:
+            self.canvas.set_content(None, None)
+            self.statusBar().showMessage("Empty project: add images with File ▸ Add Images… or drop them here")
+
+    def close_project(self) -> None:
+        if self.project is None:
+            return
+        self._leave_current()
+        self._save_view()
+        if self._autosaver is not None:
+            self._autosaver.close()
+            self._autosaver = None
+        self.project = None
+        self.current = None
+        self.loaded = None
+
+    def _start_thumbnails(self, entries: list[ImageEntry]) -> None:
+        assert self.project is not None
+        items = [(e.id, partial(self.project.read_image, e)) for e in entries]
+        job = self._start_job(Job(make_thumbnails, items, name="thumbnails"))
+        job.signals.succeeded.connect(self._on_thumbnails_succeeded)
+
+    def _on_thumbnails_succeeded(self, result: dict) -> None:
+        for image_id, thumb in result.items():
+            if isinstance(thumb, np.ndarray):
+                self.images.set_thumbnail(image_id, thumb)
+
+    def _start_job(self, job: Job, report_failure: bool = True) -> Job:
+        self._jobs.add(job)   # keep it alive until it finishes
+        job.signals.finished.connect(lambda: self._jobs.discard(job))
+        if report_failure:
+            job.signals.failed.connect(partial(self._on_job_failed, job.name))
+        QThreadPool.globalInstance().start(job)
+        return job
+
+    def _on_job_failed(self, name: str, details: str) -> None:
+        last = details.strip().splitlines()[-1] if details.strip() else "unknown error"
+        self.report_error(f"{name} failed", last, details)
+
+    # -- images ----------------------------------------------------------------------------
+    def show_image(self, image_id: str) -> None:
+        if self.project is None:
+            return
+        if self.current is not None and self.current.id == image_id and self.loaded is not None:
+            return
+        self._leave_current()
+        entry = self.project.entry(image_id)
+        self._load_generation += 1
+        generation = self._load_generation
+        self.statusBar().showMessage(f"Opening {entry.display_name}…")
+        job = Job(load_item, self.project, entry, name=f"Opening {entry.display_name}")
+        job.signals.succeeded.connect(partial(self._on_item_loaded, generation, entry.id))
+        job.signals.failed.connect(partial(self._on_item_failed, generation, entry))
+        self._start_job(job, report_failure=False)
+        self.images.select(image_id, emit=False)
+
+    def _on_item_failed(self, generation: int, entry: ImageEntry, details: str) -> None:
+        if generation != self._load_generation:
+            return
+        last = details.strip().splitlines()[-1]
+        message = last.split(": ", 1)[1] if last.startswith(("segstudio", ImageReadError.__name__)) else last
+        self.report_error(f"Cannot open {entry.display_name}", message, details)
+        self.canvas.set_content(None, None)
+        self.current, self.loaded = None, None
+
+    def _on_item_loaded(self, generation: int, image_id: str, result) -> None:
+        if generation != self._load_generation or self.project is None:
+            return  # the user moved on to another image meanwhile
+        loaded, mask, problem = result
+        entry = self.project.entry(image_id)
+        doc = ImageDocument(mask, read_only=problem and (
+            f"{problem}. The mask file was left untouched; fix or remove it to paint on this image."))
+        doc.history_changed.connect(self._on_doc_history_changed)
+        doc.edited.connect(partial(self._on_doc_edited, entry.id, mask.shape))
+        self.current, self.loaded = entry, loaded
+        preset = self._preset or default_preset(loaded)
+        rng = self._range_for(preset, loaded)
+        self.canvas.set_content(loaded.data, doc, rng)
+        self.display_panel.show_range(rng, preset)
+        self._on_doc_history_changed(False, False)
+        view = self._restore_view
+        if view and view.get("image") == image_id and "zoom" in view:
+            try:
+                self.canvas.zoom_to(float(view["zoom"]))
+                cy, cx = view.get("center", self.canvas.view_center())
+                self.canvas.center_on(float(cy), float(cx))
+            except (TypeError, ValueError):
+                pass
+        self._restore_view = None
+        h, w = loaded.data.shape[:2]
+        self.statusBar().showMessage(f"{entry.display_name}: {w} x {h}, {loaded.data.dtype}", 4000)
+        if problem:
+            self.report_error("Mask not loaded", doc.read_only or problem)
+        self.image_shown.emit(image_id)
+
+    def _leave_current(self) -> None:
+        """Finish the stroke, fold the image's journal into its PNG, update its status."""
+        doc = self.canvas.document
+        if doc is None or self.current is None or self.project is None:
+            return
+        if doc.in_stroke:
+            doc.end_stroke()
+        self._refresh_current_status()
+        if self._autosaver is not None and self.project.masks.journal_bytes(self.current.id):
+            self._autosaver.compact(self.current.id, doc.shape)
+
+    def step_image(self, delta: int) -> None:
+        ids = self.images.visible_ids()
+        if not ids:
+            return
+        i = ids.index(self.current.id) if self.current and self.current.id in ids else -delta
+        self.show_image(ids[(i + delta) % len(ids)])
+
+    def _refresh_current_status(self) -> None:
+        doc = self.canvas.document
+        if doc is None or self.current is None or self.project is None:
+            return
+        frac = labelled_fraction(doc.mask)
+        if abs(frac - self.current.labelled) > 1e-9:
+            self.current = self.project.update_entry(self.current.id, labelled=frac)
+            self.images.update_entry(self.current)
+            self._save_manifest()
+
+    def _save_manifest(self) -> None:
+        try:
+            assert self.project is not None
+            self.project.save()
+        except OSError as e:
+            self.report_error("Could not save the project file", str(e))
+
+    # -- editing ---------------------------------------------------------------------------
+    def _on_doc_edited(self, image_id: str, shape, tiles) -> None:
+        if self._autosaver is not None:
+            self._autosaver.submit(image_id, shape, tiles)
+        self._status_timer.start()
+
+    def _on_saver_saved(self, image_id: str, n: int) -> None:
+        self.statusBar().showMessage(f"Saved {n} change(s) to {image_id}", 1500)
+
+    def _on_doc_history_changed(self, can_undo: bool, can_redo: bool) -> None:
+        self.undo_action.setEnabled(can_undo)
+        self.redo_action.setEnabled(can_redo)
+
+    def undo(self) -> None:
+        self._history_step("undo")
+
+    def redo(self) -> None:
+        self._history_step("redo")
+
+    def _history_step(self, which: str) -> None:
+        doc = self.canvas.document
+        if doc is None:
+            return
+        try:
+            getattr(doc, which)()
+        except ReadOnlyError as e:
+            self.report_error("This mask is read-only", str(e))
+
+    def _on_canvas_stroke_finished(self) -> None:
+        self._status_timer.start()
+
+    def set_tool(self, name: str) -> None:
+        self.canvas.tool = name
+        self.tool_actions[name].setChecked(True)
+
+    def set_brush_radius(self, radius: float) -> None:
+        self.canvas.set_brush_radius(radius)
+        self.size_spin.blockSignals(True)
+        self.size_spin.setValue(int(round(self.canvas.brush_radius)))
+        self.size_spin.blockSignals(False)
+
+    def _on_protect_toggled(self, on: bool) -> None:
+        self.canvas.protect_others = bool(on)
+
+    def _on_class_selected(self, class_id: int) -> None:
+        self.canvas.class_value = class_id
+        c = self.project.class_by_id(class_id) if self.project else None
+        if c is not None:
+            self.statusBar().showMessage(f"Painting '{c.name}'", 1500)
+
+    def _on_classes_edited(self, classes: list[LabelClass]) -> None:
+        if self.project is None:
+            return
+        try:
+            self.project.set_classes(classes)
+        except ProjectError as e:
+            self.report_error("Classes not changed", str(e))
+            self.class_panel.set_classes(self.project.classes)
+            return
+        self.canvas.set_classes(classes)
+
+    def _on_class_deleted(self, class_id: int) -> None:
+        """The deleted class's pixels become unlabeled, on screen and in every saved mask."""
+        if self.project is None:
+            return
+        doc = self.canvas.document
+        if self._autosaver is not None:
+            self._autosaver.flush()
+        if doc is not None and not doc.read_only:
+            hit = doc.mask == class_id
+            if hit.any():
+                from segstudio.core.geometry import Rect
+                full = Rect(0, 0, *doc.shape)
+                doc.replace(full, np.full(doc.shape, UNLABELED, np.uint8), "Delete class", where=hit)
+                if self._autosaver is not None:
+                    self._autosaver.flush()
+        changed = self.project.clear_class_from_masks(class_id)
+        self.statusBar().showMessage(f"Class removed from {changed} saved mask(s)", 4000)
+
+    # -- display ---------------------------------------------------------------------------
+    def _range_for(self, preset: str, loaded: LoadedImage) -> DisplayRange:
+        data = loaded.data
+        if preset == FULL:
+            if data.dtype.kind == "f":
+                s = sample_pixels(data)
+                return DisplayRange(float(np.nanmin(s)), float(np.nanmax(s)) + 1e-6)
+            return full_range(data.dtype)
+        if preset == HEADER and loaded.info.window:
+            return DisplayRange.from_window(*loaded.info.window)
+        if preset in CT_PRESETS:
+            return DisplayRange.from_window(*CT_PRESETS[preset])
+        if preset == MANUAL:
+            return self.canvas.display_range
+        return auto_range(data)
+
+    def apply_preset(self, preset: str) -> None:
+        self._preset = preset
+        if self.loaded is None:
+            return
+        if preset == HEADER and not self.loaded.info.window:
+            self.statusBar().showMessage("This file's header has no window; using auto contrast", 4000)
+        rng = self._range_for(preset, self.loaded)
+        self.canvas.set_display_range(rng)
+        self.display_panel.show_range(rng)
+
+    def _on_range_edited(self, rng: DisplayRange) -> None:
+        self._preset = MANUAL
+        self.canvas.set_display_range(rng)
+
+    # -- status bar ------------------------------------------------------------------------
+    def _on_canvas_hovered(self, y: int, x: int) -> None:
+        if y < 0 or self.loaded is None or self.canvas.document is None:
+            self.position_label.setText("")
+            self.value_label.setText("")
+            self.class_label.setText("")
+            return
+        v = np.asarray(self.loaded.data[y, x])
+        value = ", ".join(f"{t:.4g}" if v.dtype.kind == "f" else str(int(t)) for t in v.ravel()[:4])
+        cid = int(self.canvas.document.mask[y, x])
+        c = self.project.class_by_id(cid) if self.project else None
+        self.position_label.setText(f"y {y}, x {x}")
+        self.value_label.setText(f"value {value}")
+        self.class_label.setText("unlabeled" if cid == UNLABELED else (c.name if c else f"class {cid}"))
+
+    def _on_canvas_view_changed(self) -> None:
+        self.zoom_label.setText(zoom_percent(self.canvas.zoom))
+
+    def _save_view(self) -> None:
+        if self.project is None or self.current is None:
+            return
+        cy, cx = self.canvas.view_center()
+        try:
+            self.project.save_view({"image": self.current.id, "zoom": self.canvas.zoom, "center": [cy, cx]})
+        except OSError as e:
+            log.warning("could not save the view state: %s", e)
+
+    # -- dialogs and files -----------------------------------------------------------------
+    def report_error(self, title: str, message: str, details: str = "") -> None:
+        """Every problem reaches the user: a non-modal box, the status bar and the log."""
+        log.error("%s: %s", title, message)
+        self.errors.append(message)
+        self.statusBar().showMessage(f"{title}: {message}", 8000)
+        self._message_boxes = [b for b in self._message_boxes if b.isVisible()][-4:]
+        self._message_boxes.append(error_box(self, title, message, details))
+
+    def show_shortcuts(self) -> ShortcutsDialog:
+        dlg = ShortcutsDialog(self)
+        dlg.show()
+        return dlg
+
+    def _about(self) -> None:
+        from segstudio import __version__
+        QMessageBox.about(self, "About SegStudio", f"SegStudio {__version__}\nBSD-3-Clause licence.")
+
+    def save_now(self) -> None:
+        self._refresh_current_status()
+        if self._autosaver is not None and self._autosaver.flush():
+            self._save_view()
+            self.statusBar().showMessage("All changes are on disk", 3000)
+
+    def open_project_path(self, path: Path) -> bool:
+        try:
+            project = Project.open(path)
+        except ProjectError as e:
+            self.report_error("Cannot open project", str(e))
+            return False
+        self.open_project(project)
+        return True
+
+    def open_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open project folder")
+        if folder:
+            self.open_project_path(Path(folder))
+
+    def open_sample(self) -> None:
+        try:
+            self.open_project_path(sample_project())
+        except OSError as e:
+            self.report_error("Cannot open the sample project", str(e))
+
+    def new_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of images for the new project")
+        if not folder:
+            return
+        copy = QMessageBox.question(
+            self, "New project", "Copy the images into the project folder?\n"
+            "No: the project refers to them where they are.") == QMessageBox.StandardButton.Yes
+        try:
+            project = Project.from_folder(Path(folder), Path(folder) / "segstudio-project", copy=copy)
+        except (ProjectError, OSError) as e:
+            self.report_error("Cannot create the project", str(e))
+            return
+        self.open_project(project)
+
+    def add_images_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Add images", "", "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.dcm *.nii *.nii.gz);;All files (*)")
+        if files:
+            self.add_images([Path(f) for f in files])
+
+    def add_images(self, paths: list[Path], copy: bool = False) -> list[ImageEntry]:
+        if self.project is None:
+            return []
+        before = len(self.project.problems)
+        try:
+            added = self.project.add_images(paths, copy=copy)
+        except OSError as e:
+            self.report_error("Images not added", str(e))
+            return []
+        for problem in self.project.problems[before:]:
+            self.report_error("Some files were skipped", problem)
+        self.images.set_entries(self.project.images, self.current.id if self.current else None)
+        self._start_thumbnails(added)
+        if added and self.current is None:
+            self.show_image(added[0].id)
+        self.statusBar().showMessage(f"Added {len(added)} image(s)", 4000)
+        return added
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in recent_projects():
+            act = self.recent_menu.addAction(str(path))
+            act.triggered.connect(partial(self.open_project_path, path))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        projects = [p for p in paths if (p / MANIFEST).exists() or p.name == MANIFEST]
+        if projects:
+            self.open_project_path(projects[0])
+            return
+        files = []
+        for p in paths:
+            files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        self.add_images([f for f in files if is_supported(f)] or files)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.close_project()
+        for job in list(self._jobs):
+            job.token.cancel()
+        QThreadPool.globalInstance().waitForDone(5000)
+        super().closeEvent(event)

@@ -1,0 +1,123 @@
+"""ImageListPanel: every image with a thumbnail and its labelling status, filterable."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import QComboBox, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+
+from segstudio.io.project import STATUSES, ImageEntry
+
+THUMB = 64
+STATUS_TEXT = {"unlabeled": "unlabeled", "partly": "partly labelled", "fully": "fully labelled",
+               "predicted": "predicted", "reviewed": "reviewed"}
+ALL = "All images"
+
+
+def thumbnail_array(data: np.ndarray, size: int = THUMB) -> np.ndarray:
+    """A small uint8 RGB preview read with strides (cheap on memory-mapped images)."""
+    from segstudio.core.display import auto_range, to_display
+
+    h, w = data.shape[:2]
+    step = max(1, int(max(h, w) // size))
+    small = np.asarray(data[::step, ::step])
+    small = to_display(small, auto_range(small))
+    if small.ndim == 2:
+        small = np.repeat(small[..., None], 3, axis=2)
+    return np.ascontiguousarray(small)
+
+
+def make_thumbnails(items: list[tuple[str, object]], *, on_progress=None, cancel=None) -> dict:
+    """Job body: (id, project-reader callable) -> {id: uint8 RGB array or error text}."""
+    out: dict[str, object] = {}
+    for image_id, read in items:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        try:
+            out[image_id] = thumbnail_array(read().data)
+        except Exception as e:  # a broken image gets a text mark, not a crash
+            out[image_id] = str(e)
+    return out
+
+
+class ImageListPanel(QWidget):
+    image_activated = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.filter = QComboBox()
+        self.filter.addItems([ALL, *(STATUS_TEXT[s] for s in STATUSES)])
+        self.filter.currentIndexChanged.connect(lambda _i: self._apply_filter())
+        self.list = QListWidget()
+        self.list.setObjectName("imageList")
+        self.list.setIconSize(QSize(THUMB, THUMB))
+        self.list.setUniformItemSizes(True)
+        self.list.currentItemChanged.connect(self._on_list_current_changed)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.filter)
+        layout.addWidget(self.list)
+        self._entries: dict[str, ImageEntry] = {}
+        self._items: dict[str, QListWidgetItem] = {}
+        self._icons: dict[str, QIcon] = {}
+
+    def set_entries(self, entries: list[ImageEntry], current: str | None = None) -> None:
+        self.list.blockSignals(True)
+        self.list.clear()
+        self._entries = {e.id: e for e in entries}
+        self._items = {}
+        for e in entries:
+            item = QListWidgetItem(self._label(e))
+            item.setData(Qt.ItemDataRole.UserRole, e.id)
+            if e.id in self._icons:
+                item.setIcon(self._icons[e.id])
+            self.list.addItem(item)
+            self._items[e.id] = item
+        self.list.blockSignals(False)
+        self._apply_filter()
+        if current is not None:
+            self.select(current, emit=False)
+
+    @staticmethod
+    def _label(e: ImageEntry) -> str:
+        split = "" if e.split == "train" else f" · {e.split}"
+        return f"{e.display_name}\n{STATUS_TEXT[e.status]}{split}"
+
+    def update_entry(self, e: ImageEntry) -> None:
+        self._entries[e.id] = e
+        item = self._items.get(e.id)
+        if item is not None:
+            item.setText(self._label(e))
+        self._apply_filter()
+
+    def set_thumbnail(self, image_id: str, rgb: np.ndarray) -> None:
+        h, w = rgb.shape[:2]
+        qimg = QImage(rgb.data, w, h, w * 3, QImage.Format.Format_RGB888).copy()
+        icon = QIcon(QPixmap.fromImage(qimg))
+        self._icons[image_id] = icon
+        if image_id in self._items:
+            self._items[image_id].setIcon(icon)
+
+    def _apply_filter(self) -> None:
+        wanted = self.filter.currentText()
+        for image_id, item in self._items.items():
+            status = STATUS_TEXT[self._entries[image_id].status]
+            item.setHidden(wanted != ALL and status != wanted)
+
+    def select(self, image_id: str, emit: bool = True) -> None:
+        item = self._items.get(image_id)
+        if item is None:
+            return
+        if not emit:
+            self.list.blockSignals(True)
+        self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+
+    def visible_ids(self) -> list[str]:
+        return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())
+                if not self.list.item(i).isHidden()]
+
+    def _on_list_current_changed(self, current: QListWidgetItem | None, _prev) -> None:
+        if current is not None:
+            self.image_activated.emit(current.data(Qt.ItemDataRole.UserRole))
