@@ -1,0 +1,1 @@
+"""Models, training, prediction. torch is imported here and nowhere at start-up; never Qt."""

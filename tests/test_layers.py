@@ -1,0 +1,33 @@
+"""core, io and ml never pull in Qt; core and io never pull in torch (they run headless)."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
+                         cwd=REPO, capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_core_and_io_import_without_qt_or_torch():
+    mods = _modules_after(
+        "import segstudio.core.document, segstudio.core.display, segstudio.core.history, "
+        "segstudio.core.jobs, segstudio.io.project, segstudio.io.images, segstudio.io.masks, "
+        "segstudio.io.autosave, segstudio.io.userdirs, segstudio.cli")
+    assert "segstudio.io.project" in mods
+    assert not any(m.split(".")[0] in ("PySide6", "shiboken6", "torch") for m in mods)
+
+
+def test_import_linter_contracts_hold():
+    exe = shutil.which("lint-imports", path=str(REPO / ".venv" / "bin")) or shutil.which("lint-imports")
+    if exe is None:
+        pytest.fail("import-linter is a dev dependency: `pip install -e .[dev]`")
+    out = subprocess.run([exe], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Contracts: 2 kept, 0 broken" in out.stdout
