@@ -19,7 +19,8 @@ SHORTCUTS = [
     ("View", [("Wheel", "Zoom at the cursor"), ("Ctrl++ / Ctrl+-", "Zoom in / out"),
               ("Ctrl+0", "Fit the image to the window"), ("Ctrl+1", "Actual size (1:1)"),
               ("Space+drag, middle drag, arrows", "Pan"), ("M", "Show / hide the mask"),
-              ("Page Down / Page Up", "Next / previous image")]),
+              ("Page Down / Page Up", "Next / previous image"),
+              ("Ctrl+R", "Mark the image as reviewed (right-click the list for more)")]),
     ("Help", [("F1", "This list")]),
 ]
 

@@ -91,13 +91,17 @@ class MainWindow(QMainWindow):
         self.images = ImageListPanel()
         self.class_panel = ClassPanel()
         self.display_panel = DisplayPanel()
-        self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._dock("Classes", self.class_panel, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._dock("Display", self.display_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        left = self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
+        right = self._dock("Classes", self.class_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        display = self._dock("Display", self.display_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.resizeDocks([left, right], [240, 270], Qt.Orientation.Horizontal)
+        self.resizeDocks([right, display], [220, 200], Qt.Orientation.Vertical)
         self._build_status_bar()
         self._build_actions()
 
         self.images.image_activated.connect(self.show_image)
+        self.images.split_chosen.connect(self.set_split)
+        self.images.reviewed_toggled.connect(self.set_reviewed)
         self.class_panel.class_selected.connect(self._on_class_selected)
         self.class_panel.classes_edited.connect(self._on_classes_edited)
         self.class_panel.class_deleted.connect(self._on_class_deleted)
@@ -187,6 +191,8 @@ class MainWindow(QMainWindow):
         v.addSeparator()
         self._action(v, "Next Image", lambda: self.step_image(1), "PgDown")
         self._action(v, "Previous Image", lambda: self.step_image(-1), "PgUp")
+        self._action(v, "Mark Image as Reviewed", self._toggle_current_reviewed, "Ctrl+R",
+                     tip="Reviewed images are shown as such in the image list")
 
         h = mb.addMenu("&Help")
         self._action(h, "Keyboard Shortcuts", self.show_shortcuts, QKeySequence.StandardKey.HelpContents)
@@ -346,6 +352,30 @@ class MainWindow(QMainWindow):
             return
         i = ids.index(self.current.id) if self.current and self.current.id in ids else -delta
         self.show_image(ids[(i + delta) % len(ids)])
+
+    def set_split(self, ids: list[str], split: str) -> None:
+        if self.project is None:
+            return
+        for image_id in ids:
+            entry = self.project.update_entry(image_id, split=split)
+            self.images.update_entry(entry)
+            if self.current and self.current.id == image_id:
+                self.current = entry
+        self._save_manifest()
+
+    def set_reviewed(self, ids: list[str], reviewed: bool) -> None:
+        if self.project is None:
+            return
+        for image_id in ids:
+            entry = self.project.update_entry(image_id, reviewed=reviewed)
+            self.images.update_entry(entry)
+            if self.current and self.current.id == image_id:
+                self.current = entry
+        self._save_manifest()
+
+    def _toggle_current_reviewed(self) -> None:
+        if self.current is not None:
+            self.set_reviewed([self.current.id], not self.current.reviewed)
 
     def _refresh_current_status(self) -> None:
         doc = self.canvas.document

@@ -190,3 +190,27 @@ def test_screenshot_of_the_main_window(qtbot, sample_copy, tmp_path):
     assert w.grab().save(str(path))
     shot = cv2.imread(str(path))
     assert shot.shape[0] > 500 and shot.std() > 10   # a real picture, not a blank window
+
+
+def test_split_and_reviewed_are_saved(qtbot, sample_copy):
+    w = _window(qtbot, sample_copy)
+    w.set_split(["nuclei_01", "nuclei_02"], "test")
+    QTest.keyClick(w, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    assert "reviewed" in w.images.list.item(0).text() and "test" in w.images.list.item(1).text()
+    w.images.filter.setCurrentText("reviewed")
+    assert w.images.visible_ids() == ["nuclei_01"]
+    p = Project.open(sample_copy)
+    assert p.entry("nuclei_01").reviewed and p.entry("nuclei_02").split == "test"
+
+
+def test_dropping_files_adds_them(qtbot, sample_copy, tmp_path):
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QDropEvent
+    w = _window(qtbot, sample_copy)
+    shutil.copy(sample_copy / "images" / "nuclei_03.png", tmp_path / "dropped.png")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "dropped.png"))])
+    event = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                       Qt.KeyboardModifier.NoModifier)
+    w.dropEvent(event)
+    assert w.images.list.count() == 15 and "dropped.png" in w.images.list.item(14).text()

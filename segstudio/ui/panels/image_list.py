@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
-from PySide6.QtWidgets import QComboBox, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QListWidget, QListWidgetItem, QMenu, QVBoxLayout, QWidget
 
-from segstudio.io.project import STATUSES, ImageEntry
+from segstudio.io.project import SPLITS, STATUSES, ImageEntry
 
 THUMB = 64
 STATUS_TEXT = {"unlabeled": "unlabeled", "partly": "partly labelled", "fully": "fully labelled",
                "predicted": "predicted", "reviewed": "reviewed"}
 ALL = "All images"
+SPLIT_TEXT = {"train": "training", "val": "validation", "test": "testing"}
 
 
 def thumbnail_array(data: np.ndarray, size: int = THUMB) -> np.ndarray:
@@ -43,6 +44,8 @@ def make_thumbnails(items: list[tuple[str, object]], *, on_progress=None, cancel
 
 class ImageListPanel(QWidget):
     image_activated = Signal(str)
+    split_chosen = Signal(object, str)       # image ids, "train" / "val" / "test"
+    reviewed_toggled = Signal(object, bool)  # image ids, reviewed or not
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -54,6 +57,9 @@ class ImageListPanel(QWidget):
         self.list.setIconSize(QSize(THUMB, THUMB))
         self.list.setUniformItemSizes(True)
         self.list.currentItemChanged.connect(self._on_list_current_changed)
+        self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._on_list_context_menu)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.filter)
@@ -117,6 +123,24 @@ class ImageListPanel(QWidget):
     def visible_ids(self) -> list[str]:
         return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())
                 if not self.list.item(i).isHidden()]
+
+    def selected_ids(self) -> list[str]:
+        return [i.data(Qt.ItemDataRole.UserRole) for i in self.list.selectedItems()]
+
+    def _on_list_context_menu(self, pos) -> None:
+        ids = self.selected_ids()
+        if not ids:
+            return
+        menu = QMenu(self)
+        for split in SPLITS:
+            act = menu.addAction(f"Use for {SPLIT_TEXT[split]}")
+            act.triggered.connect(lambda _c=False, s=split: self.split_chosen.emit(ids, s))
+        menu.addSeparator()
+        reviewed = all(self._entries[i].reviewed for i in ids)
+        act = menu.addAction("Mark as not reviewed" if reviewed else "Mark as reviewed")
+        act.triggered.connect(lambda: self.reviewed_toggled.emit(ids, not reviewed))
+        menu.popup(self.list.mapToGlobal(pos))
+        self._menu = menu
 
     def _on_list_current_changed(self, current: QListWidgetItem | None, _prev) -> None:
         if current is not None:
