@@ -27,12 +27,13 @@ class ImageDocument:
     history_changed = Signal(bool, bool)
 
     def __init__(self, mask: np.ndarray, *, history_bytes: int = DEFAULT_HISTORY_BYTES,
-                 read_only: str | None = None) -> None:
+                 read_only: str | None = None, history: History | None = None) -> None:
         if mask.ndim != 2 or mask.dtype != np.uint8:
             raise ValueError(f"a mask is a 2-D uint8 array, got {mask.ndim}-D {mask.dtype}")
         self.mask = mask
         self.read_only = read_only    # None, or why the mask may not be edited
-        self.history = History(history_bytes)
+        # a history handed in survives image switches: undo still works after coming back
+        self.history = history if history is not None else History(history_bytes)
         self.history.history_changed.connect(self.history_changed.emit)
         self._recorder: StrokeRecorder | None = None
         self._stroke_label = ""
@@ -103,24 +104,34 @@ class ImageDocument:
         self._stroke_dirty = None
         if edit is not None:
             self.history.push(edit)
-            self.edited.emit(tuple((p.rect, p.after) for p in edit.patches))
+            self.edited.emit(tuple((p.rect, self.mask[p.rect.slices].copy()) for p in edit.patches))
         return edit
 
-    def replace(self, rect: Rect, values: np.ndarray, label: str,
-                where: np.ndarray | None = None) -> MaskEdit | None:
+    def replace(self, rect: Rect, values: np.ndarray | int, label: str,
+                where: np.ndarray | None = None,
+                only_over: Iterable[int] | None = None) -> MaskEdit | None:
         """One undoable step that writes `values` into `rect` (fill, accept prediction, ...)."""
+        if where is None:
+            where = np.ones((rect.height, rect.width), bool)
         self.begin_stroke(label)
-        self.write(rect, np.ones(values.shape, bool) if where is None else where, values)
+        self.write(rect, where, values, only_over)
         return self.end_stroke()
+
+    def apply(self, new_mask: np.ndarray | None, label: str) -> MaskEdit | None:
+        """Make `new_mask` the mask as one undoable step (only changed tiles are kept)."""
+        if new_mask is None:
+            return None
+        full = Rect(0, 0, *self.shape)
+        return self.replace(full, new_mask, label, where=new_mask != self.mask)
 
     # -- history -------------------------------------------------------------------------
     def undo(self) -> Rect | None:
-        return self._step(self.history.undo, before=True)
+        return self._step(self.history.undo)
 
     def redo(self) -> Rect | None:
-        return self._step(self.history.redo, before=False)
+        return self._step(self.history.redo)
 
-    def _step(self, fn, before: bool) -> Rect | None:
+    def _step(self, fn) -> Rect | None:
         if self.read_only:
             raise ReadOnlyError(self.read_only)
         if self._recorder is not None:
@@ -128,7 +139,7 @@ class ImageDocument:
         edit = fn(self.mask)
         if edit is None:
             return None
-        self.edited.emit(tuple((p.rect, p.before if before else p.after) for p in edit.patches))
+        self.edited.emit(tuple((p.rect, self.mask[p.rect.slices].copy()) for p in edit.patches))
         dirty = edit.bounds
         self.changed.emit(dirty)
         return dirty

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from dataclasses import dataclass
 
@@ -13,15 +14,34 @@ from segstudio.core.geometry import Rect, tile_rect, tiles_in
 DEFAULT_HISTORY_BYTES = 256 * 1024 * 1024
 
 
-@dataclass(frozen=True)
 class TilePatch:
-    rect: Rect
-    before: np.ndarray
-    after: np.ndarray
+    """A tile's contents before and after one step, kept zlib-compressed.
+
+    Label tiles are mostly runs of one value: compressed, a brushed 64x64 tile costs ~100
+    bytes instead of 8 KiB, so a long history fits in a few MB.
+    """
+
+    __slots__ = ("rect", "_before", "_after")
+
+    def __init__(self, rect: Rect, before: np.ndarray, after: np.ndarray) -> None:
+        self.rect = rect
+        self._before = zlib.compress(np.ascontiguousarray(before).tobytes(), 1)
+        self._after = zlib.compress(np.ascontiguousarray(after).tobytes(), 1)
+
+    def _unpack(self, data: bytes) -> np.ndarray:
+        return np.frombuffer(zlib.decompress(data), np.uint8).reshape(self.rect.height, self.rect.width)
+
+    @property
+    def before(self) -> np.ndarray:
+        return self._unpack(self._before)
+
+    @property
+    def after(self) -> np.ndarray:
+        return self._unpack(self._after)
 
     @property
     def nbytes(self) -> int:
-        return self.before.nbytes + self.after.nbytes
+        return len(self._before) + len(self._after) + 96   # + object overhead
 
 
 @dataclass(frozen=True)
@@ -61,7 +81,7 @@ class StrokeRecorder:
             rect = tile_rect(*key, self._mask.shape)
             after = self._mask[rect.slices]
             if not np.array_equal(before, after):  # a stroke over itself costs nothing
-                patches.append(TilePatch(rect, before, after.copy()))
+                patches.append(TilePatch(rect, before, after))
         self._before.clear()
         return MaskEdit(label, tuple(patches)) if patches else None
 

@@ -8,7 +8,7 @@ stroke recomputes the overlay of the screen rows and columns it touched, nothing
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRect, QSize, Qt, Signal
+from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QPen,
                            QResizeEvent, QWheelEvent)
 from PySide6.QtWidgets import QWidget
@@ -17,6 +17,8 @@ from segstudio.core.classes import UNLABELED, LabelClass, color_lut
 from segstudio.core.display import DisplayRange, default_range, to_display
 from segstudio.core.document import ImageDocument
 from segstudio.core.geometry import Rect
+from segstudio.edit.regions import Proposal
+from segstudio.ui.tools import Tool, make_tools
 
 BACKDROP = (40, 40, 44)
 MIN_ZOOM, MAX_ZOOM = 1e-3, 64.0
@@ -35,6 +37,7 @@ class MaskCanvas(QWidget):
     view_changed = Signal()
     stroke_finished = Signal()
     paint_refused = Signal(str)         # why a stroke could not start (read-only mask)
+    brush_changed = Signal(float)       # new brush radius (Ctrl+wheel)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -47,6 +50,7 @@ class MaskCanvas(QWidget):
         self._range = DisplayRange(0, 255)
         self._classes: list[LabelClass] = []
         self._lut = _bgra_lut([], 0.5)
+        self._opaque_rgb = self._lut[:, :3]
         self.opacity = 0.5
         self.mask_visible = True
         self.zoom = 1.0
@@ -67,11 +71,19 @@ class MaskCanvas(QWidget):
         self._pan_from: QPointF | None = None
         self._space = False
         self._cursor: QPointF | None = None
+        self.outline = False
+        self.proposal: Proposal | None = None
+        self._proposal_img: QImage | None = None
+        self.tools = make_tools(self)
 
     # -- content ---------------------------------------------------------------------------
     @property
     def document(self) -> ImageDocument | None:
         return self._doc
+
+    @property
+    def image_data(self) -> np.ndarray | None:
+        return self._data
 
     @property
     def image_shape(self) -> tuple[int, int] | None:
@@ -84,6 +96,7 @@ class MaskCanvas(QWidget):
             if self._doc.in_stroke:
                 self._doc.end_stroke()
         self._data, self._doc = data, doc
+        self.set_tool(self.tool)          # drops half-built polygons and proposals
         if doc is not None:
             doc.changed.connect(self._on_doc_changed)
         if data is not None:
@@ -108,12 +121,64 @@ class MaskCanvas(QWidget):
         self.opacity = opacity
         self._refresh_overlay_lut()
 
+    def set_outline(self, outline: bool) -> None:
+        self.outline = outline
+        self._render_overlay(None)
+        self.update()
+
+    # -- tools -----------------------------------------------------------------------------
+    def set_tool(self, name: str) -> None:
+        if name not in TOOLS and name not in self.tools:
+            raise ValueError(f"unknown tool {name!r}; known: {[*TOOLS, *self.tools]}")
+        for tool in self.tools.values():
+            tool.reset()
+        self.set_proposal(None)
+        self.tool = name
+
+    @property
+    def active_tool(self) -> Tool | None:
+        return self.tools.get(self.tool)
+
+    def set_proposal(self, proposal: Proposal | None) -> None:
+        """Show a smart tool's proposal (yellow, outlined) until it is committed or dropped."""
+        self.proposal = proposal if proposal is not None and not proposal.empty else None
+        self._proposal_img = None
+        if self.proposal is not None:
+            region = self.proposal.region
+            edge = region.copy()
+            edge[1:-1, 1:-1] &= ~(region[:-2, 1:-1] & region[2:, 1:-1] & region[1:-1, :-2] & region[1:-1, 2:])
+            rgba = np.zeros(region.shape + (4,), np.uint8)
+            rgba[region] = (23, 80, 84, 90)          # yellow (#F0E442) at 35 %, premultiplied BGRA
+            rgba[edge] = (66, 228, 240, 255)
+            self._proposal_buf = rgba
+            h, w = region.shape
+            self._proposal_img = QImage(rgba.data, w, h, w * 4, QImage.Format.Format_ARGB32_Premultiplied)
+        self.update()
+
+    def commit_proposal(self, label: str = "Smart tool") -> None:
+        if self.proposal is not None:
+            proposal = self.proposal
+            self.set_proposal(None)
+            self.commit_region(proposal, label)
+
+    def commit_region(self, proposal: Proposal, label: str) -> None:
+        """Write the selected class into a region as one undo step."""
+        if self._doc is None:
+            return
+        if self._doc.read_only:
+            self.paint_refused.emit(self._doc.read_only)
+            return
+        value, only_over = self._painting_value()
+        self._doc.replace(proposal.rect, value, label, where=proposal.region, only_over=only_over)
+        self.stroke_finished.emit()
+
     def set_mask_visible(self, visible: bool) -> None:
         self.mask_visible = visible
         self.update()
 
     def _refresh_overlay_lut(self) -> None:
         self._lut = _bgra_lut(self._classes, self.opacity)
+        self._opaque_rgb = _bgra_lut(self._classes, 1.0)[:, :3]
         self._render_overlay(None)
         self.update()
 
@@ -226,7 +291,24 @@ class MaskCanvas(QWidget):
             cs = slice(max(rows_cols[1].start, vis[1].start), min(rows_cols[1].stop, vis[1].stop))
             if rs.stop <= rs.start or cs.stop <= cs.start:
                 return
-        self._over_buf[rs, cs] = self._lut[self._gather(self._doc.mask, rs, cs)]
+        if not self.outline:
+            self._over_buf[rs, cs] = self._lut[self._gather(self._doc.mask, rs, cs)]
+            return
+        # outline: only screen pixels whose neighbour shows another class; one pixel of
+        # margin so edges at the border of the updated region are right
+        r0, r1 = max(rs.start - 1, vis[0].start), min(rs.stop + 1, vis[0].stop)
+        c0, c1 = max(cs.start - 1, vis[1].start), min(cs.stop + 1, vis[1].stop)
+        m = self._gather(self._doc.mask, slice(r0, r1), slice(c0, c1))
+        edge = np.zeros(m.shape, bool)
+        edge[:-1] |= m[:-1] != m[1:]
+        edge[1:] |= m[1:] != m[:-1]
+        edge[:, :-1] |= m[:, :-1] != m[:, 1:]
+        edge[:, 1:] |= m[:, 1:] != m[:, :-1]
+        lut = self._lut.copy()
+        lut[:, 3] = np.where(lut[:, 3] > 0, 255, 0)
+        lut[:, :3] = np.where(lut[:, 3:4] > 0, self._opaque_rgb, 0)
+        colored = np.where(edge[..., None], lut[m], 0).astype(np.uint8)
+        self._over_buf[rs, cs] = colored[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0]
 
     def _widget_span(self, rect: Rect) -> tuple[slice, slice]:
         """Widget rows and columns that show image rect `rect`."""
@@ -257,6 +339,14 @@ class MaskCanvas(QWidget):
             p.drawImage(r, self._base, r)
         if self.mask_visible and self._over is not None and self._doc is not None:
             p.drawImage(r, self._over, r)
+        if self._proposal_img is not None and self.proposal is not None:
+            rect = self.proposal.rect
+            target = QRectF(self.image_to_widget(rect.y0, rect.x0), self.image_to_widget(rect.y1, rect.x1))
+            p.drawImage(target, self._proposal_img)
+        tool = self.active_tool
+        if tool is not None:
+            p.setRenderHint(QPainter.RenderHint.Antialiasing)
+            tool.paint(p)
         if self._cursor is not None and self.tool in TOOLS and self._doc is not None:
             rad = max(1.0, self.brush_radius * self.zoom)
             p.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -300,6 +390,7 @@ class MaskCanvas(QWidget):
     def set_brush_radius(self, radius: float) -> None:
         self.brush_radius = float(min(500.0, max(0.5, radius)))
         self._move_cursor(self._cursor)
+        self.brush_changed.emit(self.brush_radius)
 
     def _painting_value(self) -> tuple[int, tuple[int, ...] | None]:
         if self.tool == "eraser":
@@ -313,9 +404,11 @@ class MaskCanvas(QWidget):
             self._pan_from = pos
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
             return
+        tool = self.active_tool
+        if tool is not None and self._doc is not None:
+            tool.press(self.widget_to_image(pos), event.button(), event.modifiers())
+            return
         if event.button() == Qt.MouseButton.LeftButton and self._doc is not None:
-            if self.tool not in TOOLS:
-                return
             if self._doc.read_only:
                 self.paint_refused.emit(self._doc.read_only)
                 return
@@ -345,6 +438,10 @@ class MaskCanvas(QWidget):
             self.hovered.emit(int(y), int(x))
         else:
             self.hovered.emit(-1, -1)
+        tool = self.active_tool
+        if tool is not None and self._doc is not None:
+            tool.move((y, x), event.buttons())
+            return
         if (event.buttons() & Qt.MouseButton.LeftButton and self._doc is not None
                 and self._doc.in_stroke and self._last_img is not None):
             self._dab_to((y, x))
@@ -355,16 +452,29 @@ class MaskCanvas(QWidget):
             self._pan_from = None
             self.unsetCursor()
             return
+        tool = self.active_tool
+        if tool is not None and self._doc is not None:
+            tool.release(self.widget_to_image(event.position()), event.button())
+            return
         if event.button() == Qt.MouseButton.LeftButton and self._doc is not None and self._doc.in_stroke:
             self._doc.end_stroke()          # one stroke = one undo step
             self._last_img = None
             self.stroke_finished.emit()
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        tool = self.active_tool
+        if tool is not None and self._doc is not None and event.button() == Qt.MouseButton.LeftButton:
+            tool.double_click(self.widget_to_image(event.position()))
 
     def leaveEvent(self, event) -> None:
         self._move_cursor(None)
         self.hovered.emit(-1, -1)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        tool = self.active_tool
+        if tool is not None and tool.key(event):
+            event.accept()
+            return
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space = True
             self.setCursor(Qt.CursorShape.OpenHandCursor)

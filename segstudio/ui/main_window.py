@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QSpinBox, QToolBar, QWidget)
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QWidget
 
 from segstudio.core.classes import UNLABELED, LabelClass
 from segstudio.core.display import CT_PRESETS, DisplayRange, auto_range, full_range, sample_pixels
@@ -22,6 +21,7 @@ from segstudio.io.project import MANIFEST, ImageEntry, Project, ProjectError, la
 from segstudio.io.userdirs import add_recent_project, recent_projects, sample_project
 from segstudio.ui.canvas import MaskCanvas, zoom_percent
 from segstudio.ui.dialogs import ShortcutsDialog, error_box
+from segstudio.ui.editing import Editing
 from segstudio.ui.panels.class_panel import ClassPanel
 from segstudio.ui.panels.display_panel import AUTO, FULL, HEADER, MANUAL, DisplayPanel
 from segstudio.ui.panels.image_list import ImageListPanel, make_thumbnails
@@ -166,20 +166,9 @@ class MainWindow(QMainWindow):
         self.redo_action = self._action(e, "Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
         self.undo_action.setEnabled(False)
         self.redo_action.setEnabled(False)
-
-        t = mb.addMenu("&Tools")
-        group = QActionGroup(self)
-        self.tool_actions = {}
-        for name, key in (("brush", "B"), ("eraser", "E")):
-            act = self._action(t, name.capitalize(), partial(self.set_tool, name), key, checkable=True)
-            group.addAction(act)
-            self.tool_actions[name] = act
-        self.tool_actions["brush"].setChecked(True)
-        t.addSeparator()
-        self._action(t, "Smaller Brush", lambda: self.set_brush_radius(self.canvas.brush_radius / 1.25), "[")
-        self._action(t, "Larger Brush", lambda: self.set_brush_radius(self.canvas.brush_radius * 1.25), "]")
-        self.protect_action = self._action(t, "Protect Other Classes", self._on_protect_toggled, "P",
-                                           checkable=True)
+        self.editing = Editing(self)       # the Tools and Mask menus and the tool bar
+        self.tool_actions = self.editing.tool_actions
+        self.size_spin = self.editing.size_spin
 
         v = mb.addMenu("&View")
         self._action(v, "Zoom In", lambda: self.canvas.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
@@ -188,6 +177,7 @@ class MainWindow(QMainWindow):
         self._action(v, "Actual Size", self.canvas.actual_size, "Ctrl+1")
         self.mask_action = self._action(v, "Show Mask", self.canvas.set_mask_visible, "M", checkable=True)
         self.mask_action.setChecked(True)
+        self.outline_action = self._action(v, "Outline Only", self.canvas.set_outline, "O", checkable=True)
         v.addSeparator()
         self._action(v, "Next Image", lambda: self.step_image(1), "PgDown")
         self._action(v, "Previous Image", lambda: self.step_image(-1), "PgUp")
@@ -200,21 +190,6 @@ class MainWindow(QMainWindow):
 
         for k in range(10):
             QShortcut(QKeySequence(str(k)), self, activated=partial(self.class_panel.select_id, k))
-
-        bar = QToolBar("Tools")
-        bar.setObjectName("toolbarTools")
-        for act in self.tool_actions.values():
-            bar.addAction(act)
-        self.size_spin = QSpinBox()
-        self.size_spin.setRange(1, 500)
-        self.size_spin.setPrefix("size ")
-        self.size_spin.setToolTip("Brush radius in image pixels ([ and ], Ctrl+wheel)")
-        self.size_spin.setValue(int(self.canvas.brush_radius))
-        self.size_spin.valueChanged.connect(lambda v: self.set_brush_radius(float(v)))
-        bar.addWidget(self.size_spin)
-        bar.addAction(self.protect_action)
-        bar.addAction(self.mask_action)
-        self.addToolBar(bar)
 
     # -- project ---------------------------------------------------------------------------
     def open_project(self, project: Project) -> None:
@@ -310,7 +285,7 @@ class MainWindow(QMainWindow):
             return  # the user moved on to another image meanwhile
         loaded, mask, problem = result
         entry = self.project.entry(image_id)
-        doc = ImageDocument(mask, read_only=problem and (
+        doc = ImageDocument(mask, history=self.editing.history_for(entry.id), read_only=problem and (
             f"{problem}. The mask file was left untouched; fix or remove it to paint on this image."))
         doc.history_changed.connect(self._on_doc_history_changed)
         doc.edited.connect(partial(self._on_doc_edited, entry.id, mask.shape))
@@ -319,7 +294,7 @@ class MainWindow(QMainWindow):
         rng = self._range_for(preset, loaded)
         self.canvas.set_content(loaded.data, doc, rng)
         self.display_panel.show_range(rng, preset)
-        self._on_doc_history_changed(False, False)
+        self._on_doc_history_changed(doc.history.can_undo, doc.history.can_redo)
         view = self._restore_view
         if view and view.get("image") == image_id and "zoom" in view:
             try:
@@ -426,17 +401,10 @@ class MainWindow(QMainWindow):
         self._status_timer.start()
 
     def set_tool(self, name: str) -> None:
-        self.canvas.tool = name
-        self.tool_actions[name].setChecked(True)
+        self.editing.set_tool(name)
 
     def set_brush_radius(self, radius: float) -> None:
-        self.canvas.set_brush_radius(radius)
-        self.size_spin.blockSignals(True)
-        self.size_spin.setValue(int(round(self.canvas.brush_radius)))
-        self.size_spin.blockSignals(False)
-
-    def _on_protect_toggled(self, on: bool) -> None:
-        self.canvas.protect_others = bool(on)
+        self.editing.set_brush_radius(radius)
 
     def _on_class_selected(self, class_id: int) -> None:
         self.canvas.class_value = class_id
@@ -471,6 +439,7 @@ class MainWindow(QMainWindow):
                 if self._autosaver is not None:
                     self._autosaver.flush()
         changed = self.project.clear_class_from_masks(class_id)
+        self.editing.forget_histories(keep=self.current.id if self.current else None)
         self.statusBar().showMessage(f"Class removed from {changed} saved mask(s)", 4000)
 
     # -- display ---------------------------------------------------------------------------

@@ -46,13 +46,31 @@ def test_only_changed_tiles_are_kept():
 
 
 def test_history_is_bounded_by_bytes():
-    doc = ImageDocument.blank(1024, 1024, history_bytes=200_000)
+    doc = ImageDocument.blank(1024, 1024, history_bytes=20_000)
     for i in range(100):
         doc.begin_stroke()
         doc.dab(10 + (i * 97) % 1000, 10 + (i * 31) % 1000, 30, 1 + i % 3)
         doc.end_stroke()
-    assert doc.history.nbytes <= 200_000
+    assert doc.history.nbytes <= 20_000
     assert 0 < len(doc.history) < 100
+    # the oldest steps went; the newest still undo correctly
+    before = doc.mask.copy()
+    doc.undo()
+    doc.redo()
+    assert np.array_equal(doc.mask, before)
+
+
+def test_history_is_stored_compressed():
+    doc = ImageDocument.blank(2048, 2048)
+    for i in range(100):   # 100 strokes of 200 dabs, radius 20, as in benchmarks/paint_latency.py
+        doc.begin_stroke()
+        for k in range(1, 40):
+            doc.paint_segment((100 + 19 * i, 20 + 50 * (k - 1)), (100 + 19 * i, 20 + 50 * k), 20, 1 + i % 2)
+        doc.end_stroke()
+    assert len(doc.history) == 100
+    assert doc.history.nbytes < 50 * 2**20
+    raw = sum(p.rect.height * p.rect.width * 2 for e in doc.history._undo for p in e.patches)
+    assert doc.history.nbytes < raw / 5
 
 
 def test_protect_other_classes():
