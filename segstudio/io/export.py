@@ -186,6 +186,12 @@ class ExportContext:
             self._made.add(d)
         return d
 
+    def image_folder(self, *parts: str) -> Path:
+        """Like folder(), but made only when images are written (not for images="none")."""
+        if self.options.images == "none":
+            return self.root.joinpath(*parts)
+        return self.folder(*parts)
+
     def info(self, entry: ImageEntry) -> ImageInfo:
         return self.project.probe(entry)
 

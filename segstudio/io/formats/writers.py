@@ -60,7 +60,7 @@ class PngWriter:
         mask = ctx.mask(entry, info)
         (ctx.folder("masks", item.split) / f"{entry.id}.png").write_bytes(
             encode_indexed_png(mask, self.palette))
-        return ctx.put_image(entry, info, ctx.folder("images", item.split))
+        return ctx.put_image(entry, info, ctx.image_folder("images", item.split))
 
     def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
         _write_lists(ctx, ctx.root, results)
@@ -79,7 +79,7 @@ class VocWriter:
         mask = ctx.mask(entry, info)
         (ctx.folder("SegmentationClass") / f"{entry.id}.png").write_bytes(
             encode_indexed_png(mask, self.palette))
-        return ctx.put_image(entry, info, ctx.folder("JPEGImages"), jpeg=True)
+        return ctx.put_image(entry, info, ctx.image_folder("JPEGImages"), jpeg=True)
 
     def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
         _write_lists(ctx, ctx.folder("ImageSets", "Segmentation"), results, trainval=True)
@@ -102,7 +102,7 @@ class CocoWriter:
         info = ctx.info(entry)
         mask = ctx.mask(entry, info)
         anns = annotations_for(mask, 0, [c.id for c in ctx.plan.foreground], 0, ctx.options.coco_mode)
-        name = ctx.put_image(entry, info, ctx.folder("images", item.split))
+        name = ctx.put_image(entry, info, ctx.image_folder("images", item.split))
         return name, info.height, info.width, anns
 
     def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
@@ -143,14 +143,14 @@ class YoloWriter:
         lines = label_lines(ctx.mask(entry, info), self.index)
         (ctx.folder("labels", item.split) / f"{entry.id}.txt").write_text(
             "".join(ln + "\n" for ln in lines), encoding="utf-8")
-        return ctx.put_image(entry, info, ctx.folder("images", item.split))
+        return ctx.put_image(entry, info, ctx.image_folder("images", item.split))
 
     def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
         from segstudio.io.formats.yolo import data_yaml
 
         splits = iter_split_names(item for item, _ in results)
         for split in splits:               # Ultralytics wants every listed folder to exist
-            ctx.folder("images", split)
+            ctx.image_folder("images", split)
         text = data_yaml(ctx.final, splits, [c.name for c in ctx.plan.foreground])
         (ctx.root / "data.yaml").write_text(text, encoding="utf-8")
 
@@ -212,7 +212,7 @@ class NiftiWriter:
         info = ctx.info(first)
         masks = _masks_of(ctx, item)
         fill = ctx.plan.unlabeled_value
-        images = ctx.folder("images", item.split)
+        images = ctx.image_folder("images", item.split)
         if info.kind == "nifti":
             shape = tuple(info.extra["volume_shape"])
             affine = np.asarray(info.extra["affine"])
@@ -265,7 +265,7 @@ class DicomSegWriter:
         name = f"{item.key}.seg.dcm"
         write_dicom_seg(ctx.folder("masks", item.split) / name, ctx.project.image_path(first),
                         masks, segments, __version__)
-        ctx.put_source_file(first, ctx.folder("images", item.split))
+        ctx.put_source_file(first, ctx.image_folder("images", item.split))
         return name
 
     def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
