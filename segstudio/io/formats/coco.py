@@ -45,7 +45,7 @@ def annotations_for(mask: np.ndarray, image_id: int, class_ids: list[int], first
         if mode == "polygon":
             ann["segmentation"] = [edge_polygon(inst)]
         else:
-            rle = mu.encode(np.asfortranarray(inst.full_mask(mask.shape)))
+            rle = mu.encode(inst.full_mask(mask.shape, order="F"))   # pycocotools wants F order
             ann["segmentation"] = {"size": [int(mask.shape[0]), int(mask.shape[1])],
                                    "counts": rle["counts"].decode("ascii")}
         out.append(ann)

@@ -50,13 +50,18 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def encode_indexed_png(mask: np.ndarray, palette: np.ndarray, compression: int = 1) -> bytes:
-    """PNG bytes of a (h, w) uint8 mask with a 256-colour palette."""
+def encode_indexed_png(mask: np.ndarray, palette: np.ndarray, compression: int | None = None) -> bytes:
+    """PNG bytes of a (h, w) uint8 mask with a 256-colour palette.
+
+    compression None keeps OpenCV's default (fast level with run-length strategy), which for
+    label masks is both about twice as fast and smaller than any explicit zlib level.
+    """
     import cv2
 
     if mask.ndim != 2 or mask.dtype != np.uint8:
         raise ValueError(f"an indexed PNG needs a (h, w) uint8 mask, got {mask.shape} {mask.dtype}")
-    ok, buf = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
+    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
+    ok, buf = cv2.imencode(".png", mask, params)
     if not ok:
         raise OSError("OpenCV could not encode the mask as PNG")
     data = buf.tobytes()
