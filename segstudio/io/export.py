@@ -277,8 +277,12 @@ def write_frame(data: np.ndarray, dest: Path) -> None:
     arr = np.asarray(data)
     if dest.suffix == ".jpg" or arr.dtype not in (np.uint8, np.uint16):
         arr = to_uint8(arr)
-    if arr.ndim == 3:
-        arr = cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA if arr.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        # JPEG has no alpha channel
+        code = cv2.COLOR_RGBA2BGR if dest.suffix == ".jpg" else cv2.COLOR_RGBA2BGRA
+        arr = cv2.cvtColor(arr, code)
+    elif arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(dest.suffix, arr)
     if not ok:
         raise OSError(f"could not encode {dest.name}")

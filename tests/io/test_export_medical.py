@@ -111,3 +111,26 @@ def test_dicom_seg_without_dicom_images_is_refused(project, tmp_path):
         export_dataset(project, tmp_path / "seg", ExportOptions(format="dicom-seg"))
     assert not (tmp_path / "seg").exists()
     assert not list(tmp_path.glob(".seg*"))
+
+
+def test_slices_and_dicom_frames_export_as_image_files_in_2d_formats(tmp_path, rng):
+    """NIfTI slices and DICOM images cannot be copied whole into PNG/VOC datasets: each slice
+    is written as an image file of its own (PNG keeps 16 bits; VOC gets 8-bit JPEG)."""
+    import cv2
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(rng.integers(0, 3000, (30, 20, 3)).astype(np.uint16), np.eye(4)),
+             str(tmp_path / "vol.nii.gz"))
+    project = Project.create(tmp_path / "p", classes=list(CLASSES))
+    project.add_images([tmp_path / "vol.nii.gz", write_ct(tmp_path / "ct.dcm")])
+    for e in project.images:
+        info = project.probe(e)
+        project.masks.write(e.id, blob_mask(rng, info.height, info.width, unlabeled=False))
+    export_dataset(project, tmp_path / "png", ExportOptions(format="png"))
+    export_dataset(project, tmp_path / "voc", ExportOptions(format="voc"))
+    for e in project.images:
+        png = cv2.imread(str(tmp_path / "png" / "images" / e.split / f"{e.id}.png"),
+                         cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(png, project.read_image(e).data)
+        jpg = cv2.imread(str(tmp_path / "voc" / "JPEGImages" / f"{e.id}.jpg"))
+        assert jpg.shape[:2] == png.shape[:2]

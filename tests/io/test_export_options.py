@@ -85,7 +85,8 @@ def test_link_mode_symlinks_the_images(project, tmp_path):
     assert linked.is_symlink() and linked.resolve() == project.image_path(e).resolve()
 
 
-def test_cancel_leaves_nothing_behind(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cancel_leaves_nothing_behind(tmp_path, workers):
     project = make_project(tmp_path / "p", n=12)
     token = CancelToken()
     seen = []
@@ -95,9 +96,9 @@ def test_cancel_leaves_nothing_behind(tmp_path):
         token.cancel()
 
     with pytest.raises(Cancelled):
-        export_dataset(project, tmp_path / "out" / "ds", ExportOptions(workers=2),
+        export_dataset(project, tmp_path / "out" / "ds", ExportOptions(workers=workers),
                        on_progress=progress, cancel=token)
-    assert seen and seen[0].total == 12
+    assert seen and seen[0].total == 12 and seen[0].message in {e.id for e in project.images}
     assert list((tmp_path / "out").iterdir()) == []
 
 
