@@ -235,11 +235,13 @@ class ExportContext:
             write_frame(self.project.read_image(entry).data, dest)
         return name
 
-    def put_source_file(self, entry: ImageEntry, dest_dir: Path) -> str:
+    def put_source_file(self, entry: ImageEntry, dest_dir: Path, stem: str) -> str:
+        """Copy or link a whole source file (a volume) as `<stem><its suffix>`."""
         src = self.project.image_path(entry)
+        name = f"{stem}{suffix_of(src)}"
         if self.options.images != "none":
-            place_file(src, dest_dir / src.name, self.options.images)
-        return src.name
+            place_file(src, dest_dir / name, self.options.images)
+        return name
 
 
 def place_file(src: Path, dest: Path, mode: str) -> None:

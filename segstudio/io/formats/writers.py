@@ -174,7 +174,7 @@ def _group_by_file(ctx: ExportContext, entries: list[ImageEntry], splits: dict[s
             groups.setdefault(str(ctx.project.image_path(e)), []).append(e)
         else:
             rest.append(e)
-    items, used = [], set()
+    items, used = [], {e.id for e in rest}     # names of single images are taken too
     for path, group in groups.items():
         key, n = _slug(_stem(Path(path))), 2
         while key in used:
@@ -216,7 +216,7 @@ class NiftiWriter:
         if info.kind == "nifti":
             shape = tuple(info.extra["volume_shape"])
             affine = np.asarray(info.extra["affine"])
-            ctx.put_source_file(first, images)
+            ctx.put_source_file(first, images, item.key)
         elif info.kind == "dicom":
             import pydicom
 
@@ -228,7 +228,7 @@ class NiftiWriter:
                 log.info("%s: no image plane geometry; its mask gets an identity affine",
                          first.display_name)
             masks = {k or 0: m for k, m in masks.items()}
-            ctx.put_source_file(first, images)
+            ctx.put_source_file(first, images, item.key)
         else:
             shape, affine = (info.width, info.height), None
             ctx.put_image(first, info, images)
@@ -265,7 +265,7 @@ class DicomSegWriter:
         name = f"{item.key}.seg.dcm"
         write_dicom_seg(ctx.folder("masks", item.split) / name, ctx.project.image_path(first),
                         masks, segments, __version__)
-        ctx.put_source_file(first, ctx.image_folder("images", item.split))
+        ctx.put_source_file(first, ctx.image_folder("images", item.split), item.key)
         return name
 
     def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
