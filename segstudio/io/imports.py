@@ -77,19 +77,47 @@ class _Matcher:
         return None
 
 
+@dataclass(frozen=True)
+class ImportPreview:
+    """What an import would do, for a class-mapping dialog: nothing is written."""
+
+    images: list[str]                  # image ids that would get a mask
+    source_classes: list[str]          # class names used in the source
+    unknown_classes: list[str]         # of those, names matching no project class (after mapping)
+    skipped: list[str]
+
+
+def preview_import(project: Project, src: Path | str, options: ImportOptions | None = None, *,
+                   cancel: CancelToken | None = None) -> ImportPreview:
+    """Read and check `src` completely (same errors as an import) without writing anything."""
+    options = options or ImportOptions()
+    plans, names, skipped = _plan(project, Path(src), options, cancel or CancelToken())
+    mapping = dict(options.mapping or {})
+    known = {c.name.casefold() for c in project.classes}
+    unknown = sorted(n for n in names if mapping.get(n, n).casefold() not in known)
+    return ImportPreview([p.entry.id for p in plans], sorted(names), unknown, skipped)
+
+
 def import_annotations(project: Project, src: Path | str, options: ImportOptions | None = None, *,
                        on_progress: ProgressFn | None = None,
                        cancel: CancelToken | None = None) -> ImportResult:
     """Read annotations from `src` into `project`'s masks; raises AnnotationImportError."""
     options = options or ImportOptions()
     cancel = cancel or CancelToken()
+    src = Path(src)
+    plans, names, skipped = _plan(project, src, options, cancel)
+    class_of, new = _resolve_classes(project, names, options, src)
+    return _write(project, plans, class_of, new, skipped, on_progress, cancel)
+
+
+def _plan(project: Project, src: Path, options: ImportOptions,
+          cancel: CancelToken) -> tuple[list[_Planned], set[str], list[str]]:
     if options.format not in IMPORT_FORMATS:
         raise AnnotationImportError(f"unknown import format {options.format!r}; known: "
                                     f"{list(IMPORT_FORMATS)}")
     if options.unannotated not in ("background", "ignore"):
         raise AnnotationImportError(f"unannotated must be 'background' or 'ignore', got "
                                     f"{options.unannotated!r}")
-    src = Path(src)
     if not src.exists():
         raise AnnotationImportError(f"{src}: not found")
     fill = BACKGROUND if options.unannotated == "background" else UNLABELED
@@ -104,8 +132,7 @@ def import_annotations(project: Project, src: Path | str, options: ImportOptions
     if not plans:
         raise AnnotationImportError(f"{src}: no annotations for any image of the project" +
                                     (f" ({len(skipped)} file(s) matched no image)" if skipped else ""))
-    class_of, new = _resolve_classes(project, names, options, src)
-    return _write(project, plans, class_of, new, skipped, on_progress, cancel)
+    return plans, names, skipped
 
 
 def _check_duplicates(plans: list[_Planned]) -> None:

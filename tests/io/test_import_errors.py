@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from segstudio.io.export import ExportOptions, export_dataset
-from segstudio.io.imports import AnnotationImportError, ImportOptions, import_annotations
+from segstudio.io.imports import (AnnotationImportError, ImportOptions, import_annotations,
+                                  preview_import)
 
 from .conftest import H, W, fresh_copy, mask_of
 
@@ -121,6 +122,11 @@ def test_unknown_class_names_fail_unless_mapped_or_allowed(project, tmp_path):
            "shapes": [{"label": "Zelle", "points": [[1, 1], [10, 1], [10, 10]]}]}
     (src / "a.json").write_text(json.dumps(doc))
     t1 = fresh_copy(project, tmp_path / "t1")
+    preview = preview_import(t1, src, ImportOptions(format="labelme"))
+    assert preview.source_classes == ["Zelle"] and preview.unknown_classes == ["Zelle"]
+    assert preview.images == [t1.images[1].id] and not t1.masks.has_mask(t1.images[1].id)
+    assert preview_import(t1, src, ImportOptions(format="labelme", mapping={"Zelle": "cell"})
+                          ).unknown_classes == []
     with pytest.raises(AnnotationImportError, match=r"\['Zelle'\] are not in the project"):
         import_annotations(t1, src, ImportOptions(format="labelme"))
     assert not t1.masks.has_mask(t1.images[1].id)
