@@ -142,3 +142,14 @@ def test_cli_export_and_its_errors(project, tmp_path, capsys):
     assert (out / "data.yaml").exists()
     assert main(["export", str(project.root), "--format", "png", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_killed_exports_leftovers_are_removed_and_the_manifest_is_written(project, tmp_path):
+    stale = tmp_path / ".ds.partial-deadbeef"          # what a killed process leaves
+    (stale / "masks").mkdir(parents=True)
+    out = tmp_path / "ds"
+    export_dataset(project, out, ExportOptions(split="ratios", seed=3))
+    assert not stale.exists()
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["format"] == "png" and manifest["options"]["seed"] == 3
+    assert sum(manifest["counts"].values()) == len(project.images)
