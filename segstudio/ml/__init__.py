@@ -1,1 +1,1 @@
-"""Models, training, prediction. torch is imported here and nowhere at start-up; never Qt."""
+"""Models, data, training and checkpoints (torch lives here; never Qt)."""

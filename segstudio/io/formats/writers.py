@@ -1,0 +1,283 @@
+"""One writer per export format: how items are formed, what each writes, what closes the folder.
+
+A writer has `items(ctx, entries, splits)` (units of work, in order), `write_item(ctx, item)`
+(runs on a worker thread, writes only its own files) and `finish(ctx, results)` (runs once on
+the calling thread: indexes, JSON, data.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segstudio.io.export import ExportContext, ExportError, Item, Skip, iter_split_names
+from segstudio.io.formats.indexed_png import class_palette, encode_indexed_png
+from segstudio.io.images import suffix_of
+from segstudio.io.project import ImageEntry
+
+log = logging.getLogger(__name__)
+
+
+def _palette(ctx: ExportContext) -> np.ndarray:
+    return class_palette({c.id: _rgb(c.color) for c in ctx.plan.classes})
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
+def _per_image(entries: list[ImageEntry], splits: dict[str, str]) -> list[Item]:
+    return [Item(e.id, splits[e.id], [e]) for e in entries]
+
+
+def _write_lists(ctx: ExportContext, folder: Path, results: list[tuple[Item, Any]],
+                 trainval: bool = False) -> None:
+    by_split: dict[str, list[str]] = {}
+    for item, _ in results:
+        by_split.setdefault(item.split, []).append(item.key)
+    if trainval:
+        by_split["trainval"] = by_split.get("train", []) + by_split.get("val", [])
+    for split, ids in by_split.items():
+        (folder / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
+
+
+class PngWriter:
+    """images/<split>/<id>.<ext>, masks/<split>/<id>.png (indexed), <split>.txt lists."""
+
+    def items(self, ctx: ExportContext, entries: list[ImageEntry], splits: dict[str, str]) -> list[Item]:
+        self.palette = _palette(ctx)
+        return _per_image(entries, splits)
+
+    def write_item(self, ctx: ExportContext, item: Item) -> str:
+        entry = item.entries[0]
+        info = ctx.info(entry)
+        mask = ctx.mask(entry, info)
+        (ctx.folder("masks", item.split) / f"{entry.id}.png").write_bytes(
+            encode_indexed_png(mask, self.palette))
+        return ctx.put_image(entry, info, ctx.image_folder("images", item.split))
+
+    def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
+        _write_lists(ctx, ctx.root, results)
+
+
+class VocWriter:
+    """Pascal VOC: JPEGImages/, SegmentationClass/ (indexed PNG), ImageSets/Segmentation/*.txt."""
+
+    def items(self, ctx: ExportContext, entries: list[ImageEntry], splits: dict[str, str]) -> list[Item]:
+        self.palette = _palette(ctx)
+        return _per_image(entries, splits)
+
+    def write_item(self, ctx: ExportContext, item: Item) -> str:
+        entry = item.entries[0]
+        info = ctx.info(entry)
+        mask = ctx.mask(entry, info)
+        (ctx.folder("SegmentationClass") / f"{entry.id}.png").write_bytes(
+            encode_indexed_png(mask, self.palette))
+        return ctx.put_image(entry, info, ctx.image_folder("JPEGImages"), jpeg=True)
+
+    def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
+        _write_lists(ctx, ctx.folder("ImageSets", "Segmentation"), results, trainval=True)
+
+
+class CocoWriter:
+    """images/<split>/, annotations/instances_<split>.json; background is not a category."""
+
+    def items(self, ctx: ExportContext, entries: list[ImageEntry], splits: dict[str, str]) -> list[Item]:
+        if ctx.options.coco_mode == "rle":
+            from segstudio.io.formats.coco import require_pycocotools
+
+            require_pycocotools()
+        return _per_image(entries, splits)
+
+    def write_item(self, ctx: ExportContext, item: Item) -> tuple[str, int, int, list]:
+        from segstudio.io.formats.coco import annotations_for
+
+        entry = item.entries[0]
+        info = ctx.info(entry)
+        mask = ctx.mask(entry, info)
+        anns = annotations_for(mask, 0, [c.id for c in ctx.plan.foreground], 0, ctx.options.coco_mode)
+        name = ctx.put_image(entry, info, ctx.image_folder("images", item.split))
+        return name, info.height, info.width, anns
+
+    def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
+        from segstudio.io.formats.coco import categories
+
+        cats = categories({c.id: c.name for c in ctx.plan.foreground})
+        docs: dict[str, dict] = {}
+        ann_id = 1
+        for image_id, (item, (name, h, w, anns)) in enumerate(results, 1):
+            doc = docs.setdefault(item.split, {
+                "info": {"description": f"{ctx.project.name} (SegStudio export)"},
+                "licenses": [], "images": [], "annotations": [], "categories": cats})
+            doc["images"].append({"id": image_id, "file_name": name, "height": h, "width": w})
+            for ann in anns:
+                ann["id"], ann["image_id"] = ann_id, image_id
+                ann_id += 1
+            doc["annotations"].extend(anns)
+        folder = ctx.folder("annotations")
+        for split, doc in docs.items():
+            with open(folder / f"instances_{split}.json", "w", encoding="utf-8") as f:
+                json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
+
+
+class YoloWriter:
+    """Ultralytics: images/<split>/, labels/<split>/<id>.txt, data.yaml."""
+
+    def items(self, ctx: ExportContext, entries: list[ImageEntry], splits: dict[str, str]) -> list[Item]:
+        if not ctx.plan.foreground:
+            raise ExportError("YOLO needs at least one class besides background")
+        self.index = {c.id: i for i, c in enumerate(ctx.plan.foreground)}
+        return _per_image(entries, splits)
+
+    def write_item(self, ctx: ExportContext, item: Item) -> str:
+        from segstudio.io.formats.yolo import label_lines
+
+        entry = item.entries[0]
+        info = ctx.info(entry)
+        lines = label_lines(ctx.mask(entry, info), self.index)
+        (ctx.folder("labels", item.split) / f"{entry.id}.txt").write_text(
+            "".join(ln + "\n" for ln in lines), encoding="utf-8")
+        return ctx.put_image(entry, info, ctx.image_folder("images", item.split))
+
+    def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
+        from segstudio.io.formats.yolo import data_yaml
+
+        splits = iter_split_names(item for item, _ in results)
+        for split in splits:               # Ultralytics wants every listed folder to exist
+            ctx.image_folder("images", split)
+        text = data_yaml(ctx.final, splits, [c.name for c in ctx.plan.foreground])
+        (ctx.root / "data.yaml").write_text(text, encoding="utf-8")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(suffix_of(path))] if suffix_of(path) else name
+
+
+def _group_by_file(ctx: ExportContext, entries: list[ImageEntry], splits: dict[str, str],
+                   kinds: tuple[str, ...]) -> tuple[list[Item], list[ImageEntry]]:
+    """Entries of multi-slice files (of `kinds`) grouped per file; returns (items, the rest)."""
+    groups: dict[str, list[ImageEntry]] = {}
+    rest = []
+    for e in entries:
+        if ctx.info(e).kind in kinds:
+            groups.setdefault(str(ctx.project.image_path(e)), []).append(e)
+        else:
+            rest.append(e)
+    items, used = [], {e.id for e in rest}     # names of single images are taken too
+    for path, group in groups.items():
+        key, n = _slug(_stem(Path(path))), 2
+        while key in used:
+            key, n = f"{_slug(_stem(Path(path)))}-{n}", n + 1
+        used.add(key)
+        # a volume goes where most of its slices are: slices never straddle two splits
+        split = Counter(splits[e.id] for e in group).most_common(1)[0][0]
+        items.append(Item(key, split, group))
+    return items, rest
+
+
+def _masks_of(ctx: ExportContext, item: Item) -> dict[int | None, np.ndarray]:
+    masks, why = {}, []
+    for e in item.entries:
+        try:
+            masks[e.frame] = ctx.mask(e, ctx.info(e))
+        except Skip as s:
+            why.append(str(s))
+    if not masks:
+        raise Skip("; ".join(why))
+    return masks
+
+
+class NiftiWriter:
+    """masks/<split>/<name>.nii.gz: one volume per NIfTI/DICOM file, with its geometry."""
+
+    def items(self, ctx: ExportContext, entries: list[ImageEntry], splits: dict[str, str]) -> list[Item]:
+        items, rest = _group_by_file(ctx, entries, splits, ("nifti", "dicom"))
+        return items + [Item(e.id, splits[e.id], [e]) for e in rest]
+
+    def write_item(self, ctx: ExportContext, item: Item) -> str:
+        from segstudio.io.formats.medical import dicom_affine, nifti_volume, write_nifti
+
+        first = item.entries[0]
+        info = ctx.info(first)
+        masks = _masks_of(ctx, item)
+        fill = ctx.plan.unlabeled_value
+        images = ctx.image_folder("images", item.split)
+        if info.kind == "nifti":
+            shape = tuple(info.extra["volume_shape"])
+            affine = np.asarray(info.extra["affine"])
+            ctx.put_source_file(first, images, item.key)
+        elif info.kind == "dicom":
+            import pydicom
+
+            ds = pydicom.dcmread(ctx.project.image_path(first), stop_before_pixels=True)
+            frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+            shape = (info.width, info.height, frames)
+            affine = dicom_affine(ds)
+            if affine is None:
+                log.info("%s: no image plane geometry; its mask gets an identity affine",
+                         first.display_name)
+            masks = {k or 0: m for k, m in masks.items()}
+            ctx.put_source_file(first, images, item.key)
+        else:
+            shape, affine = (info.width, info.height), None
+            ctx.put_image(first, info, images)
+        volume = nifti_volume(masks, shape, fill)
+        name = f"{item.key}.nii.gz"
+        write_nifti(ctx.folder("masks", item.split) / name, volume, affine)
+        return name
+
+    def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
+        _write_lists(ctx, ctx.root, results)
+
+
+class DicomSegWriter:
+    """masks/<split>/<name>.seg.dcm: one BINARY DICOM-SEG per DICOM file; others are skipped."""
+
+    def items(self, ctx: ExportContext, entries: list[ImageEntry], splits: dict[str, str]) -> list[Item]:
+        from segstudio.io.formats.medical import require_highdicom
+
+        require_highdicom()
+        if not ctx.plan.foreground:
+            raise ExportError("DICOM-SEG needs at least one class besides background")
+        items, rest = _group_by_file(ctx, entries, splits, ("dicom",))
+        ctx.notes += [f"{e.display_name}: not a DICOM image; DICOM-SEG needs a DICOM source"
+                      for e in rest]
+        return items
+
+    def write_item(self, ctx: ExportContext, item: Item) -> str:
+        from segstudio import __version__
+        from segstudio.io.formats.medical import write_dicom_seg
+
+        first = item.entries[0]
+        masks = _masks_of(ctx, item)
+        segments = [(c.id, c.name, _rgb(c.color)) for c in ctx.plan.foreground]
+        name = f"{item.key}.seg.dcm"
+        write_dicom_seg(ctx.folder("masks", item.split) / name, ctx.project.image_path(first),
+                        masks, segments, __version__)
+        ctx.put_source_file(first, ctx.image_folder("images", item.split), item.key)
+        return name
+
+    def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
+        _write_lists(ctx, ctx.root, results)
+
+
+_WRITERS = {"png": PngWriter, "voc": VocWriter, "coco": CocoWriter, "yolo": YoloWriter,
+            "nifti": NiftiWriter, "dicom-seg": DicomSegWriter}
+
+
+def for_format(name: str):
+    try:
+        return _WRITERS[name]()
+    except KeyError:
+        raise ExportError(f"unknown format {name!r}; known: {sorted(_WRITERS)}") from None
