@@ -13,7 +13,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from segstudio.io.export import ExportError, ExportOptions, export_dataset
 from segstudio.io.project import Project
 
-from .conftest import CLASSES, blob_mask, make_project, mask_of
+from .conftest import CLASSES, blob_mask, make_project
 
 
 def write_ct(path, rows=40, cols=56, position=(-120.0, -80.5, 33.0), spacing=(0.7, 0.9)):

@@ -36,7 +36,7 @@ def test_ratio_splits_are_seeded_and_sized(tmp_path):
     assert _exported(tmp_path / "a") == _exported(tmp_path / "b")
     assert _exported(tmp_path / "a") != _exported(tmp_path / "c")
     assert not (tmp_path / "a" / "images").exists()         # images="none": masks only
-    assert c.counts == a.counts
+    assert c.counts == a.counts == b.counts
 
 
 def test_unlabeled_as_background(project, tmp_path):

@@ -68,7 +68,6 @@ def test_large_uncompressed_tiff_is_memory_mapped(tmp_path):
 
 
 def _dicom(path, with_pixels=True, slope=1.0, intercept=-1024.0):
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 

@@ -1,0 +1,98 @@
+"""The File menu's work: open, create and add, recent projects, drag and drop."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from segstudio.io.images import is_supported
+from segstudio.io.project import MANIFEST, ImageEntry, Project, ProjectError
+from segstudio.io.userdirs import recent_projects, sample_project
+
+
+class FileMenuMixin:
+    """Mixed into MainWindow: needs open_project, report_error, project, images, current."""
+
+    def open_project_path(self, path: Path) -> bool:
+        try:
+            project = Project.open(path)
+        except ProjectError as e:
+            self.report_error("Cannot open project", str(e))
+            return False
+        self.open_project(project)
+        return True
+
+    def open_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open project folder")
+        if folder:
+            self.open_project_path(Path(folder))
+
+    def open_sample(self) -> None:
+        try:
+            self.open_project_path(sample_project())
+        except OSError as e:
+            self.report_error("Cannot open the sample project", str(e))
+
+    def new_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of images for the new project")
+        if not folder:
+            return
+        copy = QMessageBox.question(
+            self, "New project", "Copy the images into the project folder?\n"
+            "No: the project refers to them where they are.") == QMessageBox.StandardButton.Yes
+        try:
+            project = Project.from_folder(Path(folder), Path(folder) / "segstudio-project", copy=copy)
+        except (ProjectError, OSError) as e:
+            self.report_error("Cannot create the project", str(e))
+            return
+        self.open_project(project)
+
+    def add_images_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Add images", "", "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.dcm *.nii *.nii.gz);;All files (*)")
+        if files:
+            self.add_images([Path(f) for f in files])
+
+    def add_images(self, paths: list[Path], copy: bool = False) -> list[ImageEntry]:
+        if self.project is None:
+            return []
+        before = len(self.project.problems)
+        try:
+            added = self.project.add_images(paths, copy=copy)
+        except OSError as e:
+            self.report_error("Images not added", str(e))
+            return []
+        for problem in self.project.problems[before:]:
+            self.report_error("Some files were skipped", problem)
+        self.images.set_entries(self.project.images, self.current.id if self.current else None)
+        self._start_thumbnails(added)
+        if added and self.current is None:
+            self.show_image(added[0].id)
+        self.statusBar().showMessage(f"Added {len(added)} image(s)", 4000)
+        return added
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in recent_projects():
+            act = self.recent_menu.addAction(str(path))
+            act.triggered.connect(partial(self.open_project_path, path))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        projects = [p for p in paths if (p / MANIFEST).exists() or p.name == MANIFEST]
+        if projects:
+            self.open_project_path(projects[0])
+            return
+        files = []
+        for p in paths:
+            files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        self.add_images([f for f in files if is_supported(f)] or files)
