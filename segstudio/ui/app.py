@@ -18,7 +18,8 @@ def build_main_window(project: Project | None = None, **kwargs):
 
 
 def choose_project(path: Path | None, sample: bool) -> tuple[Project | None, str | None]:
-    """The project to open first: the one asked for, the sample, the last one, else the sample."""
+    """The project to open first: the one asked for, the sample, or the last one; None shows
+    the welcome page."""
     from segstudio.io.userdirs import recent_projects, sample_project
 
     if path is not None:
@@ -32,6 +33,7 @@ def choose_project(path: Path | None, sample: bool) -> tuple[Project | None, str
                 return Project.open(recent), None
             except ProjectError as e:
                 log.warning("last project not opened: %s", e)
+        return None, None
     try:
         return Project.open(sample_project()), None
     except (ProjectError, OSError) as e:

@@ -8,7 +8,8 @@ from functools import partial
 import numpy as np
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QStackedWidget,
+                               QVBoxLayout, QWidget)
 
 from segstudio.core.classes import UNLABELED, LabelClass
 from segstudio.core.display import CT_PRESETS, DisplayRange, auto_range, full_range, sample_pixels
@@ -17,11 +18,15 @@ from segstudio.io.autosave import Autosaver
 from segstudio.io.images import ImageReadError, LoadedImage
 from segstudio.io.masks import MaskError
 from segstudio.io.project import ImageEntry, Project, ProjectError, labelled_fraction
-from segstudio.io.userdirs import add_recent_project
+from segstudio.io.userdirs import add_recent_project, data_dir, recent_projects
 from segstudio.ui.canvas import MaskCanvas, zoom_percent
 from segstudio.ui.dialogs import ShortcutsDialog, error_box
 from segstudio.ui.editing import Editing
 from segstudio.ui.file_menu import FileMenuMixin
+from segstudio.ui.jobs_view import JobsIndicator
+from segstudio.ui.logging_setup import install_file_log
+from segstudio.ui.settings import app_settings, value
+from segstudio.ui.welcome import HintBanner, WelcomePage
 from segstudio.ui.panels.class_panel import ClassPanel
 from segstudio.ui.panels.display_panel import AUTO, FULL, HEADER, MANUAL, DisplayPanel
 from segstudio.ui.panels.image_list import ImageListPanel, make_thumbnails
@@ -86,8 +91,27 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self._preset: str | None = None   # None: chosen per image (natural colour or auto contrast)
         self._message_boxes: list = []
 
+        self.log_path = install_file_log()
+        self.settings = app_settings()
         self.canvas = MaskCanvas()
-        self.setCentralWidget(self.canvas)
+        self.hint = HintBanner()
+        self.hint.dismissed.connect(lambda: self.settings.setValue("hint_dismissed", True))
+        self.hint.hide()
+        canvas_page = QWidget()
+        column = QVBoxLayout(canvas_page)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.hint)
+        column.addWidget(self.canvas, 1)
+        self.welcome = WelcomePage()
+        self.welcome.sample_requested.connect(self.open_sample)
+        self.welcome.new_requested.connect(self.new_project_dialog)
+        self.welcome.open_requested.connect(self.open_project_dialog)
+        self.welcome.recent_requested.connect(self.open_project_path)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.welcome)
+        self.pages.addWidget(canvas_page)
+        self.setCentralWidget(self.pages)
         self.images = ImageListPanel()
         self.class_panel = ClassPanel()
         self.display_panel = DisplayPanel()
@@ -114,8 +138,12 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.canvas.paint_refused.connect(lambda why: self.report_error("This mask is read-only", why))
         self._status_timer = QTimer(self, singleShot=True, interval=600)
         self._status_timer.timeout.connect(self._refresh_current_status)
+        self._default_layout = self.saveState()
+        self._restore_settings()
         if project is not None:
             self.open_project(project)
+        else:
+            self.show_welcome()
 
     # -- layout ----------------------------------------------------------------------------
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
@@ -126,6 +154,8 @@ class MainWindow(FileMenuMixin, QMainWindow):
         return dock
 
     def _build_status_bar(self) -> None:
+        self.jobs_view = JobsIndicator()
+        self.statusBar().addPermanentWidget(self.jobs_view)
         self.position_label = QLabel("")
         self.value_label = QLabel("")
         self.class_label = QLabel("")
@@ -178,6 +208,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.mask_action = self._action(v, "Show Mask", self.canvas.set_mask_visible, "M", checkable=True)
         self.mask_action.setChecked(True)
         self.outline_action = self._action(v, "Outline Only", self.canvas.set_outline, "O", checkable=True)
+        self._action(v, "Reset Layout", self.reset_layout, tip="Put the panels back where they started")
         v.addSeparator()
         self._action(v, "Next Image", lambda: self.step_image(1), "PgDown")
         self._action(v, "Previous Image", lambda: self.step_image(-1), "PgUp")
@@ -192,9 +223,16 @@ class MainWindow(FileMenuMixin, QMainWindow):
             QShortcut(QKeySequence(str(k)), self, activated=partial(self.class_panel.select_id, k))
 
     # -- project ---------------------------------------------------------------------------
+    def show_welcome(self) -> None:
+        self.welcome.set_recent(recent_projects())
+        self.pages.setCurrentWidget(self.welcome)
+
     def open_project(self, project: Project) -> None:
         self.close_project()
         self.project = project
+        self.pages.setCurrentIndex(1)
+        is_sample = project.root == (data_dir() / "sample-project").resolve()
+        self.hint.setVisible(is_sample and not value(self.settings, "hint_dismissed", False, bool))
         self.setWindowTitle(f"{project.name} — SegStudio")
         self._autosaver = Autosaver(
             project.masks, delay=self._autosave_delay,
@@ -242,8 +280,11 @@ class MainWindow(FileMenuMixin, QMainWindow):
             if isinstance(thumb, np.ndarray):
                 self.images.set_thumbnail(image_id, thumb)
 
-    def _start_job(self, job: Job, report_failure: bool = True) -> Job:
+    def _start_job(self, job: Job, report_failure: bool = True, visible: bool = False) -> Job:
+        """Run a job on the pool; `visible` ones show progress and Cancel in the status bar."""
         self._jobs.add(job)   # keep it alive until it finishes
+        if visible:
+            self.jobs_view.track(job)
         job.signals.finished.connect(lambda: self._jobs.discard(job))
         if report_failure:
             job.signals.failed.connect(partial(self._on_job_failed, job.name))
@@ -501,8 +542,8 @@ class MainWindow(FileMenuMixin, QMainWindow):
 
     # -- dialogs and files -----------------------------------------------------------------
     def report_error(self, title: str, message: str, details: str = "") -> None:
-        """Every problem reaches the user: a non-modal box, the status bar and the log."""
-        log.error("%s: %s", title, message)
+        """Every problem reaches the user: a non-modal box, the status bar and the log file."""
+        log.error("%s: %s%s", title, message, f"\n{details}" if details else "")
         self.errors.append(message)
         self.statusBar().showMessage(f"{title}: {message}", 8000)
         self._message_boxes = [b for b in self._message_boxes if b.isVisible()][-4:]
@@ -523,7 +564,41 @@ class MainWindow(FileMenuMixin, QMainWindow):
             self._save_view()
             self.statusBar().showMessage("All changes are on disk", 3000)
 
+    # -- settings --------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        st = self.settings
+        geometry, state = st.value("window/geometry"), st.value("window/state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+        tool = value(st, "tools/tool", "brush", str)
+        if tool in self.tool_actions:
+            self.set_tool(tool)
+        self.set_brush_radius(value(st, "tools/brush_radius", self.canvas.brush_radius, float))
+        opacity = value(st, "view/opacity", 0.5, float)
+        self.display_panel.opacity.setValue(int(round(opacity * 100)))
+        self.canvas.set_opacity(opacity)
+        self.outline_action.setChecked(value(st, "view/outline", False, bool))
+        self.canvas.set_outline(self.outline_action.isChecked())
+
+    def _save_settings(self) -> None:
+        st = self.settings
+        st.setValue("window/geometry", self.saveGeometry())
+        st.setValue("window/state", self.saveState())
+        st.setValue("tools/tool", self.canvas.tool)
+        st.setValue("tools/brush_radius", self.canvas.brush_radius)
+        st.setValue("view/opacity", self.canvas.opacity)
+        st.setValue("view/outline", self.canvas.outline)
+        st.sync()
+
+    def reset_layout(self) -> None:
+        self.restoreState(self._default_layout)
+        for dock in self.findChildren(QDockWidget):
+            dock.show()
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        self._save_settings()
         self.close_project()
         for job in list(self._jobs):
             job.token.cancel()
