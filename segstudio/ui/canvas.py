@@ -134,6 +134,8 @@ class MaskCanvas(QWidget):
             tool.reset()
         self.set_proposal(None)
         self.tool = name
+        # the brush draws its own size ring; region tools aim with a cross
+        self.setCursor(Qt.CursorShape.ArrowCursor if name in TOOLS else Qt.CursorShape.CrossCursor)
 
     @property
     def active_tool(self) -> Tool | None:
