@@ -19,7 +19,8 @@ def test_core_and_io_import_without_qt_or_torch():
     mods = _modules_after(
         "import segstudio.core.document, segstudio.core.display, segstudio.core.history, "
         "segstudio.core.jobs, segstudio.io.project, segstudio.io.images, segstudio.io.masks, "
-        "segstudio.io.autosave, segstudio.io.userdirs, segstudio.cli")
+        "segstudio.io.autosave, segstudio.io.userdirs, segstudio.edit.regions, segstudio.edit.maskops, "
+        "segstudio.cli")
     assert "segstudio.io.project" in mods
     assert not any(m.split(".")[0] in ("PySide6", "shiboken6", "torch") for m in mods)
 

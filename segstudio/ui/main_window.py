@@ -19,6 +19,7 @@ from segstudio.io.images import ImageReadError, LoadedImage
 from segstudio.io.masks import MaskError
 from segstudio.io.project import ImageEntry, Project, ProjectError, labelled_fraction
 from segstudio.io.userdirs import add_recent_project, data_dir, recent_projects
+from segstudio.edit.maskops import clear_class
 from segstudio.ui.canvas import MaskCanvas, zoom_percent
 from segstudio.ui.dialogs import ShortcutsDialog, error_box
 from segstudio.ui.editing import Editing
@@ -469,16 +470,10 @@ class MainWindow(FileMenuMixin, QMainWindow):
         if self.project is None:
             return
         doc = self.canvas.document
+        if doc is not None and not doc.read_only:
+            doc.apply(clear_class(doc.mask, class_id), "Delete class")
         if self._autosaver is not None:
             self._autosaver.flush()
-        if doc is not None and not doc.read_only:
-            hit = doc.mask == class_id
-            if hit.any():
-                from segstudio.core.geometry import Rect
-                full = Rect(0, 0, *doc.shape)
-                doc.replace(full, np.full(doc.shape, UNLABELED, np.uint8), "Delete class", where=hit)
-                if self._autosaver is not None:
-                    self._autosaver.flush()
         changed = self.project.clear_class_from_masks(class_id)
         self.editing.forget_histories(keep=self.current.id if self.current else None)
         self.statusBar().showMessage(f"Class removed from {changed} saved mask(s)", 4000)

@@ -1,0 +1,186 @@
+"""TrainPanel: presets, device, Start/Cancel, progress with ETA, live curves, and the runs list.
+
+It only builds the config and shows what the job reports; the window starts the job (torch is
+imported when training starts, never at start-up).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout,
+                               QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QSpinBox,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from segstudio.core.jobs import Progress
+from segstudio.ui.curves import CurvePlot
+
+PRESETS = {"fast": "Fast (small U-Net)", "strong": "Strong (bigger U-Net)",
+           "tiny": "Tiny (a quick look)"}
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
+        f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class TrainPanel(QWidget):
+    start_requested = Signal()
+    cancel_requested = Signal()
+    run_activated = Signal(object)        # Path of the run folder chosen as active
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.preset = QComboBox()
+        for key, text in PRESETS.items():
+            self.preset.addItem(text, key)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 10_000)
+        self.epochs.setValue(40)
+        self.minutes = QDoubleSpinBox()
+        self.minutes.setRange(0, 24 * 60)
+        self.minutes.setDecimals(1)
+        self.minutes.setValue(3.0)
+        self.minutes.setSpecialValueText("no limit")
+        self.minutes.setToolTip("Time budget: training stops at the budget or the epochs, whichever comes first")
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        self.device_line = QLabel("Device: found when training starts")
+        self.device_line.setWordWrap(True)
+        self.finetune = QCheckBox("Fine-tune the active run")
+        self.finetune.setToolTip("Start from the active run's weights (new classes get a new head)")
+        self.start_button = QPushButton("Train")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.start_button.clicked.connect(self.start_requested)
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.loss_plot = CurvePlot("training loss")
+        self.loss_plot.add_series("loss", "#D55E00")
+        self.val_plot = CurvePlot("validation")
+        self.val_plot.add_series("mean Dice", "#0072B2")
+        self.val_plot.add_series("mean IoU", "#009E73")
+        self.runs = QTableWidget(0, 5)
+        self.runs.setHorizontalHeaderLabels(["run", "status", "mean Dice", "epochs", "device"])
+        self.runs.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.runs.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.runs.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.runs.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.runs.itemSelectionChanged.connect(self._on_runs_selection_changed)
+        self.active_label = QLabel("Active run: none")
+
+        form = QFormLayout()
+        form.addRow("Model", self.preset)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Minutes", self.minutes)
+        form.addRow("Device", self.device)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(form)
+        layout.addWidget(self.finetune)
+        layout.addWidget(self.device_line)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.loss_plot, 1)
+        layout.addWidget(self.val_plot, 1)
+        layout.addWidget(self.active_label)
+        layout.addWidget(self.runs, 1)
+        self._started = 0.0
+        self._run_dirs: list[Path] = []
+        self._active: Path | None = None
+
+    # -- config ----------------------------------------------------------------------------
+    def config_values(self) -> dict:
+        """What the user chose, as TrainConfig fields."""
+        minutes = self.minutes.value()
+        return {"preset": self.preset.currentData(), "epochs": self.epochs.value(),
+                "minutes": minutes if minutes > 0 else None, "device": self.device.currentText()}
+
+    # -- a run in progress -----------------------------------------------------------------
+    def set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        for w in (self.preset, self.epochs, self.minutes, self.device, self.finetune):
+            w.setEnabled(not running)
+        if running:
+            self._started = time.monotonic()
+            self.progress.setValue(0)
+            self.loss_plot.clear()
+            self.loss_plot.add_series("loss", "#D55E00")
+            self.val_plot.clear()
+            self.val_plot.add_series("mean Dice", "#0072B2")
+            self.val_plot.add_series("mean IoU", "#009E73")
+            self.status.setText("starting…")
+
+    def show_progress(self, p: Progress) -> None:
+        if p.total:
+            self.progress.setValue(int(1000 * p.done / p.total))
+        elapsed = time.monotonic() - self._started
+        eta = ""
+        if p.total and p.done > 0 and p.done < p.total:
+            eta = f", about {_fmt_s(elapsed * (p.total - p.done) / p.done)} left"
+        self.status.setText(f"{p.message} — {_fmt_s(elapsed)} elapsed{eta}")
+        m = p.metrics or {}
+        if "step" in m and "loss" in m:
+            self.loss_plot.append("loss", m["step"], m["loss"])
+        elif "mean_dice" in m and "epoch" in m:
+            self.val_plot.append("mean Dice", m["epoch"], m["mean_dice"])
+            self.val_plot.append("mean IoU", m["epoch"], m.get("mean_iou", float("nan")))
+
+    def show_device(self, text: str) -> None:
+        self.device_line.setText(text)
+
+    # -- runs ------------------------------------------------------------------------------
+    def set_runs(self, cards: list[dict], active: Path | None = None) -> None:
+        self.runs.blockSignals(True)
+        self.runs.setRowCount(0)
+        self._run_dirs = []
+        for card in cards:
+            row = self.runs.rowCount()
+            self.runs.insertRow(row)
+            best = (card.get("metrics") or {}).get("best") or {}
+            dice = best.get("mean_dice")
+            cells = [card.get("run_id", Path(card["run_dir"]).name), card.get("status", "?"),
+                     "—" if dice is None or dice != dice else f"{dice:.3f}",
+                     str(card.get("epochs", "")), str(card.get("device", ""))]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(card["run_dir"])
+                self.runs.setItem(row, col, item)
+            self._run_dirs.append(Path(card["run_dir"]))
+        self.runs.blockSignals(False)
+        if active is not None:
+            self.set_active(active, emit=False)
+
+    def set_active(self, run_dir: Path | None, emit: bool = True) -> None:
+        self._active = run_dir
+        self.active_label.setText(f"Active run: {run_dir.name if run_dir else 'none'}")
+        if run_dir in self._run_dirs:
+            self.runs.blockSignals(True)
+            self.runs.selectRow(self._run_dirs.index(run_dir))
+            self.runs.blockSignals(False)
+        if emit and run_dir is not None:
+            self.run_activated.emit(run_dir)
+
+    @property
+    def active_run(self) -> Path | None:
+        return self._active
+
+    def _on_runs_selection_changed(self) -> None:
+        rows = {i.row() for i in self.runs.selectedItems()}
+        if rows:
+            self.set_active(self._run_dirs[min(rows)])
+
+
+
