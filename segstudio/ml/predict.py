@@ -134,15 +134,31 @@ class Prediction:
     num_classes: int
 
 
-def gaussian_weights(tile: int, sigma_scale: float = 0.125, min_weight: float = 1e-6
-                     ) -> np.ndarray:
-    """(tile, tile) float32 blending weights, 1 at the centre, floored at min_weight."""
+def _gaussian_1d(tile: int, sigma_scale: float, min_weight: float) -> np.ndarray:
     sigma = max(sigma_scale * tile, 1e-6)
     r = np.arange(tile, dtype=np.float64) - (tile - 1) / 2.0
     g = np.exp(-(r * r) / (2.0 * sigma * sigma))
-    w = np.outer(g, g)
-    w /= w.max()
-    return np.maximum(w, min_weight).astype(np.float32)
+    # the floor is split between the two axes so the 2-D weights stay an outer product
+    return np.maximum(g / g.max(), math.sqrt(min_weight))
+
+
+def gaussian_weights(tile: int, sigma_scale: float = 0.125, min_weight: float = 1e-6
+                     ) -> np.ndarray:
+    """(tile, tile) float32 blending weights, 1 at the centre, >= min_weight everywhere.
+
+    Separable on purpose: the summed weights over the tile grid are then an outer product of
+    two 1-D sums, so no per-pixel weight-sum map has to be accumulated.
+    """
+    g = _gaussian_1d(tile, sigma_scale, min_weight)
+    return np.outer(g, g).astype(np.float32)
+
+
+def _coverage(length: int, starts: list[int], g: np.ndarray) -> torch.Tensor:
+    """Sum of the 1-D weights of every tile covering each position along one axis."""
+    total = np.zeros(length, np.float64)
+    for s in starts:
+        total[s:s + g.size] += g
+    return torch.from_numpy(total.astype(np.float32))
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -250,12 +266,13 @@ def _bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
     xs = tile_starts(wp, t, options.overlap)
     total = len(ys) * len(xs)
     device = _model_device(model)
-    weights = torch.from_numpy(gaussian_weights(t, options.sigma_scale, options.min_weight))
-    weights_hwc = weights[:, :, None]
-    # Accumulators for image rows [y, y + t), channels last: every tile adds a contiguous
+    g = _gaussian_1d(t, options.sigma_scale, options.min_weight)
+    weights = torch.from_numpy(np.outer(g, g).astype(np.float32))[:, :, None]   # (t, t, 1)
+    cover_y = _coverage(hp, ys, g)[:, None, None]    # summed weights = cover_y * cover_x
+    cover_x = _coverage(wp, xs, g)[None, :width, None]
+    # Accumulator for image rows [y, y + t), channels last: every tile adds a contiguous
     # (t, t, C) block and the per-pixel reductions at the end run along contiguous memory.
     acc: torch.Tensor | None = None                  # (t, wp, C)
-    wsum = torch.zeros(t, wp, 1)
     done = 0
     model = prepare_for_inference(model, fuse_batchnorm=options.fuse_batchnorm,
                                   channels_last=options.channels_last)
@@ -281,9 +298,10 @@ def _bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
                 probs = _probabilities(_logits(model, batch)).cpu()     # (B, t, t, C)
             if acc is None:
                 acc = torch.zeros(t, wp, probs.shape[-1])
+                # expanded to (t, t, C) once: broadcasting a size-1 last dim is 30x slower
+                weights = weights.expand(t, t, probs.shape[-1]).contiguous()
             for k, x in enumerate(bx):
-                acc[:, x:x + t].addcmul_(probs[k], weights_hwc)
-                wsum[:, x:x + t] += weights_hwc
+                acc[:, x:x + t].addcmul_(probs[k], weights)
             done += len(bx)
             if on_progress:
                 on_progress(Progress(done, total, "predicting tiles"))
@@ -292,14 +310,12 @@ def _bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
         y_next = ys[i + 1] if i + 1 < len(ys) else hp
         n = min(y_next, height) - y
         if n > 0:
-            yield y, y + n, acc[:n, :width] / wsum[:n, :width]
+            yield y, y + n, acc[:n, :width] / (cover_y[y:y + n] * cover_x)
         shift = y_next - y
         if i + 1 < len(ys):
             keep = t - shift
             acc[:keep] = acc[shift:].clone()
             acc[keep:] = 0
-            wsum[:keep] = wsum[shift:].clone()
-            wsum[keep:] = 0
 
 
 def iter_probability_bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
@@ -361,11 +377,11 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray, normalise: 
                           options: TileOptions = TileOptions(), *,
                           on_progress: ProgressFn | None = None,
                           cancel: CancelToken | None = None) -> np.ndarray:
-    """Full (C, h, w) float32 probabilities: for small images, tests and comparisons."""
+    """Full (C, h, w) float32 probabilities (a strided view): small images, comparisons."""
     out: np.ndarray | None = None
     for y0, y1, p in _bands(model, image, normalise, options, on_progress, cancel):
-        if out is None:
-            out = np.empty((p.shape[-1], image.shape[0], image.shape[1]), np.float32)
-        out[:, y0:y1] = p.permute(2, 0, 1).numpy()
+        if out is None:        # stored (h, w, C) like the bands: rows copy without striding
+            out = np.empty((image.shape[0], image.shape[1], p.shape[-1]), np.float32)
+        out[y0:y1] = p.numpy()
     assert out is not None
-    return out
+    return np.moveaxis(out, -1, 0)
