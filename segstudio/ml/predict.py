@@ -107,9 +107,10 @@ class TileOptions:
     overlap: float = 0.25            # fraction of a tile shared with its neighbour
     batch_size: int = 8
     sigma_scale: float = 0.125       # Gaussian sigma as a fraction of the tile
-    # Floor on the weights. Kept tiny on purpose: a tile edge (where zero padding corrupts the
-    # logits) must barely count wherever a neighbour covers the pixel from its centre; 1e-3
-    # there made blended outputs 40x further from a whole-image forward pass.
+    # Floor on the 2-D weights (sqrt of it per axis). Tiny on purpose: a tile's edge, where
+    # zero padding corrupts the logits, must barely count wherever a neighbour covers the
+    # pixel from its centre; a 1e-3 floor in 2-D put blended outputs 40x further from a
+    # whole-image pass. Pixels only one tile reaches get its values exactly, floor or not.
     min_weight: float = 1e-6
     channels_last: bool = True       # faster convolutions on CPU (oneDNN) and tensor cores
     fuse_batchnorm: bool = True      # fold eval-mode BatchNorm into the conv before it (a copy)
