@@ -310,8 +310,12 @@ def _bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
         # rows above the next band's top are final; the last band ends the image
         y_next = ys[i + 1] if i + 1 < len(ys) else hp
         n = min(y_next, height) - y
-        if n > 0:
-            yield y, y + n, acc[:n, :width] / (cover_y[y:y + n] * cover_x)
+        # handed out in chunks of ~4 M values: the consumers' temporaries (top-2, entropy,
+        # int64 indices) then stay a few tens of MB however wide the image or many the classes
+        step = max(1, (1 << 22) // (width * acc.shape[-1]))
+        for r0 in range(0, max(n, 0), step):
+            r1 = min(n, r0 + step)
+            yield y + r0, y + r1, acc[r0:r1, :width] / (cover_y[y + r0:y + r1] * cover_x)
         shift = y_next - y
         if i + 1 < len(ys):
             keep = t - shift
