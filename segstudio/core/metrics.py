@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 IGNORE = 255
 MATCH_IOU = 0.5
+CHUNK = 1 << 22        # pixels per pass: bounds int64 temporaries to ~32 MB on huge masks
 
 # (binary mask) -> (int labels with 0 = none, number of components)
 ComponentLabeller = Callable[[np.ndarray], tuple[np.ndarray, int]]
@@ -42,24 +43,29 @@ def confusion_matrix(true: np.ndarray, pred: np.ndarray, num_classes: int,
         raise ValueError(f"truth and prediction differ in shape: {true.shape} vs {pred.shape}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    t = true.ravel()
-    p = pred.ravel()
-    if ignore is not None:
-        keep = t != ignore
-        if not keep.all():
-            t, p = t[keep], p[keep]
-    if t.size == 0:
-        return np.zeros((num_classes, num_classes), np.int64)
-    t = t.astype(np.int64, copy=False)
-    p = p.astype(np.int64, copy=False)
-    for name, a in (("truth", t), ("prediction", p)):
-        lo, hi = int(a.min()), int(a.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"{name} holds class id {hi if hi >= num_classes else lo}; "
-                             f"expected 0..{num_classes - 1}"
-                             + (f" or {ignore} (ignored)" if name == "truth" and ignore is not None
-                                else ""))
-    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    counts = np.zeros(num_classes * num_classes, np.int64)
+    t_all, p_all = true.reshape(-1), pred.reshape(-1)
+    # in chunks: int64 copies of a 16k x 16k mask would be 2 GB each
+    for c0 in range(0, t_all.size, CHUNK):
+        t = t_all[c0:c0 + CHUNK]
+        p = p_all[c0:c0 + CHUNK]
+        if ignore is not None:
+            keep = t != ignore
+            if not keep.all():
+                t, p = t[keep], p[keep]
+        if t.size == 0:
+            continue
+        t = t.astype(np.int64)
+        p = p.astype(np.int64)
+        for name, a in (("truth", t), ("prediction", p)):
+            lo, hi = int(a.min()), int(a.max())
+            if lo < 0 or hi >= num_classes:
+                raise ValueError(
+                    f"{name} holds class id {hi if hi >= num_classes else lo}; expected "
+                    f"0..{num_classes - 1}"
+                    + (f" or {ignore} (ignored)" if name == "truth" and ignore is not None
+                       else ""))
+        counts += np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 
 
@@ -208,19 +214,33 @@ def match_instances(true_labels: np.ndarray, pred_labels: np.ndarray, n_true: in
     pred_labels = np.asarray(pred_labels)
     if true_labels.shape != pred_labels.shape:
         raise ValueError(f"label maps differ in shape: {true_labels.shape} vs {pred_labels.shape}")
-    t = true_labels.ravel().astype(np.int64, copy=False)
-    p = pred_labels.ravel().astype(np.int64, copy=False)
-    area_t = np.bincount(t, minlength=n_true + 1)
-    area_p = np.bincount(p, minlength=n_pred + 1)
+    t_all, p_all = true_labels.reshape(-1), pred_labels.reshape(-1)
+    for name, a, n in (("true", t_all, n_true), ("predicted", p_all, n_pred)):
+        if a.size and (int(a.max()) > n or int(a.min()) < 0):
+            raise ValueError(f"{name} labels hold ids outside 0..{n}")
+    ign_all = None if ignore is None else np.asarray(ignore, bool).reshape(-1)
+    area_t = np.zeros(n_true + 1, np.int64)
+    area_p = np.zeros(n_pred + 1, np.int64)
+    on_ignored = np.zeros(n_pred + 1, np.int64)
+    pair_codes, pair_counts = [], []
+    for c0 in range(0, t_all.size, CHUNK):       # chunks: no int64 copy of a whole huge map
+        t = t_all[c0:c0 + CHUNK].astype(np.int64)
+        p = p_all[c0:c0 + CHUNK].astype(np.int64)
+        area_t += np.bincount(t, minlength=n_true + 1)
+        area_p += np.bincount(p, minlength=n_pred + 1)
+        if ign_all is not None:
+            on_ignored += np.bincount(p[ign_all[c0:c0 + CHUNK]], minlength=n_pred + 1)
+        both = (t > 0) & (p > 0)
+        # sparse overlap table: only pairs that touch, so thousands of nuclei stay cheap
+        codes, counts = np.unique(t[both] * (n_pred + 1) + p[both], return_counts=True)
+        pair_codes.append(codes)
+        pair_counts.append(counts)
+    codes, where = np.unique(np.concatenate(pair_codes), return_inverse=True)
+    inter = np.bincount(where, weights=np.concatenate(pair_counts), minlength=codes.size)
     pred_alive = np.ones(n_pred + 1, bool)
     pred_alive[0] = False
-    if ignore is not None and n_pred:
-        ign = np.asarray(ignore, bool).ravel()
-        on_ignored = np.bincount(p[ign], minlength=n_pred + 1)
+    if ign_all is not None:
         pred_alive &= ~(2 * on_ignored > area_p)
-    both = (t > 0) & (p > 0)
-    # Sparse overlap table: only pairs that touch, so thousands of nuclei stay cheap.
-    codes, inter = np.unique(t[both] * (n_pred + 1) + p[both], return_counts=True)
     ti, pi = np.divmod(codes, n_pred + 1)
     iou = inter / (area_t[ti] + area_p[pi] - inter)
     good = (iou >= min_iou) & pred_alive[pi]

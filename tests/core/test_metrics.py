@@ -192,3 +192,20 @@ def test_instance_counts_add_up():
     a += InstanceCounts(1, 1, 1, 0.9)
     assert (a.true, a.predicted, a.matched) == (4, 3, 2)
     assert a.mean_matched_iou == pytest.approx(0.85)
+
+
+def test_chunked_passes_give_the_same_counts(rng, monkeypatch):
+    import segstudio.core.metrics as metrics
+
+    true = rng.integers(0, 4, (37, 41)).astype(np.uint8)
+    true[rng.random(true.shape) < 0.1] = 255
+    pred = rng.integers(0, 4, (37, 41)).astype(np.uint8)
+    t_lab, nt = _label_by_value(true == 1)
+    p_lab, np_ = _label_by_value(pred == 1)
+    whole_cm = confusion_matrix(true, pred, 4)
+    whole_inst = match_instances(t_lab, p_lab, nt, np_, ignore=true == 255)
+    monkeypatch.setattr(metrics, "CHUNK", 97)          # many chunks, ragged last one
+    assert confusion_matrix(true, pred, 4).tolist() == whole_cm.tolist()
+    assert match_instances(t_lab, p_lab, nt, np_, ignore=true == 255) == whole_inst
+    with pytest.raises(ValueError, match="outside"):
+        match_instances(t_lab, p_lab, nt - 1, np_)
