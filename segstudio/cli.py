@@ -162,7 +162,7 @@ def _raising(error: Exception):
     return read
 
 
-def _prediction_sources(source: Path):
+def _prediction_sources(source: Path, out: Path):
     """(id, label, read() -> ndarray) for a project's images or a folder's image files."""
     from segstudio.io.images import is_supported, probe, read_image
     from segstudio.io.project import Project
@@ -171,8 +171,10 @@ def _prediction_sources(source: Path):
         project = Project.open(source)
         return source, [(e.id, e.display_name, lambda e=e: project.read_image(e).data)
                         for e in project.images]
+    out = out.resolve()
     files = ([source] if source.is_file() else
-             sorted(f for f in source.rglob("*") if f.is_file() and is_supported(f)))
+             sorted(f for f in source.rglob("*") if f.is_file() and is_supported(f)
+                    and out not in f.resolve().parents))       # not our own earlier masks
     items = []
     for f in files:
         rel = f.name if source.is_file() else f.relative_to(source).as_posix()
@@ -204,7 +206,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         err(f"{args.source} does not exist")
         return 2
     try:
-        project_root, items = _prediction_sources(args.source)
+        project_root, items = _prediction_sources(args.source, args.out)
         model, normalise, classes = load_run_model(project_root, args.run)
         options = _tile_options(args)
     except (ProjectError, RunError, ValueError) as e:

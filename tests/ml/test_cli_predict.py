@@ -170,6 +170,11 @@ def test_predict_folder_with_a_run_folder(sample_copy, registry, tmp_path):
     assert main(["predict", str(src), "--run", str(run_dir), "--out", str(out)]) == 0
     assert (out / "nuclei_01.png").is_file() and not (out / "nuclei_01.probs.npy").exists()
     assert main(["predict", str(src), "--run", "r1", "--out", str(out)]) == 2   # no project
+    inside = src / "predicted"                  # masks written into the folder being read
+    for _ in range(2):
+        assert main(["predict", str(src), "--run", str(run_dir), "--out", str(inside)]) == 0
+    summary = json.loads((inside / "predictions.json").read_text())
+    assert len(summary["images"]) == 14         # the first run's masks were not predicted
 
 
 def test_predict_reports_unreadable_files_and_goes_on(sample_copy, registry, tmp_path, capsys):
