@@ -65,8 +65,12 @@ def evaluate_project(project, model: torch.nn.Module, normalise: Normaliser,
         cancel.raise_if_cancelled()
         if on_progress:
             on_progress(Progress(k, len(entries), f"evaluating {entry.display_name}"))
-        image = project.read_image(entry).data
-        mask = project.load_mask(entry, image.shape[:2])
+        try:
+            image = project.read_image(entry).data
+            mask = project.load_mask(entry, image.shape[:2])
+        except Exception as e:          # one broken file must not sink the whole table
+            log.warning("%s: %s; not evaluated", entry.display_name, e)
+            continue
         if not (mask != IGNORE).any():
             log.info("%s has no labelled pixels; not evaluated", entry.display_name)
             continue

@@ -77,3 +77,13 @@ def test_evaluate_project_progress_and_rows(sample_copy):
     assert seen[-1].done == seen[-1].total == len(val)
     assert report.scores.pixels == sum(r.pixels for r in report.images)
     assert 1 in report.instances and report.instances[1].true > 0
+
+
+def test_evaluate_project_skips_a_broken_image(sample_copy):
+    project = Project.open(sample_copy)
+    broken = next(e for e in project.images if e.split == "val")
+    project.image_path(broken).write_bytes(b"not a png")
+    report = evaluate_project(project, Brightness(), Normalisation(in_channels=3),
+                              options=TileOptions(tile=128))
+    ids = [r.image_id for r in report.images]
+    assert broken.id not in ids and ids
