@@ -253,6 +253,10 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--exclude-background", action="store_true",
                    help="leave class 0 out of the class means")
+    p.add_argument("--objects", default=None, metavar="IDS",
+                   help="comma-separated class ids to count as objects (connected components, "
+                        "matched at IoU >= 0.5); default: class 1 of a background/one-class "
+                        "project, none otherwise; 'none' turns it off")
     _add_tiling(p)
 
 
@@ -265,6 +269,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from segstudio.ml.evaluate import evaluate_project
     from segstudio.ml.runs import RunError, load_run_model
 
+    objects = None
+    try:
+        if args.objects is not None:
+            objects = () if args.objects == "none" else tuple(
+                int(v) for v in args.objects.split(",") if v.strip())
+    except ValueError:
+        err(f"--objects takes class ids like 1,3 or 'none', got {args.objects!r}")
+        return 2
     try:
         project = Project.open(args.project)
         model, normalise, classes = load_run_model(project.root, args.run)
@@ -273,7 +285,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         err(str(e))
         return 2
     report = evaluate_project(project, model, normalise, classes, split=args.split,
-                              options=options,
+                              options=options, instance_classes=objects,
                               exclude_from_mean=(0,) if args.exclude_background else ())
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))

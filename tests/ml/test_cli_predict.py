@@ -142,6 +142,11 @@ def test_evaluate_table_and_empty_split(sample_copy, registry, capsys):
     assert "nucleus" in out and "IoU" in out and "objects 'nucleus'" in out
     assert main(["evaluate", str(sample_copy), "--run", "r1", "--split", "test"]) == 1
     assert "nothing was measured" in capsys.readouterr().err
+    assert main(["evaluate", str(sample_copy), "--run", "r1", "--objects", "none",
+                 "--exclude-background"]) == 0
+    out = capsys.readouterr().out
+    assert "objects" not in out and "mean (excl. 0)" in out
+    assert main(["evaluate", str(sample_copy), "--run", "r1", "--objects", "x"]) == 2
 
 
 def test_predict_project_writes_masks_and_probabilities(sample_copy, registry, tmp_path):
