@@ -6,7 +6,7 @@ A run is a folder `<project>/runs/<run-id>/` holding `model_card.json` and a che
 The model is rebuilt through the registry in `segstudio.ml.models` (imported when needed).
 
 Optional keys this module understands, in the model card or the checkpoint's config:
-`classes` ([{"id", "name", "color"}]) and `normalisation` ({"mean", "std", "scale"}).
+`classes` ([{"id", "name", "color"}] or names in id order) and `normalisation` ({"mean", "std", "scale"}).
 Without them the project's classes are used and pixels are scaled by their dtype to 0..1.
 """
 
@@ -105,7 +105,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def _classes(raw: Any, num_classes: int, fallback: list[LabelClass] | None,
              where: Path) -> list[LabelClass]:
-    if raw:
+    if raw and all(isinstance(c, str) for c in raw):        # just names, in id order
+        classes = [LabelClass(i, name, default_color(i)) for i, name in enumerate(raw)]
+    elif raw:
         try:
             classes = [LabelClass(int(c["id"]), str(c["name"]),
                                   str(c.get("color", default_color(int(c["id"])))))
@@ -151,7 +153,8 @@ def load_run_model(project_root: Path | str | None, run: str | Path
     if "num_classes" in cfg:
         num_classes = int(cfg["num_classes"])
     elif cfg.get("classes"):
-        num_classes = max(int(c["id"]) for c in cfg["classes"]) + 1
+        num_classes = len(cfg["classes"]) if isinstance(cfg["classes"][0], str) else (
+            max(int(c["id"]) for c in cfg["classes"]) + 1)
     else:
         raise RunError(f"{ckpt_path}: the config gives no 'num_classes'; keys: {sorted(cfg)}")
     try:

@@ -85,6 +85,10 @@ def test_load_run_model(sample_copy, registry):
     assert norm.mean == (0.5,) and norm.in_channels == 3
     assert load_run_model(sample_copy, "latest")[2] == classes
     assert load_run_model(None, sample_copy / "runs" / "r1")[2][1].name == "class 1"
+    _save_run(sample_copy, "named", card={"classes": ["sky", "cell"]},
+              config={"model": "pixel-net", "in_channels": 3})      # num_classes from names
+    assert [c.name for c in load_run_model(None, sample_copy / "runs" / "named")[2]] == [
+        "sky", "cell"]
 
 
 def test_load_run_errors_teach(sample_copy, registry, monkeypatch):
