@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -270,6 +271,171 @@ def _run_import(args: argparse.Namespace) -> int:
         print(f"skipped: {s}", file=sys.stderr)
     added = f"; new classes: {', '.join(result.added_classes)}" if result.added_classes else ""
     print(f"imported masks for {len(result.imported)} image(s) into {project.root}{added}")
+    return 0
+
+
+# -- predict / evaluate --------------------------------------------------------------------------
+def _add_tiling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap, 0..1 (default 0.25)")
+    p.add_argument("--batch", type=int, default=8, help="tiles per forward pass (default 8)")
+
+
+def _tile_options(args: argparse.Namespace):
+    from segstudio.ml.predict import TileOptions
+
+    return TileOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch)
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="project folder, folder of images, or one image")
+    p.add_argument("--run", required=True,
+                   help="run id under PROJECT/runs, 'latest', or the path of a run folder")
+    p.add_argument("--out", type=Path, required=True, help="folder for the masks")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write ID.probs.npy: (classes, h, w) float16 probabilities")
+    _add_tiling(p)
+
+
+def _raising(error: Exception):
+    def read():
+        raise error
+    return read
+
+
+def _prediction_sources(source: Path, out: Path):
+    """(id, label, read() -> ndarray) for a project's images or a folder's image files."""
+    from segstudio.io.images import is_supported, probe, read_image
+    from segstudio.io.project import Project
+
+    if (source / "project.json").is_file():
+        project = Project.open(source)
+        return source, [(e.id, e.display_name, lambda e=e: project.read_image(e).data)
+                        for e in project.images]
+    out = out.resolve()
+    files = ([source] if source.is_file() else
+             sorted(f for f in source.rglob("*") if f.is_file() and is_supported(f)
+                    and out not in f.resolve().parents))       # not our own earlier masks
+    items = []
+    for f in files:
+        rel = f.name if source.is_file() else f.relative_to(source).as_posix()
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.rsplit(".", 1)[0]).strip("._") or "image"
+        try:
+            infos = probe(f)
+        except Exception as e:   # an unreadable file is reported, the others still predicted
+            items.append((stem, rel, _raising(e)))
+            continue
+        for info in infos:
+            iid = stem if info.frame is None else f"{stem}_{info.frame:03d}"
+            items.append((iid, rel, lambda f=f, fr=info.frame: read_image(f, fr).data))
+    return None, items
+
+
+@command("predict", "predict masks for a project or a folder of images with a trained run")(
+    _add_predict)
+def _run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from segstudio.core.ranking import uncertainty_score
+    from segstudio.io.atomic import atomic_write_bytes, atomic_write_json
+    from segstudio.io.masks import encode_mask_png
+    from segstudio.io.project import ProjectError
+    from segstudio.ml.predict import predict_tiled
+    from segstudio.ml.runs import RunError, load_run_model
+
+    if not args.source.exists():
+        err(f"{args.source} does not exist")
+        return 2
+    try:
+        project_root, items = _prediction_sources(args.source, args.out)
+        model, normalise, classes = load_run_model(project_root, args.run)
+        options = _tile_options(args)
+    except (ProjectError, RunError, ValueError) as e:
+        err(str(e))
+        return 2
+    if not items:
+        err(f"{args.source} holds no images")
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary, failed = [], 0
+    for k, (iid, label, read) in enumerate(items, start=1):
+        try:
+            image = read()
+        except Exception as e:
+            err(f"{label}: {e}")
+            failed += 1
+            continue
+        pred = predict_tiled(model, image, normalise, options, probabilities=args.probabilities)
+        atomic_write_bytes(args.out / f"{iid}.png", encode_mask_png(pred.labels))
+        row = {"id": iid, "source": label, "mask": f"{iid}.png",
+               "height": int(image.shape[0]), "width": int(image.shape[1])}
+        if pred.probabilities is not None:
+            np.save(args.out / f"{iid}.probs.npy", pred.probabilities)
+            row["probabilities"] = f"{iid}.probs.npy"
+        assert pred.entropy is not None and pred.margin is not None
+        score = uncertainty_score(iid, pred.entropy, pred.margin)
+        row.update(mean_entropy=round(score.mean_entropy, 6),
+                   mean_margin=round(score.mean_margin, 6))
+        summary.append(row)
+        print(f"[{k}/{len(items)}] {label} -> {args.out / row['mask']}", file=sys.stderr)
+    atomic_write_json(args.out / "predictions.json", {
+        "run": str(args.run), "classes": [{"id": c.id, "name": c.name, "color": c.color}
+                                          for c in classes], "images": summary})
+    print(f"wrote {len(summary)} mask(s) to {args.out}" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", type=Path)
+    p.add_argument("--run", required=True,
+                   help="run id under PROJECT/runs, 'latest', or the path of a run folder")
+    p.add_argument("--split", default="val", choices=["train", "val", "test", "all"],
+                   help="which labelled images to measure (default: val)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--exclude-background", action="store_true",
+                   help="leave class 0 out of the class means")
+    p.add_argument("--objects", default=None, metavar="IDS",
+                   help="comma-separated class ids to count as objects (connected components, "
+                        "matched at IoU >= 0.5); default: class 1 of a background/one-class "
+                        "project, none otherwise; 'none' turns it off")
+    _add_tiling(p)
+
+
+@command("evaluate", "measure a trained run on the project's labelled images, per class")(
+    _add_evaluate)
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from segstudio.io.project import Project, ProjectError
+    from segstudio.ml.evaluate import evaluate_project
+    from segstudio.ml.runs import RunError, load_run_model
+
+    objects = None
+    try:
+        if args.objects is not None:
+            objects = () if args.objects == "none" else tuple(
+                int(v) for v in args.objects.split(",") if v.strip())
+    except ValueError:
+        err(f"--objects takes class ids like 1,3 or 'none', got {args.objects!r}")
+        return 2
+    try:
+        project = Project.open(args.project)
+        model, normalise, classes = load_run_model(project.root, args.run)
+        options = _tile_options(args)
+    except (ProjectError, RunError, ValueError) as e:
+        err(str(e))
+        return 2
+    report = evaluate_project(project, model, normalise, classes, split=args.split,
+                              options=options, instance_classes=objects,
+                              exclude_from_mean=(0,) if args.exclude_background else ())
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        print(f"run {args.run} on {project.name}, split {args.split}")
+        print(report.format_table())
+    if not report.images:
+        err(f"no labelled images in split {args.split!r}; nothing was measured")
+        return 1
     return 0
 
 

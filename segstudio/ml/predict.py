@@ -1,0 +1,392 @@
+"""Tiled inference over images of any size in bounded memory, with Gaussian blending.
+
+The image is walked in row bands one tile high. Each band is normalised once, cut into
+overlapping tiles that go through the model in batches, and the softmax of every tile is
+added into a band accumulator (C x tile x W float32) weighted by a Gaussian that favours tile
+centres, where a convolutional model sees the most context. Once a band is done, the rows no
+later tile can reach are final: they are divided by the summed weights and turned into the
+outputs (uint8 labels, float16 entropy / margin / probabilities), and the accumulator moves
+down. Peak memory is the outputs plus a few bands, never a float32 C x H x W map, so a
+16000 x 16000 RGB image predicts in well under 4 GB.
+
+The model is any `torch.nn.Module` mapping (B, C_in, t, t) to (B, C, t, t) logits (one
+channel: a binary sigmoid logit). `normalise` maps a block of image rows, (h, w) or
+(h, w, c) as stored, to (C_in, h, w) float32; it is applied band by band, so it must be
+per-pixel (fixed mean / std), never statistics of the block.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segstudio.core.jobs import CancelToken, Progress, ProgressFn
+
+log = logging.getLogger(__name__)
+
+Normaliser = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-pixel normalisation: (x * scale - mean) / std, adapting the channel count.
+
+    scale None means "by dtype": 1/255 for uint8, 1/65535 for uint16, 1 otherwise. With
+    in_channels set, grey images are repeated to 3 channels, alpha is dropped and colour is
+    averaged to grey, so any image the project can read fits the model.
+    """
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    scale: float | None = None
+    in_channels: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict | None, in_channels: int | None = None) -> Normalisation:
+        d = dict(d or {})
+        unknown = sorted(set(d) - {"mean", "std", "scale", "in_channels"})
+        if unknown:
+            raise ValueError(f"normalisation: unknown key(s) {unknown}; "
+                             "known: ['in_channels', 'mean', 'scale', 'std']")
+        mean = d.get("mean", 0.0)
+        std = d.get("std", 1.0)
+        return cls(tuple(float(v) for v in (mean if isinstance(mean, Sequence) else [mean])),
+                   tuple(float(v) for v in (std if isinstance(std, Sequence) else [std])),
+                   None if d.get("scale") is None else float(d["scale"]),
+                   d.get("in_channels", in_channels))
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        a = np.asarray(block)
+        a = a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)        # (c, h, w) view
+        a = self._adapt_channels(a)
+        scale = self.scale
+        if scale is None:
+            scale = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}.get(a.dtype, 1.0)
+        c = a.shape[0]
+        mean = np.asarray(self.mean, np.float32)
+        std = np.asarray(self.std, np.float32)
+        if mean.size not in (1, c) or std.size not in (1, c):
+            raise ValueError(f"normalisation has {mean.size} mean(s) and {std.size} std(s) "
+                             f"for an image with {c} channel(s)")
+        out = a.astype(np.float32)
+        # one fused pass: x * (scale / std) - mean / std
+        out *= (np.float32(scale) / std).reshape(-1, 1, 1)
+        out -= (mean / std).reshape(-1, 1, 1)
+        return out
+
+    def _adapt_channels(self, a: np.ndarray) -> np.ndarray:
+        want = self.in_channels
+        c = a.shape[0]
+        if want is None or want == c:
+            return a
+        if c == 4 and want == 3:
+            return a[:3]
+        if c in (2, 4) and want in (1, 3):       # grey + alpha, RGBA: drop alpha first
+            a, c = a[: c - 1], c - 1
+        if c == 1 and want == 3:
+            return np.repeat(a, 3, axis=0)
+        if c == 3 and want == 1:
+            return a.mean(axis=0, keepdims=True, dtype=np.float32).astype(a.dtype, copy=False)
+        if c == want:
+            return a
+        raise ValueError(f"the model takes {want} channel(s); this image has {c}")
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """How an image is cut and blended. Bigger tiles and batches are faster, not lighter."""
+
+    tile: int = 256
+    overlap: float = 0.25            # fraction of a tile shared with its neighbour
+    batch_size: int = 8
+    sigma_scale: float = 0.125       # Gaussian sigma as a fraction of the tile
+    # Floor on the 2-D weights (sqrt of it per axis). Tiny on purpose: a tile's edge, where
+    # zero padding corrupts the logits, must barely count wherever a neighbour covers the
+    # pixel from its centre; a 1e-3 floor in 2-D put blended outputs 40x further from a
+    # whole-image pass. Pixels only one tile reaches get its values exactly, floor or not.
+    min_weight: float = 1e-6
+    channels_last: bool = True       # faster convolutions on CPU (oneDNN) and tensor cores
+    fuse_batchnorm: bool = True      # fold eval-mode BatchNorm into the conv before it (a copy)
+
+    def __post_init__(self) -> None:
+        if self.tile < 1:
+            raise ValueError(f"tile must be positive, got {self.tile}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+
+
+@dataclass
+class Prediction:
+    """What a prediction gives the overlay: class ids plus how sure the model was."""
+
+    labels: np.ndarray                    # (h, w) uint8 class ids (argmax)
+    entropy: np.ndarray | None            # (h, w) float16 in [0, 1]: entropy / log(C)
+    margin: np.ndarray | None             # (h, w) float16 in [0, 1]: top1 - top2 probability
+    probabilities: np.ndarray | None      # (C, h, w) float16, when asked for
+    num_classes: int
+
+
+def _gaussian_1d(tile: int, sigma_scale: float, min_weight: float) -> np.ndarray:
+    sigma = max(sigma_scale * tile, 1e-6)
+    r = np.arange(tile, dtype=np.float64) - (tile - 1) / 2.0
+    g = np.exp(-(r * r) / (2.0 * sigma * sigma))
+    # the floor is split between the two axes so the 2-D weights stay an outer product
+    return np.maximum(g / g.max(), math.sqrt(min_weight))
+
+
+def gaussian_weights(tile: int, sigma_scale: float = 0.125, min_weight: float = 1e-6
+                     ) -> np.ndarray:
+    """(tile, tile) float32 blending weights, 1 at the centre, >= min_weight everywhere.
+
+    Separable on purpose: the summed weights over the tile grid are then an outer product of
+    two 1-D sums, so no per-pixel weight-sum map has to be accumulated.
+    """
+    g = _gaussian_1d(tile, sigma_scale, min_weight)
+    return np.outer(g, g).astype(np.float32)
+
+
+def _coverage(length: int, starts: list[int], g: np.ndarray) -> torch.Tensor:
+    """Sum of the 1-D weights of every tile covering each position along one axis."""
+    total = np.zeros(length, np.float64)
+    for s in starts:
+        total[s:s + g.size] += g
+    return torch.from_numpy(total.astype(np.float32))
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Tile origins along one axis: a regular stride, the last tile flush with the end."""
+    if length <= tile:
+        return [0]
+    stride = max(1, int(tile * (1.0 - overlap)))
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+def count_tiles(height: int, width: int, options: TileOptions = TileOptions()) -> int:
+    return (len(tile_starts(max(height, options.tile), options.tile, options.overlap))
+            * len(tile_starts(max(width, options.tile), options.tile, options.overlap)))
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def prepare_for_inference(model: torch.nn.Module, *, fuse_batchnorm: bool = True,
+                          channels_last: bool = True) -> torch.nn.Module:
+    """An eval-mode copy of the model ready for fast inference; the caller's model is untouched.
+
+    A BatchNorm2d directly after a Conv2d inside an nn.Sequential is folded into the conv's
+    weights (the same function, one pass over memory fewer); anything else is left as it is.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    if fuse_batchnorm:
+        folded = 0
+        for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
+            names = list(seq._modules)
+            for a, b in zip(names, names[1:]):
+                conv, bn = seq._modules[a], seq._modules[b]
+                if (type(conv) is torch.nn.Conv2d and type(bn) is torch.nn.BatchNorm2d
+                        and bn.track_running_stats and bn.running_mean is not None
+                        and conv.out_channels == bn.num_features):
+                    seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                    seq._modules[b] = torch.nn.Identity()
+                    folded += 1
+        log.debug("folded %d BatchNorm layers into convolutions", folded)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _logits(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    out = model(batch)
+    if isinstance(out, dict):                 # torchvision segmentation models: {"out": ...}
+        out = out["out"]
+    elif isinstance(out, (tuple, list)):      # deep supervision: the first head is the output
+        out = out[0]
+    if out.ndim != 4 or out.shape[0] != batch.shape[0] or out.shape[2:] != batch.shape[2:]:
+        raise ValueError(f"the model turned a {tuple(batch.shape)} batch into "
+                         f"{tuple(out.shape)}; tiled prediction needs (B, classes, "
+                         f"{batch.shape[2]}, {batch.shape[3]}) logits")
+    return out
+
+
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(B, t, t, C) probabilities from (B, C, t, t) logits.
+
+    Softmax over dim 1 first, then the permute: on a channels_last tensor that is a view,
+    and torch's kernel for dim 1 is several times faster than softmax over a short last dim.
+    """
+    logits = logits.float()
+    if logits.shape[1] == 1:                  # one sigmoid logit: background vs. class 1
+        p1 = torch.sigmoid(logits)
+        probs = torch.cat([1.0 - p1, p1], dim=1)
+    else:
+        probs = torch.softmax(logits, dim=1)
+    return probs.permute(0, 2, 3, 1)
+
+
+def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad (C, h, w) at the bottom/right up to (height, width): mirror where it fits."""
+    ph, pw = height - x.shape[1], width - x.shape[2]
+    if ph <= 0 and pw <= 0:
+        return x
+    mode = "reflect" if ph < x.shape[1] and pw < x.shape[2] else "replicate"
+    return F.pad(x[None], (0, max(pw, 0), 0, max(ph, 0)), mode=mode)[0]
+
+
+def _bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
+           options: TileOptions, on_progress: ProgressFn | None, cancel: CancelToken | None
+           ) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(y0, y1, probabilities (y1 - y0, w, C)): channels last, like the model's memory."""
+    cancel = cancel or CancelToken()
+    if image.ndim not in (2, 3):
+        raise ValueError(f"expected an (h, w) or (h, w, c) image, got shape {image.shape}")
+    height, width = int(image.shape[0]), int(image.shape[1])
+    if height == 0 or width == 0:
+        raise ValueError(f"cannot predict an empty image of shape {image.shape}")
+    t = options.tile
+    hp, wp = max(height, t), max(width, t)           # images smaller than a tile are padded
+    ys = tile_starts(hp, t, options.overlap)
+    xs = tile_starts(wp, t, options.overlap)
+    total = len(ys) * len(xs)
+    device = _model_device(model)
+    g = _gaussian_1d(t, options.sigma_scale, options.min_weight)
+    weights = torch.from_numpy(np.outer(g, g).astype(np.float32))[:, :, None]   # (t, t, 1)
+    cover_y = _coverage(hp, ys, g)[:, None, None]    # summed weights = cover_y * cover_x
+    cover_x = _coverage(wp, xs, g)[None, :width, None]
+    # Accumulator for image rows [y, y + t), channels last: every tile adds a contiguous
+    # (t, t, C) block and the per-pixel reductions at the end run along contiguous memory.
+    acc: torch.Tensor | None = None                  # (t, wp, C)
+    done = 0
+    model = prepare_for_inference(model, fuse_batchnorm=options.fuse_batchnorm,
+                                  channels_last=options.channels_last)
+    for i, y in enumerate(ys):
+        block = image[y:min(y + t, height)]
+        chw = normalise(block)
+        if chw.ndim != 3 or chw.shape[1:] != block.shape[:2]:
+            raise ValueError(f"normalise turned a {block.shape} block into {chw.shape}; "
+                             f"expected (channels, {block.shape[0]}, {block.shape[1]})")
+        # (c, h, w) in shape; Normalisation keeps the image's (h, w, c) memory, so no copy here
+        band = torch.from_numpy(np.asarray(chw, np.float32)).permute(1, 2, 0)
+        if band.shape[0] < t or band.shape[1] < wp:
+            band = _pad_to(band.permute(2, 0, 1), t, wp).permute(1, 2, 0)
+        band = band.contiguous().to(device)          # (t, wp, c_in)
+        for b0 in range(0, len(xs), options.batch_size):
+            cancel.raise_if_cancelled()
+            bx = xs[b0:b0 + options.batch_size]
+            # (B, t, t, c) contiguous viewed as (B, c, t, t): channels_last with no extra copy
+            batch = torch.stack([band[:, x:x + t] for x in bx]).permute(0, 3, 1, 2)
+            if not options.channels_last:
+                batch = batch.contiguous()
+            with torch.inference_mode():      # only around the model: not across yields
+                probs = _probabilities(_logits(model, batch)).cpu()     # (B, t, t, C)
+            if acc is None:
+                acc = torch.zeros(t, wp, probs.shape[-1])
+                # expanded to (t, t, C) once: broadcasting a size-1 last dim is 30x slower
+                weights = weights.expand(t, t, probs.shape[-1]).contiguous()
+            for k, x in enumerate(bx):
+                acc[:, x:x + t].addcmul_(probs[k], weights)
+            done += len(bx)
+            if on_progress:
+                on_progress(Progress(done, total, "predicting tiles"))
+        assert acc is not None
+        # rows above the next band's top are final; the last band ends the image
+        y_next = ys[i + 1] if i + 1 < len(ys) else hp
+        n = min(y_next, height) - y
+        # handed out in chunks of ~4 M values: the consumers' temporaries (top-2, entropy,
+        # int64 indices) then stay a few tens of MB however wide the image or many the classes
+        step = max(1, (1 << 22) // (width * acc.shape[-1]))
+        for r0 in range(0, max(n, 0), step):
+            r1 = min(n, r0 + step)
+            yield y + r0, y + r1, acc[r0:r1, :width] / (cover_y[y + r0:y + r1] * cover_x)
+        shift = y_next - y
+        if i + 1 < len(ys):
+            keep = t - shift
+            acc[:keep] = acc[shift:].clone()
+            acc[keep:] = 0
+
+
+def iter_probability_bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
+                           options: TileOptions = TileOptions(), *,
+                           on_progress: ProgressFn | None = None,
+                           cancel: CancelToken | None = None
+                           ) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield (y0, y1, probabilities (C, y1 - y0, w) float32 on CPU) from top to bottom.
+
+    Only the rows still reachable by a tile are held, so memory stays a few bands however
+    tall the image. The tensor may be a strided view; copy what you keep. Raises
+    `Cancelled` between batches once `cancel` is set.
+    """
+    for y0, y1, p in _bands(model, image, normalise, options, on_progress, cancel):
+        yield y0, y1, p.permute(2, 0, 1)
+
+
+def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
+                  options: TileOptions = TileOptions(), *, probabilities: bool = False,
+                  uncertainty: bool = True, on_progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> Prediction:
+    """Class ids for every pixel, with entropy and margin maps (and probabilities if asked)."""
+    height, width = int(image.shape[0]), int(image.shape[1])
+    labels = np.empty((height, width), np.uint8)
+    entropy = margin = probs_out = None
+    num_classes = 0
+    for y0, y1, p in _bands(model, image, normalise, options, on_progress, cancel):
+        if not num_classes:
+            num_classes = int(p.shape[-1])
+            if num_classes > 255:
+                raise ValueError(f"the model predicts {num_classes} classes; masks hold 255")
+            if uncertainty:
+                entropy = np.empty((height, width), np.float16)
+                margin = np.empty((height, width), np.float16)
+            if probabilities:
+                probs_out = np.empty((num_classes, height, width), np.float16)
+        top, idx = p.topk(min(2, num_classes), dim=-1)
+        labels[y0:y1] = idx[..., 0].to(torch.uint8).numpy()
+        if uncertainty:
+            assert entropy is not None and margin is not None
+            entropy[y0:y1] = _entropy(p).numpy()
+            m = top[..., 0] - top[..., 1] if num_classes > 1 else torch.ones_like(top[..., 0])
+            margin[y0:y1] = m.clamp_(0.0, 1.0).to(torch.float16).numpy()
+        if probs_out is not None:
+            probs_out[:, y0:y1] = p.to(torch.float16).permute(2, 0, 1).numpy()
+    return Prediction(labels, entropy, margin, probs_out, num_classes)
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    """Normalised Shannon entropy over the last dim as float16: 0 = certain, 1 = uniform."""
+    c = p.shape[-1]
+    if c < 2:
+        return torch.zeros(p.shape[:-1], dtype=torch.float16)
+    h = torch.special.entr(p).sum(dim=-1)     # -p log p, 0 where p = 0
+    return (h / math.log(c)).clamp_(0.0, 1.0).to(torch.float16)
+
+
+def predict_probabilities(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
+                          options: TileOptions = TileOptions(), *,
+                          on_progress: ProgressFn | None = None,
+                          cancel: CancelToken | None = None) -> np.ndarray:
+    """Full (C, h, w) float32 probabilities (a strided view): small images, comparisons."""
+    out: np.ndarray | None = None
+    for y0, y1, p in _bands(model, image, normalise, options, on_progress, cancel):
+        if out is None:        # stored (h, w, C) like the bands: rows copy without striding
+            out = np.empty((image.shape[0], image.shape[1], p.shape[-1]), np.float32)
+        out[y0:y1] = p.numpy()
+    assert out is not None
+    return np.moveaxis(out, -1, 0)
