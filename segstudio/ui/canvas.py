@@ -18,6 +18,7 @@ from segstudio.core.display import DisplayRange, default_range, to_display
 from segstudio.core.document import ImageDocument
 from segstudio.core.geometry import Rect
 from segstudio.edit.regions import Proposal
+from segstudio.ui.layers import VIEW_MODES, PredictionLayer
 from segstudio.ui.tools import Tool, make_tools
 
 BACKDROP = (40, 40, 44)
@@ -75,6 +76,9 @@ class MaskCanvas(QWidget):
         self.proposal: Proposal | None = None
         self._proposal_img: QImage | None = None
         self.tools = make_tools(self)
+        self.prediction = PredictionLayer()
+        self._pred_buf: np.ndarray | None = None
+        self._pred_img: QImage | None = None
 
     # -- content ---------------------------------------------------------------------------
     @property
@@ -96,6 +100,7 @@ class MaskCanvas(QWidget):
             if self._doc.in_stroke:
                 self._doc.end_stroke()
         self._data, self._doc = data, doc
+        self.prediction.labels = self.prediction.uncertainty = None
         self.set_tool(self.tool)          # drops half-built polygons and proposals
         if doc is not None:
             doc.changed.connect(self._on_doc_changed)
@@ -115,7 +120,9 @@ class MaskCanvas(QWidget):
 
     def set_classes(self, classes: list[LabelClass]) -> None:
         self._classes = list(classes)
+        self.prediction.set_classes(self._classes)
         self._refresh_overlay_lut()
+        self._render_prediction(None)
 
     def set_opacity(self, opacity: float) -> None:
         self.opacity = opacity
@@ -250,7 +257,10 @@ class MaskCanvas(QWidget):
         self._render_base()
         self._over_buf = np.zeros((h, w, 4), np.uint8)
         self._over = QImage(self._over_buf.data, w, h, w * 4, QImage.Format.Format_ARGB32_Premultiplied)
+        self._pred_buf = np.zeros((h, w, 4), np.uint8)
+        self._pred_img = QImage(self._pred_buf.data, w, h, w * 4, QImage.Format.Format_ARGB32_Premultiplied)
         self._render_overlay(None)
+        self._render_prediction(None)
 
     def _visible(self) -> tuple[slice, slice] | None:
         rows = np.flatnonzero(self._ys >= 0)
@@ -283,16 +293,11 @@ class MaskCanvas(QWidget):
         """Recompute overlay pixels in a widget region (None: the whole visible part)."""
         if self._over_buf is None or self._doc is None:
             return
-        vis = self._visible()
-        if vis is None:
+        region = self._clip_region(rows_cols)
+        if region is None:
             return
-        if rows_cols is None:
-            rs, cs = vis
-        else:
-            rs = slice(max(rows_cols[0].start, vis[0].start), min(rows_cols[0].stop, vis[0].stop))
-            cs = slice(max(rows_cols[1].start, vis[1].start), min(rows_cols[1].stop, vis[1].stop))
-            if rs.stop <= rs.start or cs.stop <= cs.start:
-                return
+        rs, cs = region
+        vis = self._visible()
         if not self.outline:
             self._over_buf[rs, cs] = self._lut[self._gather(self._doc.mask, rs, cs)]
             return
@@ -327,11 +332,57 @@ class MaskCanvas(QWidget):
             key[valid[-1] + 1:] = 1 << 40
         return key
 
+    def _clip_region(self, rows_cols: tuple[slice, slice] | None) -> tuple[slice, slice] | None:
+        vis = self._visible()
+        if vis is None:
+            return None
+        if rows_cols is None:
+            return vis
+        rs = slice(max(rows_cols[0].start, vis[0].start), min(rows_cols[0].stop, vis[0].stop))
+        cs = slice(max(rows_cols[1].start, vis[1].start), min(rows_cols[1].stop, vis[1].stop))
+        return None if rs.stop <= rs.start or cs.stop <= cs.start else (rs, cs)
+
+    def _render_prediction(self, rows_cols: tuple[slice, slice] | None) -> None:
+        if self._pred_buf is None or self._doc is None:
+            return
+        if rows_cols is None:
+            self._pred_buf[:] = 0
+        region = self._clip_region(rows_cols)
+        if region is None:
+            return
+        pixels = self.prediction.render(self._gather, self._doc.mask, *region)
+        self._pred_buf[region] = 0 if pixels is None else pixels
+
+    # -- prediction layer ------------------------------------------------------------------
+    def set_prediction(self, labels: np.ndarray | None, uncertainty: np.ndarray | None = None) -> None:
+        """Show a model's labels (and uncertainty) for the current image; None hides them."""
+        if labels is not None and self._data is not None and labels.shape != self._data.shape[:2]:
+            raise ValueError(f"prediction {labels.shape} does not fit the image {self._data.shape[:2]}")
+        self.prediction.labels, self.prediction.uncertainty = labels, uncertainty
+        self._render_prediction(None)
+        self._render_overlay(None)
+        self.update()
+
+    def set_view_mode(self, mode: str) -> None:
+        if mode not in VIEW_MODES:
+            raise ValueError(f"unknown view {mode!r}; known: {list(VIEW_MODES)}")
+        self.prediction.mode = mode
+        self._render_prediction(None)
+        self.update()
+
+    def set_prediction_opacity(self, opacity: float) -> None:
+        self.prediction.opacity = opacity
+        self.prediction.set_classes(self._classes)
+        self._render_prediction(None)
+        self.update()
+
     def _on_doc_changed(self, rect: Rect) -> None:
         rs, cs = self._widget_span(rect)
         if rs.stop <= rs.start or cs.stop <= cs.start:
             return
         self._render_overlay((rs, cs))
+        if self.prediction.active and self.prediction.mode == "disagreement":
+            self._render_prediction((rs, cs))
         self.update(QRect(cs.start, rs.start, cs.stop - cs.start, rs.stop - rs.start))
 
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -339,7 +390,10 @@ class MaskCanvas(QWidget):
         r = event.rect()
         if self._base is not None:
             p.drawImage(r, self._base, r)
-        if self.mask_visible and self._over is not None and self._doc is not None:
+        if self.prediction.active and self._pred_img is not None:
+            p.drawImage(r, self._pred_img, r)
+        if (self.mask_visible and self.prediction.shows_mask and self._over is not None
+                and self._doc is not None):
             p.drawImage(r, self._over, r)
         if self._proposal_img is not None and self.proposal is not None:
             rect = self.proposal.rect
