@@ -1,0 +1,1 @@
+"""Models, data, training and checkpoints (torch lives here; never Qt)."""
