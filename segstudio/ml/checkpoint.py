@@ -51,10 +51,17 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refused to load: the file holds Python objects other than weights and "
-            f"settings, which could run code on this computer. Only load checkpoints written "
-            f"by SegStudio or from a source you trust. ({str(e).splitlines()[0]})") from None
+        detail = next((line.split("error:", 1)[1].strip() for line in str(e).splitlines()
+                       if "WeightsUnpickler error:" in line), "")
+        detail = detail or next((line.strip() for line in str(e).splitlines()
+                                 if "Unsupported" in line), "")
+        if "global" in detail.lower():
+            raise CheckpointError(
+                f"{path}: refused to load: the file holds Python objects other than weights and "
+                f"settings ({detail.split('.')[0]}), which could run code on this computer. "
+                f"Only load checkpoints written by SegStudio or from a source you trust") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint: damaged, or not a weights "
+                              f"file ({detail or 'unpickling failed'})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
     if not isinstance(data, dict) or "state_dict" not in data or "config" not in data:
