@@ -176,10 +176,11 @@ def train_config_from_args(args: argparse.Namespace):
 class ProgressBar:
     """One rewritten line on a terminal; one line per epoch otherwise (logs, CI)."""
 
-    def __init__(self, stream=sys.stderr, width: int = 28) -> None:
+    def __init__(self, stream=None, width: int = 28) -> None:
         import time
 
         self._time = time
+        stream = stream or sys.stderr
         self._stream, self._width = stream, width
         self._start = time.perf_counter()
         self._tty = stream.isatty()
