@@ -310,14 +310,14 @@ def transfer_weights(model: nn.Module, state: Mapping[str, torch.Tensor]) -> lis
 
 
 def _source_data(source: Any, cfg: TrainConfig, norm: Normalisation | None,
-                 cancel: CancelToken) -> tuple[TrainingData, Path | None]:
+                 masks: Mapping[str, np.ndarray] | None, cancel: CancelToken) -> TrainingData:
     if isinstance(source, TrainingData):
         if norm is not None and norm != source.normalisation:
             raise TrainingError("the earlier run normalised images differently; build the "
                                 "training data with its normalisation")
-        return source, None
+        return source
     norm = norm or Normalisation(cfg.normalisation)
-    return snapshot_project(source, norm=norm, cancel=cancel), Path(source.runs_dir)
+    return snapshot_project(source, norm=norm, masks=masks, cancel=cancel)
 
 
 def _friendly(e: BaseException, cfg: TrainConfig, device: torch.device) -> TrainingError | None:
@@ -333,13 +333,15 @@ def _friendly(e: BaseException, cfg: TrainConfig, device: torch.device) -> Train
 # -- the loop --------------------------------------------------------------------------------------
 def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str | None = None,
           resume: Path | str | None = None, init_from: Path | str | None = None,
+          masks: Mapping[str, np.ndarray] | None = None,
           on_progress: ProgressFn | None = None, cancel: CancelToken | None = None
           ) -> TrainResult:
     """Train on a Project (snapshotted here) or on prepared TrainingData.
 
     resume: a run folder or id whose last.pt is continued in place (same folder, same budget).
     init_from: a run folder or id whose best weights start a new run (fine-tuning); a changed
-    number of classes rebuilds the head. Raises Cancelled (after saving last.pt) when cancelled,
+    number of classes rebuilds the head. masks: unsaved masks by image id (the app's open
+    documents), copied and used instead of the saved ones. Raises Cancelled (after saving last.pt) when cancelled,
     TrainingError or DataError with a plain-words message when training cannot go on.
     """
     cfg = cfg or TrainConfig()
@@ -360,7 +362,7 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
     earlier = resumed or init
     norm = Normalisation.from_dict(earlier["config"]["normalisation"]) if earlier else None
     report(Progress(0, 1, "reading images and masks"))
-    data, _ = _source_data(source, cfg, norm, cancel)
+    data = _source_data(source, cfg, norm, masks, cancel)
     if runs_dir is None:
         raise TrainingError("no folder for the run: pass runs_dir, or train on a Project")
     if earlier and int(earlier["config"]["in_channels"]) != data.in_channels:
