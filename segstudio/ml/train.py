@@ -340,9 +340,12 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
 
     resume: a run folder or id whose last.pt is continued in place (same folder, same budget).
     init_from: a run folder or id whose best weights start a new run (fine-tuning); a changed
-    number of classes rebuilds the head. masks: unsaved masks by image id (the app's open
-    documents), copied and used instead of the saved ones. Raises Cancelled (after saving last.pt) when cancelled,
-    TrainingError or DataError with a plain-words message when training cannot go on.
+    number of classes rebuilds the head; the model comes from that run, not from cfg's preset.
+    A resumed run keeps its stored config except epochs, minutes, device and threads where cfg
+    sets them to other than the defaults. masks: unsaved masks by image id (the app's open
+    documents), copied and used instead of the saved ones. Raises Cancelled (after saving
+    last.pt) when cancelled, TrainingError or DataError with a plain-words message when
+    training cannot go on.
     """
     cfg = cfg or TrainConfig()
     cancel = cancel or CancelToken()
@@ -353,9 +356,11 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
     if resume is not None:
         resume_dir = find_run(runs_dir, resume)
         resumed = load_checkpoint(resume_dir / "last.pt")
-        cfg = replace(TrainConfig.from_dict(resumed["config"]["train"]),
-                      epochs=cfg.epochs, minutes=cfg.minutes, device=cfg.device,
-                      threads=cfg.threads)
+        stored = TrainConfig.from_dict(resumed["config"]["train"])
+        defaults = TrainConfig()
+        cfg = replace(stored, **{k: getattr(cfg, k) for k in ("epochs", "minutes", "device",
+                                                              "threads")
+                                 if getattr(cfg, k) != getattr(defaults, k)})
     if init_from is not None:
         init = load_checkpoint(resolve_checkpoint(
             init_from if Path(init_from).is_file() else find_run(runs_dir, init_from), "best"))
@@ -511,7 +516,7 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
         stream.close()
     save(status, last_metrics)
     best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
-    report(Progress(1000, 1000, f"done: {status}, best epoch {state['best_epoch']}", best or None))
+    report(Progress(1000, 1000, f"done: {status}, best epoch {state['best_epoch']}"))
     return TrainResult(run_dir, status, best, last_metrics, state["best_epoch"], state["epoch"],
                        state["step"], time.perf_counter() - started, warnings)
 

@@ -140,3 +140,20 @@ def test_cuda_amp_training(tiny_data, tiny_cfg, tmp_path):
     result = train(tiny_data, replace(tiny_cfg, device="cuda", preset="fast"), runs_dir=tmp_path)
     card = read_card(result.run_dir)
     assert card["device"].startswith("cuda") and card["amp"] in ("bfloat16", "float16")
+
+
+def test_resume_keeps_the_stored_budget(tiny_data, tiny_cfg, tmp_path):
+    token = CancelToken()
+
+    def cancel_after_first_epoch(p):
+        if p.metrics and "mean_dice" in p.metrics:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        train(tiny_data, replace(tiny_cfg, epochs=3), runs_dir=tmp_path,
+              on_progress=cancel_after_first_epoch, cancel=token)
+    run_dir = next(tmp_path.iterdir())
+    assert read_card(run_dir)["epochs"] == 1
+    again = train(tiny_data, None, runs_dir=tmp_path, resume=run_dir.name)
+    assert again.epochs == 3 and again.run_dir == run_dir
+    assert read_card(run_dir)["config"]["epochs"] == 3
