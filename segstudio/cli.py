@@ -439,6 +439,159 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- train ---------------------------------------------------------------------------------------
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", type=Path, help="project folder")
+    p.add_argument("--preset", default=None, help="model preset: fast (default), strong, tiny")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--minutes", type=float, default=None, help="time budget (stops at whichever "
+                   "of --epochs and --minutes comes first)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--resume", metavar="RUN", help="continue a run (id or folder) from its last.pt")
+    p.add_argument("--from", dest="init_from", metavar="RUN",
+                   help="fine-tune: start from a run's best weights (classes may have been added)")
+    p.add_argument("--config", type=Path, help="TOML file with a [train] table of TrainConfig "
+                   "fields (flags override it)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--patch-size", type=int, default=None)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, only the result")
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """TrainConfig from --config (a [train] table) then the flags; unknown keys are errors."""
+    import dataclasses
+
+    from segstudio.ml.train import TrainConfig
+
+    values: dict = {}
+    if args.config:
+        import tomllib   # Python 3.11+
+
+        table = tomllib.loads(args.config.read_text(encoding="utf-8"))
+        values.update(table.get("train", table))
+    for flag in ("preset", "epochs", "minutes", "device", "batch_size", "patch_size",
+                 "steps_per_epoch", "lr", "seed", "threads"):
+        if getattr(args, flag, None) is not None:
+            values[flag] = getattr(args, flag)
+    return TrainConfig.from_dict(dataclasses.asdict(TrainConfig()) | values)
+
+
+class ProgressBar:
+    """One rewritten line on a terminal; one line per epoch otherwise (logs, CI)."""
+
+    def __init__(self, stream=None, width: int = 28) -> None:
+        import time
+
+        self._time = time
+        stream = stream or sys.stderr
+        self._stream, self._width = stream, width
+        self._start = time.perf_counter()
+        self._tty = stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, p) -> None:
+        frac = p.done / p.total if p.total else 0.0
+        elapsed = self._time.perf_counter() - self._start
+        eta = f"ETA {_clock(elapsed * (1 - frac) / frac)}" if frac > 0.01 else "ETA --:--"
+        m = p.metrics or {}
+        loss = f" loss {m['loss']:.4f}" if "loss" in m else ""
+        dice = f" val Dice {m['mean_dice']:.3f}" if "mean_dice" in m else ""
+        if self._tty:
+            now = self._time.perf_counter()
+            if now - self._last < 0.1 and "mean_dice" not in m and p.done < p.total:
+                return
+            self._last = now
+            n = int(frac * self._width)
+            line = (f"\r[{'#' * n}{'.' * (self._width - n)}] {frac:4.0%} {p.message}{loss}{dice} "
+                    f"{_clock(elapsed)} {eta}")
+            self._stream.write(line[:160].ljust(100))
+            if "mean_dice" in m:
+                self._stream.write("\n")
+        elif "mean_dice" in m or not p.metrics:
+            self._stream.write(f"{frac:4.0%} {p.message} ({_clock(elapsed)}, {eta})\n")
+        self._stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+@command("train", "train a model on a project's labelled images")(_add_train)
+def _run_train(args: argparse.Namespace) -> int:
+    import signal
+
+    from segstudio.core.jobs import Cancelled, CancelToken
+    from segstudio.io.project import Project, ProjectError
+    from segstudio.ml.allocator import tune_allocator
+
+    tune_allocator()
+    from segstudio.ml.checkpoint import CheckpointError
+    from segstudio.ml.data import DataError
+    from segstudio.ml.device import DeviceError
+    from segstudio.ml.models import ModelError
+    from segstudio.ml.train import TrainingError, train
+
+    try:
+        cfg = train_config_from_args(args)
+        project = Project.open(args.project)
+    except (ValueError, OSError, ProjectError) as e:
+        err(str(e))
+        return 2
+    token = CancelToken()
+
+    def on_sigint(_sig, _frame):      # first Ctrl-C stops cleanly after the step; second kills
+        if token.cancelled:
+            raise KeyboardInterrupt
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        token.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = train(project, cfg, resume=args.resume, init_from=args.init_from,
+                       on_progress=None if args.quiet else ProgressBar(), cancel=token)
+    except Cancelled:
+        err("cancelled; the run folder keeps best.pt and last.pt (continue with --resume RUN)")
+        return 130
+    except (TrainingError, DataError, CheckpointError, DeviceError, ModelError,
+            FileNotFoundError) as e:
+        err(str(e))
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    best = result.best_metrics
+    print(f"run: {result.run_dir}")
+    print(f"status: {result.status} after {result.epochs} epochs, {result.steps} steps, "
+          f"{result.elapsed_s:.0f} s; best epoch {result.best_epoch}")
+    if best:
+        per_class = ", ".join(f"{k[5:]} {v:.3f}" for k, v in best.items() if k.startswith("dice:"))
+        print(f"validation: mean Dice {best['mean_dice']:.3f}, mean IoU {best['mean_iou']:.3f} "
+              f"(Dice per class: {per_class})")
+    return 0
+
+
+# -- doctor --------------------------------------------------------------------------------------
+def _add_doctor(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+@command("doctor", "say which device trains and, if no GPU is used, why and what to do")(_add_doctor)
+def _run_doctor(args: argparse.Namespace) -> int:
+    from segstudio.ml.allocator import allocator_report
+    from segstudio.ml.device import doctor
+
+    print(doctor())
+    print(allocator_report())
+    return 0
+
+
 # -- entry points --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from segstudio import __version__

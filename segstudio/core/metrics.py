@@ -420,3 +420,15 @@ class Evaluator:
                              self.exclude_from_mean, list(self.rows),
                              {c: InstanceCounts(v.true, v.predicted, v.matched, v.iou_sum)
                               for c, v in self.instances.items()})
+
+
+def iou_dice(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class IoU and Dice of a confusion matrix (NaN where a class is nowhere)."""
+    s = class_scores(cm)
+    return s.iou, s.dice
+
+
+def mean_over(values: np.ndarray, class_ids: list[int]) -> float:
+    """Mean of the given classes' values, skipping NaN; NaN when none is defined."""
+    picked = [float(values[i]) for i in class_ids if i < len(values) and not np.isnan(values[i])]
+    return float(np.mean(picked)) if picked else float("nan")

@@ -256,6 +256,8 @@ def _bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
            ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """(y0, y1, probabilities (y1 - y0, w, C)): channels last, like the model's memory."""
     cancel = cancel or CancelToken()
+    if hasattr(normalise, "for_image"):     # per-image statistics, shared by all its tiles
+        normalise = normalise.for_image(image)
     if image.ndim not in (2, 3):
         raise ValueError(f"expected an (h, w) or (h, w, c) image, got shape {image.shape}")
     height, width = int(image.shape[0]), int(image.shape[1])

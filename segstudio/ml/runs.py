@@ -1,31 +1,112 @@
-"""Finding a training run and loading its model for prediction.
+"""Run folders under `<project>/runs/<run-id>/`: checkpoints, model cards, and loading a run's
+model for prediction.
 
-A run is a folder `<project>/runs/<run-id>/` holding `model_card.json` and a checkpoint,
-`best.pt` (preferred) or `last.pt`: `{"config": {"model", "in_channels", "num_classes", ...},
-"state_dict": ...}`, read with `weights_only=True` because a checkpoint may come from anyone.
-The model is rebuilt through the registry in `segstudio.ml.models` (imported when needed).
-
-Optional keys this module understands, in the model card or the checkpoint's config:
-`classes` ([{"id", "name", "color"}] or names in id order) and `normalisation` ({"mean", "std", "scale"}).
-Without them the project's classes are used and pixels are scaled by their dtype to 0..1.
+A run holds `model_card.json` and `best.pt` / `last.pt`: `{"config": {"model", "in_channels",
+"num_classes", "classes", "normalisation", ...}, "state_dict": ...}`, read with
+`weights_only=True` because a checkpoint may come from anyone. `config["model"]` is the
+trainer's spec (`{"name": "unet", "depth": 3, ...}`) or just a registered name; the model is
+rebuilt through `segstudio.ml.models`. The trainer's normalisation is per image (percentiles or
+mean/std of each image), so prediction computes it from each image the same way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import platform
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from segstudio.core.classes import LabelClass, default_color
+from segstudio.ml.checkpoint import MODEL_CARD
 from segstudio.ml.predict import Normalisation
 
 log = logging.getLogger(__name__)
 
-CARD = "model_card.json"
+CARD = MODEL_CARD
 CHECKPOINTS = ("best.pt", "last.pt")
+CARD_FORMAT = "segstudio-model-card"
+CARD_VERSION = 1
+
+
+def new_run_dir(runs_dir: Path | str, label: str) -> Path:
+    """A fresh, uniquely named run folder: `20261127-013000-fast`, then `-2`, `-3`..."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{label}"
+    candidate, n = base, 2
+    while True:
+        try:
+            (runs_dir / candidate).mkdir()
+            return runs_dir / candidate
+        except FileExistsError:
+            candidate, n = f"{base}-{n}", n + 1
+
+
+def find_run(runs_dir: Path | str | None, run: Path | str) -> Path:
+    """A run given as a folder path or as a run id inside `runs_dir`."""
+    p = Path(run)
+    if p.is_dir():
+        return p
+    if runs_dir is not None and (Path(runs_dir) / str(run)).is_dir():
+        return Path(runs_dir) / str(run)
+    known = sorted(d.name for d in Path(runs_dir).iterdir() if d.is_dir()) \
+        if runs_dir is not None and Path(runs_dir).is_dir() else []
+    raise FileNotFoundError(f"run {str(run)!r} not found; known runs: {known}")
+
+
+def versions() -> dict[str, str]:
+    import cv2
+
+    from segstudio import __version__
+
+    return {"segstudio": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "opencv": cv2.__version__, "python": platform.python_version(),
+            "platform": f"{platform.system()} {platform.machine()}"}
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN/inf become null so the card stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_card(run_dir: Path, card: dict[str, Any]) -> None:
+    """Write model_card.json atomically (the app may read it while training goes on)."""
+    card = {"format": CARD_FORMAT, "version": CARD_VERSION, **card}
+    tmp = run_dir / (MODEL_CARD + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(card), indent=2, allow_nan=False), encoding="utf-8")
+    tmp.replace(run_dir / MODEL_CARD)
+
+
+def read_card(run_dir: Path | str) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / MODEL_CARD).read_text(encoding="utf-8"))
+
+
+def list_runs(runs_dir: Path | str) -> list[dict[str, Any]]:
+    """Every run's card (newest first) with `run_dir` added; unreadable cards are skipped."""
+    runs_dir = Path(runs_dir)
+    out = []
+    if not runs_dir.is_dir():
+        return out
+    for d in sorted((p for p in runs_dir.iterdir() if p.is_dir()), reverse=True):
+        try:
+            card = read_card(d)
+        except (OSError, ValueError):
+            continue
+        out.append({**card, "run_dir": str(d)})
+    return out
 
 
 class RunError(Exception):
@@ -36,7 +117,7 @@ def runs_dir_of(project_root: Path | str) -> Path:
     return Path(project_root) / "runs"
 
 
-def list_runs(project_root: Path | str) -> list[Path]:
+def run_folders(project_root: Path | str) -> list[Path]:
     """Run folders that hold a checkpoint, newest first."""
     root = runs_dir_of(project_root)
     if not root.is_dir():
@@ -50,7 +131,7 @@ def resolve_run_dir(project_root: Path | str | None, run: str | Path) -> Path:
     run_s = str(run)
     if project_root is not None:
         if run_s == "latest":
-            runs = list_runs(project_root)
+            runs = run_folders(project_root)
             if not runs:
                 raise RunError(f"{runs_dir_of(project_root)} holds no runs with a checkpoint; "
                                "train a model first")
@@ -61,7 +142,7 @@ def resolve_run_dir(project_root: Path | str | None, run: str | Path) -> Path:
     path = Path(run)
     if path.is_dir():
         return path
-    known = [d.name for d in list_runs(project_root)] if project_root is not None else []
+    known = [d.name for d in run_folders(project_root)] if project_root is not None else []
     where = f"in {runs_dir_of(project_root)} " if project_root is not None else ""
     raise RunError(f"no run {run_s!r} {where}and no such folder"
                    + (f"; known runs: {known}" if known else ""))
@@ -89,15 +170,13 @@ def read_model_card(run_dir: Path) -> dict[str, Any]:
     return card
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    from segstudio.ml.checkpoint import CheckpointError, load_checkpoint
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:     # pickle refused, truncated file, not a checkpoint at all
-        raise RunError(f"{path} cannot be read as a checkpoint: {e}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
-        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise RunError(f"{path} is not a SegStudio checkpoint: expected keys 'config' and "
-                       f"'state_dict', found {keys}")
+        ckpt = load_checkpoint(path)      # weights_only: a checkpoint may come from anyone
+    except CheckpointError as e:
+        raise RunError(str(e)) from None
     if not isinstance(ckpt["config"], dict):
         raise RunError(f"{path}: 'config' must be a mapping")
     return ckpt
@@ -138,15 +217,20 @@ def _project_classes(project_root: Path | str | None) -> list[LabelClass] | None
 
 
 def load_run_model(project_root: Path | str | None, run: str | Path
-                   ) -> tuple[torch.nn.Module, Normalisation, list[LabelClass]]:
+                   ) -> tuple[torch.nn.Module, Normalisation | PerImageNormalisation, list[LabelClass]]:
     """(eval-mode model on CPU, its normalisation, its classes) for a run id or folder."""
     run_dir = resolve_run_dir(project_root, run)
     card = read_model_card(run_dir)
     ckpt_path = find_checkpoint(run_dir)
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = _load_checkpoint(ckpt_path)
     cfg = {**ckpt["config"], **{k: v for k, v in card.items() if k in ("classes",
                                                                         "normalisation")}}
-    name = cfg.get("model") or card.get("model")
+    spec = cfg.get("model") or card.get("model")
+    if isinstance(spec, dict):            # the trainer's {"name": ..., "depth": ..., ...}
+        spec = dict(spec)
+        name, model_kw = spec.pop("name", None), spec
+    else:
+        name, model_kw = spec, {}
     if not name:
         raise RunError(f"{ckpt_path}: the config names no 'model'; keys: {sorted(cfg)}")
     in_channels = int(cfg.get("in_channels", 3))
@@ -163,8 +247,8 @@ def load_run_model(project_root: Path | str | None, run: str | Path
         raise RunError(f"cannot rebuild model {name!r}: this build has no model registry "
                        f"(segstudio.ml.models: {e})") from None
     try:
-        model = build_model(name, in_channels=in_channels, num_classes=num_classes)
-    except (KeyError, ValueError) as e:
+        model = build_model(name, in_channels=in_channels, num_classes=num_classes, **model_kw)
+    except (KeyError, ValueError, TypeError) as e:
         raise RunError(f"{ckpt_path}: {e}") from None
     state = ckpt["state_dict"]
     if state and all(k.startswith("module.") for k in state):       # saved from DataParallel
@@ -176,10 +260,50 @@ def load_run_model(project_root: Path | str | None, run: str | Path
                        f"channel(s) and {num_classes} classes: {e}") from None
     norm_raw = cfg.get("normalisation", cfg.get("normalization"))
     try:
-        normalise = Normalisation.from_dict(norm_raw, in_channels=in_channels)
-    except (TypeError, ValueError) as e:
+        if isinstance(norm_raw, dict) and "mode" in norm_raw:     # the trainer's, per image
+            normalise = PerImageNormalisation.from_dict(norm_raw, in_channels)
+        else:
+            normalise = Normalisation.from_dict(norm_raw, in_channels=in_channels)
+    except (TypeError, ValueError, KeyError) as e:
         raise RunError(f"{run_dir}: normalisation: {e}") from None
     classes = _classes(cfg.get("classes"), num_classes, _project_classes(project_root), run_dir)
     log.info("loaded run %s: %s, %d classes, from %s", run_dir.name, name, num_classes,
              ckpt_path.name)
     return model.eval(), normalise, classes
+
+
+@dataclass(frozen=True)
+class PerImageNormalisation:
+    """The trainer's per-image normalisation; `for_image` turns it into a per-pixel one.
+
+    Statistics come from a strided sample of at most ~1 Mpx, as in training
+    (`segstudio.ml.data.normalise`), so tiles of one image all share them.
+    """
+
+    mode: str
+    low: float
+    high: float
+    in_channels: int
+
+    @classmethod
+    def from_dict(cls, d: dict, in_channels: int) -> PerImageNormalisation:
+        from segstudio.ml.data import Normalisation as TrainNormalisation
+
+        n = TrainNormalisation.from_dict(d)
+        return cls(n.mode, n.low, n.high, int(in_channels))
+
+    def for_image(self, image: np.ndarray) -> Normalisation:
+        from segstudio.ml.data import to_channels
+
+        h, w = image.shape[:2]
+        step = max(1, int(np.sqrt(h * w / 1_000_000)))
+        sample = to_channels(np.asarray(image[::step, ::step]), self.in_channels)
+        if self.mode == "percentile":
+            lo, hi = np.percentile(sample, [self.low, self.high])
+            return Normalisation((float(lo),), (max(float(hi - lo), 1e-6),), 1.0, self.in_channels)
+        mean, std = float(sample.mean()), float(sample.std())
+        return Normalisation((mean,), (max(std, 1e-6),), 1.0, self.in_channels)
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        raise TypeError("per-image normalisation: call for_image(image) and use its result")
+

@@ -1,0 +1,357 @@
+"""Project images and masks -> normalised snapshots -> augmented training patches.
+
+The trainer works on copies taken once at the start (`snapshot_project`), so painting in the
+app goes on while it trains. Patches are cropped around labelled pixels most of the time, so a
+few scribbles on a large image still fill most batches with supervision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from segstudio.core.classes import UNLABELED, LabelClass
+from segstudio.core.jobs import CancelToken
+
+log = logging.getLogger(__name__)
+
+NORMALISATIONS = ("percentile", "meanstd")
+_MAX_INDEX_PER_CLASS = 8192   # labelled-pixel positions kept per class and image for sampling
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-image intensity normalisation, stored in the checkpoint so prediction matches."""
+
+    mode: str = "percentile"   # "percentile": (x - p_low) / (p_high - p_low); "meanstd": z-score
+    low: float = 1.0
+    high: float = 99.8
+
+    def __post_init__(self) -> None:
+        if self.mode not in NORMALISATIONS:
+            raise DataError(f"unknown normalisation {self.mode!r}; known: {list(NORMALISATIONS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Normalisation:
+        return cls(str(d["mode"]), float(d.get("low", 1.0)), float(d.get("high", 99.8)))
+
+
+def effective_channels(data: np.ndarray) -> int:
+    """1 for grey images (also RGB(A) with R = G = B), 3 for colour; alpha never counts."""
+    if data.ndim == 2 or data.shape[2] in (1, 2):
+        return 1
+    rgb = data[::7, ::7, :3]
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+        return 1
+    return 3
+
+
+def to_channels(data: np.ndarray, n: int) -> np.ndarray:
+    """(h, w, n) float32 from an (h, w) or (h, w, c) image; alpha dropped, grey <-> RGB converted."""
+    a = np.asarray(data)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    c = a.shape[2]
+    if c in (2, 4):                      # grey+alpha, RGBA: drop alpha
+        a = a[:, :, : c - 1]
+        c -= 1
+    a = a.astype(np.float32, copy=False)
+    if c == n:
+        return np.ascontiguousarray(a)
+    if n == 1:
+        return np.ascontiguousarray(a.mean(axis=2, keepdims=True, dtype=np.float32))
+    if c == 1:
+        return np.ascontiguousarray(np.repeat(a, n, axis=2))
+    if c > n:
+        return np.ascontiguousarray(a[:, :, :n])
+    return np.ascontiguousarray(np.concatenate([a] + [a[:, :, -1:]] * (n - c), axis=2))
+
+
+def normalise(data: np.ndarray, norm: Normalisation, in_channels: int) -> np.ndarray:
+    """The model's input for one image: (h, w, in_channels) float32, normalised per image."""
+    x = to_channels(data, in_channels)
+    step = max(1, int(np.sqrt(x.shape[0] * x.shape[1] / 1_000_000)))  # statistics on <= ~1 Mpx
+    sample = x[::step, ::step]
+    if norm.mode == "percentile":
+        lo, hi = np.percentile(sample, [norm.low, norm.high])
+        scale = 1.0 / max(float(hi - lo), 1e-6)
+        return (x - np.float32(lo)) * np.float32(scale)
+    mean, std = float(sample.mean()), float(sample.std())
+    return (x - np.float32(mean)) * np.float32(1.0 / max(std, 1e-6))
+
+
+def prepare_image(data: np.ndarray, norm: Normalisation | Mapping[str, Any],
+                  in_channels: int) -> np.ndarray:
+    """(in_channels, h, w) float32 ready for a model: what prediction must call."""
+    if not isinstance(norm, Normalisation):
+        norm = Normalisation.from_dict(norm)
+    return np.ascontiguousarray(normalise(data, norm, in_channels).transpose(2, 0, 1))
+
+
+@dataclass
+class Sample:
+    """One image's normalised pixels (h, w, c) and a private copy of its mask."""
+
+    id: str
+    image: np.ndarray
+    mask: np.ndarray
+    split: str
+    positions: dict[int, np.ndarray] = field(default_factory=dict)  # class -> flat indices
+
+    def __post_init__(self) -> None:
+        if self.image.shape[:2] != self.mask.shape:
+            raise DataError(f"{self.id}: image {self.image.shape[:2]} and mask {self.mask.shape} "
+                            f"differ in size")
+        if not self.positions:
+            flat = self.mask.ravel()
+            rng = np.random.default_rng(len(flat))
+            for cls in np.unique(flat):
+                if cls == UNLABELED:
+                    continue
+                idx = np.flatnonzero(flat == cls)
+                if len(idx) > _MAX_INDEX_PER_CLASS:
+                    idx = rng.choice(idx, _MAX_INDEX_PER_CLASS, replace=False)
+                self.positions[int(cls)] = idx
+
+    @property
+    def labelled(self) -> int:
+        return int(np.count_nonzero(self.mask != UNLABELED))
+
+
+@dataclass
+class TrainingData:
+    """Snapshots of the labelled images, split by the image list's train/val column."""
+
+    train: list[Sample]
+    val: list[Sample]
+    classes: list[LabelClass]
+    in_channels: int
+    normalisation: Normalisation
+    data_hash: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return max(c.id for c in self.classes) + 1
+
+    def class_pixels(self, split: str = "train") -> dict[int, int]:
+        counts = np.zeros(256, np.int64)
+        for s in self.train if split == "train" else self.val:
+            counts += np.bincount(s.mask.ravel(), minlength=256)
+        return {c.id: int(counts[c.id]) for c in self.classes}
+
+
+def build_training_data(items: Sequence[tuple[str, np.ndarray, np.ndarray, str]],
+                        classes: list[LabelClass], norm: Normalisation | None = None,
+                        in_channels: int | None = None,
+                        cancel: CancelToken | None = None) -> TrainingData:
+    """TrainingData from (id, raw image, mask, split) tuples; masks are copied."""
+    norm = norm or Normalisation()
+    if not classes:
+        raise DataError("the project has no classes; add at least a background and one class")
+    known = {c.id for c in classes}
+    if in_channels is None:
+        in_channels = max((effective_channels(img) for _i, img, _m, s in items if s != "test"),
+                          default=1)
+    digest = hashlib.sha256()
+    train, val, warnings = [], [], []
+    for image_id, image, mask, split in items:
+        if cancel:
+            cancel.raise_if_cancelled()
+        if split == "test":
+            continue                  # held out: never seen by training or early stopping
+        mask = np.array(mask, dtype=np.uint8, copy=True)
+        stray = set(np.unique(mask).tolist()) - known - {UNLABELED}
+        if stray:
+            warnings.append(f"{image_id}: mask holds class ids {sorted(stray)} that the project "
+                            f"does not define; they are ignored")
+            mask[np.isin(mask, sorted(stray))] = UNLABELED
+        if not np.any(mask != UNLABELED):
+            continue
+        digest.update(image_id.encode())
+        digest.update(np.ascontiguousarray(image).tobytes())
+        digest.update(mask.tobytes())
+        sample = Sample(image_id, normalise(image, norm, in_channels), mask, split)
+        (val if split == "val" else train).append(sample)
+    if not train:
+        raise DataError("no labelled pixels in the training images: paint at least a few "
+                        "strokes of each class on images in the 'train' split (or move "
+                        "labelled images there), then train again")
+    data = TrainingData(train, val, list(classes), in_channels, norm, digest.hexdigest()[:16],
+                        warnings)
+    counts = data.class_pixels("train")
+    for c in classes:
+        if counts[c.id] == 0:
+            data.warnings.append(f"class '{c.name}' has no labelled pixels in the training "
+                                 f"images; the model cannot learn it")
+    if not val:
+        data.warnings.append("no labelled images in the 'val' split: validation uses the "
+                             "training images, so its scores are optimistic")
+    for w in data.warnings:
+        log.warning("%s", w)
+    return data
+
+
+def snapshot_project(project: Any, *, norm: Normalisation | None = None,
+                     masks: Mapping[str, np.ndarray] | None = None,
+                     in_channels: int | None = None,
+                     cancel: CancelToken | None = None) -> TrainingData:
+    """Copy every labelled image of a Project (unsaved masks from `masks` win over disk)."""
+    masks = masks or {}
+    items = []
+    for entry in project.images:
+        if entry.split == "test" or (entry.id not in masks and not project.masks.has_mask(entry.id)):
+            continue
+        if cancel:
+            cancel.raise_if_cancelled()
+        loaded = project.read_image(entry)
+        h, w = loaded.data.shape[:2]
+        mask = masks.get(entry.id)
+        mask = project.load_mask(entry, (h, w)) if mask is None else np.array(mask, copy=True)
+        items.append((entry.id, np.asarray(loaded.data), mask, entry.split))
+    return build_training_data(items, project.classes, norm, in_channels, cancel)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random geometric and intensity changes; all off with `Augment.none()`."""
+
+    flips: bool = True
+    rot90: bool = True
+    scale: tuple[float, float] = (0.75, 1.33)
+    brightness: float = 0.1          # added, in normalised units
+    contrast: tuple[float, float] = (0.8, 1.25)
+
+    @classmethod
+    def none(cls) -> Augment:
+        return cls(False, False, (1.0, 1.0), 0.0, (1.0, 1.0))
+
+
+def _crop(img: np.ndarray, mask: np.ndarray, cy: int, cx: int, size: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """A size x size window centred near (cy, cx), shifted inside the image; padded if smaller."""
+    h, w = mask.shape
+    y0 = min(max(cy - size // 2, 0), max(h - size, 0))
+    x0 = min(max(cx - size // 2, 0), max(w - size, 0))
+    ci, cm = img[y0:y0 + size, x0:x0 + size], mask[y0:y0 + size, x0:x0 + size]
+    if ci.shape[0] < size or ci.shape[1] < size:
+        py, px = size - ci.shape[0], size - ci.shape[1]
+        ci = np.pad(ci, ((0, py), (0, px), (0, 0)), mode="constant")
+        cm = np.pad(cm, ((0, py), (0, px)), mode="constant", constant_values=UNLABELED)
+    return ci, cm
+
+
+class PatchSampler:
+    """Draws augmented (image, mask) patch batches from training samples, seeded."""
+
+    def __init__(self, samples: Sequence[Sample], patch: int, batch: int, *, seed: int = 0,
+                 augment: Augment | None = None, label_bias: float = 0.8) -> None:
+        self.samples = [s for s in samples if s.positions]
+        if not self.samples:
+            raise DataError("no labelled pixels to sample patches from")
+        self.patch, self.batch = patch, batch
+        self.augment = augment if augment is not None else Augment()
+        self.label_bias = label_bias
+        self.rng = np.random.default_rng(seed)
+        self.channels = self.samples[0].image.shape[2]
+
+    def _one(self, out_img: np.ndarray, out_mask: np.ndarray) -> None:
+        rng, aug, p = self.rng, self.augment, self.patch
+        s = self.samples[rng.integers(len(self.samples))]
+        h, w = s.mask.shape
+        if rng.random() < self.label_bias:
+            # a class first, then one of its pixels: rare classes get as many centres as common ones
+            classes = list(s.positions)
+            idx = s.positions[classes[rng.integers(len(classes))]]
+            cy, cx = divmod(int(idx[rng.integers(len(idx))]), w)
+        else:
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        lo, hi = aug.scale
+        scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else 1.0
+        size = max(8, int(round(p * scale)))
+        img, mask = _crop(s.image, s.mask, cy, cx, size)
+        if size != p:
+            img = cv2.resize(img, (p, p), interpolation=cv2.INTER_LINEAR)
+            mask = cv2.resize(mask, (p, p), interpolation=cv2.INTER_NEAREST)
+            if img.ndim == 2:
+                img = img[:, :, None]
+        if aug.flips:
+            if rng.random() < 0.5:
+                img, mask = img[:, ::-1], mask[:, ::-1]
+            if rng.random() < 0.5:
+                img, mask = img[::-1], mask[::-1]
+        if aug.rot90:
+            k = int(rng.integers(4))
+            if k:
+                img, mask = np.rot90(img, k), np.rot90(mask, k)
+        c_lo, c_hi = aug.contrast
+        contrast = float(rng.uniform(c_lo, c_hi)) if c_hi > c_lo else 1.0
+        bright = float(rng.uniform(-aug.brightness, aug.brightness)) if aug.brightness else 0.0
+        chw = img.transpose(2, 0, 1)
+        if contrast != 1.0 or bright:
+            m = float(chw.mean())
+            np.multiply(chw - m, contrast, out=out_img)
+            out_img += m + bright
+        else:
+            out_img[...] = chw
+        out_mask[...] = mask
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """(batch, c, p, p) float32 and (batch, p, p) uint8 (255 = ignore)."""
+        x = np.empty((self.batch, self.channels, self.patch, self.patch), np.float32)
+        y = np.empty((self.batch, self.patch, self.patch), np.uint8)
+        for i in range(self.batch):
+            self._one(x[i], y[i])
+        return x, y
+
+
+class Prefetcher:
+    """Builds batches on a background thread (numpy and OpenCV release the GIL), `depth` ahead."""
+
+    def __init__(self, sampler: PatchSampler, depth: int = 2) -> None:
+        self._sampler = sampler
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="segstudio-patches", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                item = self._sampler.next_batch()
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            self._queue.put(e)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)

@@ -1,0 +1,526 @@
+"""The training loop: patches in, best/last checkpoints and a model card out.
+
+`train()` knows nothing about Qt: it reports through `on_progress(Progress)` and stops between
+steps when `cancel` is set. The CLI calls it directly; the app runs it in a `Job`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segstudio.core.classes import BACKGROUND, UNLABELED
+from segstudio.core.jobs import Cancelled, CancelToken, Progress, ProgressFn
+from segstudio.core.metrics import confusion_matrix, iou_dice, mean_over
+from segstudio.ml.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from segstudio.ml.data import (Augment, DataError, Normalisation, PatchSampler, Prefetcher,
+                               TrainingData, snapshot_project)
+from segstudio.ml.device import describe, pick_device
+from segstudio.ml.models import build_model, count_parameters, preset_spec
+from segstudio.ml.runs import find_run, new_run_dir, versions, write_card
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("cosine", "onecycle")
+
+
+class TrainingError(Exception):
+    """Training could not go on; the message says why and what to try, in plain words."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a run; stored in every checkpoint and model card."""
+
+    preset: str = "fast"                 # models.PRESETS: "fast", "strong", "tiny"
+    model: str | None = None             # overrides the preset's registered model name
+    depth: int | None = None             # U-Net overrides of the preset
+    width: int | None = None
+    norm: str | None = None
+    epochs: int = 40
+    minutes: float | None = None         # time budget; stops at whichever of epochs/minutes ends first
+    steps_per_epoch: int = 50
+    batch_size: int = 8
+    patch_size: int = 192
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"             # linear warm-up then cosine; or "onecycle"
+    warmup: float = 0.05                 # fraction of the run spent warming up
+    dice_weight: float = 1.0             # loss = CE + dice_weight * soft Dice
+    class_weights: tuple[float, ...] | None = None   # CE weight per class id
+    normalisation: str = "percentile"    # data.NORMALISATIONS
+    augment: bool = True
+    label_bias: float = 0.8              # share of patches centred on a labelled pixel
+    patience: int | None = 10            # epochs without validation gain before stopping
+    device: str = "auto"
+    amp: bool = True                     # mixed precision, CUDA only
+    channels_last: bool = True
+    threads: int | None = None           # torch CPU threads; None keeps torch's default
+    seed: int = 0
+    val_tile: int = 512                  # validation runs whole images up to this many pixels a side
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; known: {list(SCHEDULES)}")
+        if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 1:
+            raise ValueError("epochs, steps_per_epoch and batch_size must be at least 1")
+        if self.patch_size < 16:
+            raise ValueError(f"patch_size must be at least 16, got {self.patch_size}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be positive, got {self.minutes}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """From a TOML table or a checkpoint's dict; unknown keys are errors."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
+        d = dict(d)
+        if d.get("class_weights") is not None:
+            d["class_weights"] = tuple(float(w) for w in d["class_weights"])
+        return cls(**d)
+
+    def model_spec(self) -> dict[str, Any]:
+        """{'name': registered model, **its keyword arguments}."""
+        spec = preset_spec(self.preset)
+        spec["name"] = self.model or spec.pop("model")
+        spec.pop("model", None)
+        for key in ("depth", "width", "norm"):
+            if getattr(self, key) is not None:
+                spec[key] = getattr(self, key)
+        return spec
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    status: str                          # "finished", "early-stopped", "time-budget"
+    best_metrics: dict[str, float]
+    last_metrics: dict[str, float]
+    best_epoch: int
+    epochs: int
+    steps: int
+    elapsed_s: float
+    warnings: list[str] = field(default_factory=list)
+
+
+# -- loss and validation ---------------------------------------------------------------------------
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice over the classes present in the batch; 255 pixels left out."""
+    n = logits.shape[1]
+    valid = (target != UNLABELED).unsqueeze(1)
+    probs = logits.float().softmax(1) * valid
+    onehot = F.one_hot(torch.where(valid[:, 0], target, 0), n).permute(0, 3, 1, 2) * valid
+    dims = (0, 2, 3)
+    truth = onehot.sum(dims)
+    present = truth > 0
+    if not bool(present.any()):
+        return logits.sum() * 0.0
+    inter = (probs * onehot).sum(dims)
+    dice = (2 * inter + 1.0) / (probs.sum(dims) + truth + 1.0)
+    return 1.0 - dice[present].mean()
+
+
+class SegLoss(nn.Module):
+    """Cross-entropy (optionally class-weighted) + Dice, both ignoring 255."""
+
+    def __init__(self, num_classes: int, dice_weight: float = 1.0,
+                 class_weights: tuple[float, ...] | None = None) -> None:
+        super().__init__()
+        weight = None
+        if class_weights is not None:
+            if len(class_weights) != num_classes:
+                raise TrainingError(f"class_weights has {len(class_weights)} values but the model "
+                                    f"has {num_classes} classes (one weight per class id)")
+            weight = torch.tensor(class_weights, dtype=torch.float32)
+        self.ce = nn.CrossEntropyLoss(weight=weight, ignore_index=UNLABELED)
+        self.dice_weight = dice_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.ce(logits.float(), target)
+        if self.dice_weight:
+            loss = loss + self.dice_weight * soft_dice_loss(logits, target)
+        return loss
+
+
+def predict_logits(model: nn.Module, x: torch.Tensor, tile: int = 512, margin: int = 32
+                   ) -> torch.Tensor:
+    """Logits (1, n, h, w) for one image; large images in tiles with a context margin."""
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return model(x)
+    out = None
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            cy0, cx0 = max(0, y0 - margin), max(0, x0 - margin)
+            cy1, cx1 = min(h, y1 + margin), min(w, x1 + margin)
+            part = model(x[..., cy0:cy1, cx0:cx1])
+            if out is None:
+                out = torch.empty((1, part.shape[1], h, w), dtype=part.dtype, device=part.device)
+            out[..., y0:y1, x0:x1] = part[..., y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+    return out
+
+
+def evaluate(model: nn.Module, samples: list, num_classes: int, device: torch.device, *,
+             tile: int = 512, channels_last: bool = False, amp_dtype: torch.dtype | None = None,
+             cancel: CancelToken | None = None) -> tuple[np.ndarray, float]:
+    """(confusion matrix, mean CE loss over labelled pixels) on whole images."""
+    model.eval()
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    loss_sum, pixels = 0.0, 0
+    with torch.inference_mode():
+        for s in samples:
+            if cancel:
+                cancel.raise_if_cancelled()
+            x = torch.from_numpy(np.ascontiguousarray(s.image.transpose(2, 0, 1)))[None].to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = predict_logits(model, x, tile).float()
+            target = torch.from_numpy(s.mask.astype(np.int64))[None].to(device)
+            n = int((target != UNLABELED).sum())
+            if n:
+                loss_sum += float(F.cross_entropy(logits, target, ignore_index=UNLABELED,
+                                                  reduction="sum"))
+                pixels += n
+            pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+            cm += confusion_matrix(s.mask, pred, num_classes)
+    model.train()
+    return cm, (loss_sum / pixels if pixels else float("nan"))
+
+
+def metrics_from(cm: np.ndarray, classes: list, val_loss: float) -> dict[str, float]:
+    """Flat metrics: val_loss, mean_dice/mean_iou (non-background), dice:<name>, iou:<name>."""
+    iou, dice = iou_dice(cm)
+    fg = [c.id for c in classes if c.id != BACKGROUND] or [c.id for c in classes]
+    out = {"val_loss": val_loss, "mean_dice": mean_over(dice, fg), "mean_iou": mean_over(iou, fg)}
+    for c in classes:
+        out[f"dice:{c.name}"] = float(dice[c.id])
+        out[f"iou:{c.name}"] = float(iou[c.id])
+    return out
+
+
+def _score(metrics: dict[str, float]) -> float:
+    """Higher is better: mean foreground Dice, or minus the loss when no Dice is defined."""
+    d = metrics.get("mean_dice", float("nan"))
+    return d if not math.isnan(d) else -metrics.get("val_loss", float("inf"))
+
+
+def lr_factor(progress: float, schedule: str, warmup: float) -> float:
+    """Multiplier of the peak learning rate at `progress` in [0, 1] of the run (steps or time)."""
+    p = min(max(progress, 0.0), 1.0)
+    if schedule == "onecycle":
+        up = max(warmup, 0.3)
+        if p < up:
+            return 0.04 + 0.96 * (1 - math.cos(math.pi * p / up)) / 2
+        q = (p - up) / (1 - up)
+        return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * q)) / 2
+    if warmup > 0 and p < warmup:
+        return 0.01 + 0.99 * p / warmup
+    q = (p - warmup) / max(1e-9, 1 - warmup)
+    return 0.01 + 0.99 * (1 + math.cos(math.pi * q)) / 2
+
+
+class TrainStep:
+    """One optimisation step, the exact code the loop runs (the throughput benchmark times it).
+
+    The model is moved to `device` in channels_last when configured; on CUDA it runs under
+    autocast (bf16 where supported, else fp16 with a gradient scaler).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, cfg: TrainConfig,
+                 device: torch.device) -> None:
+        self.device = device
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format)
+        self.loss_fn = loss_fn.to(device)
+        self.amp_dtype = None
+        if cfg.amp and device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     foreach=True)
+
+    def to_device(self, xb: np.ndarray, yb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        pin = self.device.type == "cuda"
+        x, y = torch.from_numpy(xb), torch.from_numpy(yb)
+        if pin:
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(self.device, non_blocking=pin).contiguous(memory_format=self.memory_format)
+        return x, y.to(self.device, non_blocking=pin).long()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Forward, backward, update; returns the loss (NaN/inf checked by the caller)."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                            enabled=self.amp_dtype is not None):
+            loss = self.loss_fn(self.model(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return float(loss.detach())
+
+
+# -- model set-up ----------------------------------------------------------------------------------
+def checkpoint_config(cfg: TrainConfig, spec: dict[str, Any], data: TrainingData,
+                      run_id: str) -> dict[str, Any]:
+    """What a checkpoint must carry to rebuild the model and prepare its input (JSON-plain)."""
+    return json.loads(json.dumps({
+        "model": spec, "in_channels": data.in_channels, "num_classes": data.num_classes,
+        "classes": [{"id": c.id, "name": c.name, "color": c.color} for c in data.classes],
+        "normalisation": data.normalisation.to_dict(), "train": asdict(cfg), "run_id": run_id,
+    }))
+
+
+def transfer_weights(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Copy matching weights; a head whose class count changed keeps the old classes' rows.
+
+    Classes are matched by id, so rows 0..k-1 of the old head become rows 0..k-1 of the new one
+    and added classes start from fresh rows. Returns the names that were rebuilt, not copied.
+    """
+    own = model.state_dict()
+    rebuilt = []
+    with torch.no_grad():
+        for key, value in own.items():
+            old = state.get(key)
+            if old is None:
+                rebuilt.append(key)
+            elif old.shape == value.shape:
+                value.copy_(old)
+            elif old.dim() == value.dim() and old.shape[1:] == value.shape[1:]:
+                k = min(old.shape[0], value.shape[0])
+                value[:k].copy_(old[:k])
+                rebuilt.append(key)
+            else:
+                rebuilt.append(key)
+    return rebuilt
+
+
+def _source_data(source: Any, cfg: TrainConfig, norm: Normalisation | None,
+                 masks: Mapping[str, np.ndarray] | None, cancel: CancelToken) -> TrainingData:
+    if isinstance(source, TrainingData):
+        if norm is not None and norm != source.normalisation:
+            raise TrainingError("the earlier run normalised images differently; build the "
+                                "training data with its normalisation")
+        return source
+    norm = norm or Normalisation(cfg.normalisation)
+    return snapshot_project(source, norm=norm, masks=masks, cancel=cancel)
+
+
+def _friendly(e: BaseException, cfg: TrainConfig, device: torch.device) -> TrainingError | None:
+    text = str(e)
+    oom = isinstance(e, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in text.lower()
+    if oom or isinstance(e, MemoryError):
+        return TrainingError(
+            f"out of memory on {device} with batch size {cfg.batch_size} and patch size "
+            f"{cfg.patch_size}: lower the batch size or the patch size, or pick the 'fast' preset")
+    return None
+
+
+# -- the loop --------------------------------------------------------------------------------------
+def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str | None = None,
+          resume: Path | str | None = None, init_from: Path | str | None = None,
+          masks: Mapping[str, np.ndarray] | None = None,
+          on_progress: ProgressFn | None = None, cancel: CancelToken | None = None
+          ) -> TrainResult:
+    """Train on a Project (snapshotted here) or on prepared TrainingData.
+
+    resume: a run folder or id whose last.pt is continued in place (same folder, same budget).
+    init_from: a run folder or id whose best weights start a new run (fine-tuning); a changed
+    number of classes rebuilds the head; the model comes from that run, not from cfg's preset.
+    A resumed run keeps its stored config except epochs, minutes, device and threads where cfg
+    sets them to other than the defaults. masks: unsaved masks by image id (the app's open
+    documents), copied and used instead of the saved ones. Raises Cancelled (after saving
+    last.pt) when cancelled, TrainingError or DataError with a plain-words message when
+    training cannot go on.
+    """
+    cfg = cfg or TrainConfig()
+    cancel = cancel or CancelToken()
+    report = on_progress or (lambda _p: None)
+    project_runs = getattr(source, "runs_dir", None)
+    runs_dir = Path(runs_dir) if runs_dir is not None else project_runs
+    resumed = init = None
+    if resume is not None:
+        resume_dir = find_run(runs_dir, resume)
+        resumed = load_checkpoint(resume_dir / "last.pt")
+        stored = TrainConfig.from_dict(resumed["config"]["train"])
+        defaults = TrainConfig()
+        cfg = replace(stored, **{k: getattr(cfg, k) for k in ("epochs", "minutes", "device",
+                                                              "threads")
+                                 if getattr(cfg, k) != getattr(defaults, k)})
+    if init_from is not None:
+        init = load_checkpoint(resolve_checkpoint(
+            init_from if Path(init_from).is_file() else find_run(runs_dir, init_from), "best"))
+    earlier = resumed or init
+    norm = Normalisation.from_dict(earlier["config"]["normalisation"]) if earlier else None
+    report(Progress(0, 1, "reading images and masks"))
+    data = _source_data(source, cfg, norm, masks, cancel)
+    if runs_dir is None:
+        raise TrainingError("no folder for the run: pass runs_dir, or train on a Project")
+    if earlier and int(earlier["config"]["in_channels"]) != data.in_channels:
+        raise TrainingError(f"the earlier run was trained on {earlier['config']['in_channels']}-"
+                            f"channel images, these are {data.in_channels}-channel")
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    spec = dict(earlier["config"]["model"]) if earlier else cfg.model_spec()
+    torch.manual_seed(cfg.seed)
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    model = build_model(spec["name"], data.in_channels, data.num_classes, **kwargs)
+    warnings = list(data.warnings)
+    if init is not None:
+        rebuilt = transfer_weights(model, init["state_dict"])
+        if rebuilt:
+            warnings.append(f"fine-tuning: rebuilt {', '.join(rebuilt)} for "
+                            f"{data.num_classes} classes")
+            log.info("fine-tuning: rebuilt %s", rebuilt)
+    if resumed is not None:
+        model.load_state_dict(resumed["state_dict"])
+
+    stepper = TrainStep(model, SegLoss(data.num_classes, cfg.dice_weight, cfg.class_weights),
+                        cfg, device)
+    opt, amp_dtype = stepper.opt, stepper.amp_dtype
+
+    state = {"step": 0, "epoch": 0, "elapsed": 0.0, "best_score": -math.inf, "best_epoch": 0,
+             "bad_epochs": 0, "history": []}
+    if resumed is not None:
+        opt.load_state_dict(resumed["optimizer"])
+        state.update(resumed["state"])
+        run_dir = resume_dir
+    else:
+        label = spec["name"] if (cfg.model or init is not None) else cfg.preset
+        run_dir = new_run_dir(runs_dir, f"{label}-finetune" if init is not None else label)
+    run_id = run_dir.name
+    ck_config = checkpoint_config(cfg, spec, data, run_id)
+    budget = cfg.minutes * 60.0 if cfg.minutes else None
+    total_steps = cfg.epochs * cfg.steps_per_epoch
+    started = time.perf_counter() - state["elapsed"]
+    card_base = {
+        "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": spec, "parameters": count_parameters(model), "in_channels": data.in_channels,
+        "num_classes": data.num_classes, "classes": ck_config["classes"],
+        "normalisation": data.normalisation.to_dict(), "config": asdict(cfg),
+        "data": {"hash": data.data_hash, "train_images": [s.id for s in data.train],
+                 "val_images": [s.id for s in data.val],
+                 "train_class_pixels": {str(k): v for k, v in data.class_pixels().items()}},
+        "versions": versions(), "device": describe(device),
+        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+        "resumed": resume is not None, "fine_tuned_from": str(init_from) if init_from else None,
+        "warnings": warnings, "checkpoints": {"best": "best.pt", "last": "last.pt"},
+    }
+
+    def progress_fraction() -> float:
+        frac = state["step"] / total_steps
+        if budget:
+            frac = max(frac, (time.perf_counter() - started) / budget)
+        return min(frac, 1.0)
+
+    def save(status: str, metrics: dict[str, float]) -> None:
+        state["elapsed"] = time.perf_counter() - started
+        save_checkpoint(run_dir / "last.pt", ck_config, model.state_dict(),
+                        optimizer=opt.state_dict(), state=dict(state))
+        best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
+        write_card(run_dir, {**card_base, "status": status, "epochs": state["epoch"],
+                             "steps": state["step"], "elapsed_s": round(state["elapsed"], 2),
+                             "metrics": {"best": best, "last": metrics,
+                                         "best_epoch": state["best_epoch"]},
+                             "history": state["history"]})
+
+    # Reseeding from the step keeps a resumed run's patches different from those already seen.
+    sampler = PatchSampler(data.train, cfg.patch_size, cfg.batch_size,
+                           seed=cfg.seed * 1_000_003 + state["step"],
+                           augment=Augment() if cfg.augment else Augment.none(),
+                           label_bias=cfg.label_bias)
+    stream = Prefetcher(sampler)
+    val_samples = data.val or data.train
+    last_metrics: dict[str, float] = {}
+    status = "finished"
+    model.train()
+    try:
+        while state["epoch"] < cfg.epochs and status == "finished":
+            epoch_loss, epoch_steps = 0.0, 0
+            for _ in range(cfg.steps_per_epoch):
+                cancel.raise_if_cancelled()
+                if budget and time.perf_counter() - started >= budget:
+                    status = "time-budget"
+                    break
+                lr = cfg.lr * lr_factor(progress_fraction(), cfg.schedule, cfg.warmup)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                value = stepper(*stepper.to_device(*next(stream)))
+                state["step"] += 1
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"the loss became {value} at step {state['step']} (epoch "
+                        f"{state['epoch'] + 1}): training diverged. Try a lower learning rate "
+                        f"(now {cfg.lr:g}), or check the images for broken pixel values")
+                epoch_loss += value
+                epoch_steps += 1
+                elapsed = time.perf_counter() - started
+                report(Progress(*_done_total(progress_fraction()),
+                                f"epoch {state['epoch'] + 1}/{cfg.epochs} step {state['step']}",
+                                {"loss": value, "lr": lr, "epoch": state["epoch"] + 1.0,
+                                 "step": float(state["step"]), "elapsed_s": elapsed}))
+            if not epoch_steps:
+                break
+            state["epoch"] += 1
+            report(Progress(*_done_total(progress_fraction()),
+                            f"epoch {state['epoch']}: validating on {len(val_samples)} images"))
+            cm, val_loss = evaluate(model, val_samples, data.num_classes, device,
+                                    tile=cfg.val_tile, channels_last=cfg.channels_last,
+                                    amp_dtype=amp_dtype, cancel=cancel)
+            last_metrics = {"epoch": float(state["epoch"]), "loss": epoch_loss / epoch_steps,
+                            **metrics_from(cm, data.classes, val_loss)}
+            state["history"].append(last_metrics)
+            score = _score(last_metrics)
+            if score > state["best_score"] + 1e-4:
+                state.update(best_score=score, best_epoch=state["epoch"], bad_epochs=0)
+                save_checkpoint(run_dir / "best.pt", ck_config, model.state_dict())
+            else:
+                state["bad_epochs"] += 1
+            if cfg.patience and state["bad_epochs"] >= cfg.patience and status == "finished":
+                status = "early-stopped"
+            save("running" if status == "finished" and state["epoch"] < cfg.epochs else status,
+                 last_metrics)
+            report(Progress(*_done_total(progress_fraction()),
+                            f"epoch {state['epoch']}/{cfg.epochs}: loss {last_metrics['loss']:.4f}, "
+                            f"val mean Dice {last_metrics['mean_dice']:.3f}",
+                            {**last_metrics, "elapsed_s": time.perf_counter() - started}))
+    except Cancelled:
+        save("cancelled", last_metrics)
+        raise
+    except (TrainingError, DataError):
+        save("failed", last_metrics)
+        raise
+    except (RuntimeError, MemoryError) as e:
+        friendly = _friendly(e, cfg, device)
+        if friendly is None:
+            raise
+        save("failed", last_metrics)
+        raise friendly from e
+    finally:
+        stream.close()
+    save(status, last_metrics)
+    best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
+    report(Progress(1000, 1000, f"done: {status}, best epoch {state['best_epoch']}"))
+    return TrainResult(run_dir, status, best, last_metrics, state["best_epoch"], state["epoch"],
+                       state["step"], time.perf_counter() - started, warnings)
+
+
+def _done_total(fraction: float) -> tuple[int, int]:
+    """Progress in thousandths: steps or time, whichever limit is nearer."""
+    return int(fraction * 1000), 1000

@@ -1,0 +1,159 @@
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from segstudio.core.classes import UNLABELED, LabelClass
+from segstudio.core.jobs import Cancelled, CancelToken
+from segstudio.ml.data import build_training_data
+from segstudio.ml.runs import read_card
+from segstudio.ml.train import SegLoss, TrainingError, train, transfer_weights
+
+from .conftest import CLASSES2, blobs
+
+
+def test_loss_falls_and_run_folder_has_card(tiny_data, tiny_cfg, tmp_path):
+    losses = []
+    cfg = replace(tiny_cfg, epochs=6, steps_per_epoch=6)
+    result = train(tiny_data, cfg, runs_dir=tmp_path,
+                   on_progress=lambda p: p.metrics and "lr" in p.metrics
+                   and losses.append(p.metrics["loss"]))
+    assert len(losses) == 36
+    assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
+    assert result.status == "finished" and result.best_epoch >= 1
+    assert {"best.pt", "last.pt", "model_card.json"} <= {p.name for p in result.run_dir.iterdir()}
+    card = read_card(result.run_dir)
+    assert card["classes"][1] == {"id": 1, "name": "cell", "color": "#ff0000"}
+    assert card["in_channels"] == 1 and card["normalisation"]["mode"] == "percentile"
+    assert card["data"]["hash"] == tiny_data.data_hash and card["device"].startswith("cpu")
+    assert card["config"]["epochs"] == 6 and "torch" in card["versions"]
+    assert 0.0 <= card["metrics"]["best"]["dice:cell"] <= 1.0
+    assert len(card["history"]) == 6
+
+
+def test_unlabeled_pixels_do_not_count():
+    torch.manual_seed(0)
+    loss_fn = SegLoss(2)
+    target = torch.full((1, 8, 8), UNLABELED, dtype=torch.long)
+    target[0, :4] = 1
+    logits = torch.randn(1, 2, 8, 8, requires_grad=True)
+    loss = loss_fn(logits, target)
+    loss.backward()
+    assert logits.grad[..., 4:, :].abs().sum() == 0      # no gradient from unlabeled pixels
+    changed = logits.detach().clone()
+    changed[..., 4:, :] = 100.0
+    assert torch.isclose(loss_fn(changed, target), loss.detach())
+
+
+def test_cancel_stops_within_two_seconds_and_keeps_best(tiny_data, tiny_cfg, tmp_path):
+    token = CancelToken()
+    seen = threading.Event()
+    outcome = {}
+
+    def on_progress(p):
+        if p.metrics and "mean_dice" in p.metrics:    # after the first epoch's checkpoint
+            seen.set()
+
+    def run():
+        try:
+            train(tiny_data, replace(tiny_cfg, epochs=100_000), runs_dir=tmp_path,
+                  on_progress=on_progress, cancel=token)
+        except Cancelled:
+            outcome["cancelled"] = time.perf_counter()
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert seen.wait(30)
+    asked = time.perf_counter()
+    token.cancel()
+    t.join(10)
+    assert not t.is_alive() and outcome["cancelled"] - asked < 2.0
+    run_dir = next(tmp_path.iterdir())
+    assert (run_dir / "best.pt").exists() and read_card(run_dir)["status"] == "cancelled"
+
+
+def test_resume_continues_the_same_run(tiny_data, tiny_cfg, tmp_path):
+    first = train(tiny_data, tiny_cfg, runs_dir=tmp_path)
+    assert first.epochs == 2 and first.steps == 8
+    more = train(tiny_data, replace(tiny_cfg, epochs=4), runs_dir=tmp_path, resume=first.run_dir)
+    assert more.run_dir == first.run_dir
+    assert more.epochs == 4 and more.steps == 16
+    card = read_card(first.run_dir)
+    assert card["resumed"] and len(card["history"]) == 4
+    assert [h["epoch"] for h in card["history"]] == [1, 2, 3, 4]
+
+
+def test_fine_tune_with_an_added_class_rebuilds_the_head(rng, tiny_data, tiny_cfg, tmp_path):
+    from segstudio.ml.checkpoint import load_checkpoint, load_model
+
+    base = train(tiny_data, tiny_cfg, runs_dir=tmp_path)
+    old_head = load_checkpoint(base.run_dir / "best.pt")["state_dict"]["head.weight"]
+    classes3 = [*CLASSES2, LabelClass(2, "debris", "#00ff00")]
+    items = []
+    for i, (img, m) in enumerate(blobs(rng, 6)):
+        m = m.copy()
+        m[:3, :3] = 2
+        img = img.copy()
+        img[:3, :3] = 255
+        items.append((f"n{i}", img, m, "val" if i >= 4 else "train"))
+    data3 = build_training_data(items, classes3)
+
+    model = load_model(base.run_dir).model
+    from segstudio.ml.models import build_model
+    fresh = build_model("tiny-fcn", 1, 3)
+    rebuilt = transfer_weights(fresh, model.state_dict())
+    assert set(rebuilt) == {"head.weight", "head.bias"}
+    assert torch.equal(fresh.state_dict()["head.weight"][:2], old_head)
+
+    tuned = train(data3, replace(tiny_cfg, epochs=1), runs_dir=tmp_path, init_from=base.run_dir)
+    assert tuned.run_dir != base.run_dir and "finetune" in tuned.run_dir.name
+    card = read_card(tuned.run_dir)
+    assert card["num_classes"] == 3 and [c["name"] for c in card["classes"]][-1] == "debris"
+    assert "dice:debris" in tuned.last_metrics
+    assert load_model(tuned.run_dir).model(torch.zeros(1, 1, 32, 32)).shape[1] == 3
+
+
+def test_time_budget_is_honoured(tiny_data, tiny_cfg, tmp_path):
+    cfg = replace(tiny_cfg, epochs=100_000, minutes=1.5 / 60)
+    t0 = time.perf_counter()
+    result = train(tiny_data, cfg, runs_dir=tmp_path)
+    took = time.perf_counter() - t0
+    assert result.status == "time-budget"
+    assert 1.5 <= result.elapsed_s < 4.0 and took < 8.0
+    assert result.epochs >= 1 and (result.run_dir / "best.pt").exists()
+
+
+def test_nan_images_give_a_plain_error(tiny_cfg, tmp_path, rng):
+    items = [(f"a{i}", np.full((32, 32), np.nan, np.float32), m, "train")
+             for i, (_img, m) in enumerate(blobs(rng, 2))]
+    data = build_training_data(items, CLASSES2)
+    with pytest.raises(TrainingError, match="loss became nan.*lower learning rate"):
+        train(data, tiny_cfg, runs_dir=tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_amp_training(tiny_data, tiny_cfg, tmp_path):
+    result = train(tiny_data, replace(tiny_cfg, device="cuda", preset="fast"), runs_dir=tmp_path)
+    card = read_card(result.run_dir)
+    assert card["device"].startswith("cuda") and card["amp"] in ("bfloat16", "float16")
+
+
+def test_resume_keeps_the_stored_budget(tiny_data, tiny_cfg, tmp_path):
+    token = CancelToken()
+
+    def cancel_after_first_epoch(p):
+        if p.metrics and "mean_dice" in p.metrics:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        train(tiny_data, replace(tiny_cfg, epochs=3), runs_dir=tmp_path,
+              on_progress=cancel_after_first_epoch, cancel=token)
+    run_dir = next(tmp_path.iterdir())
+    assert read_card(run_dir)["epochs"] == 1
+    again = train(tiny_data, None, runs_dir=tmp_path, resume=run_dir.name)
+    assert again.epochs == 3 and again.run_dir == run_dir
+    assert read_card(run_dir)["config"]["epochs"] == 3
