@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from segstudio.core.classes import LabelClass, default_color
+from segstudio.io.runs_index import run_cards
 from segstudio.ml.checkpoint import MODEL_CARD
 from segstudio.ml.predict import Normalisation
 
@@ -96,17 +97,7 @@ def read_card(run_dir: Path | str) -> dict[str, Any]:
 
 def list_runs(runs_dir: Path | str) -> list[dict[str, Any]]:
     """Every run's card (newest first) with `run_dir` added; unreadable cards are skipped."""
-    runs_dir = Path(runs_dir)
-    out = []
-    if not runs_dir.is_dir():
-        return out
-    for d in sorted((p for p in runs_dir.iterdir() if p.is_dir()), reverse=True):
-        try:
-            card = read_card(d)
-        except (OSError, ValueError):
-            continue
-        out.append({**card, "run_dir": str(d)})
-    return out
+    return run_cards(runs_dir)
 
 
 class RunError(Exception):

@@ -26,6 +26,7 @@ from segstudio.ui.editing import Editing
 from segstudio.ui.file_menu import FileMenuMixin
 from segstudio.ui.jobs_view import JobsIndicator
 from segstudio.ui.logging_setup import install_file_log
+from segstudio.ui.model_loop import ModelLoop
 from segstudio.ui.settings import app_settings, value
 from segstudio.ui.welcome import HintBanner, WelcomePage
 from segstudio.ui.panels.class_panel import ClassPanel
@@ -200,6 +201,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.editing = Editing(self)       # the Tools and Mask menus and the tool bar
         self.tool_actions = self.editing.tool_actions
         self.size_spin = self.editing.size_spin
+        self.model_loop = ModelLoop(self)  # the Model menu, Training/Prediction/Metrics panels
 
         v = mb.addMenu("&View")
         self._action(v, "Zoom In", lambda: self.canvas.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
@@ -248,6 +250,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         for problem in project.problems:
             self.report_error("Some files were skipped", problem)
         self._start_thumbnails(project.images)
+        self.model_loop.project_opened(project)
         view = project.load_view()
         ids = [e.id for e in project.images]
         target = view.get("image") if view.get("image") in ids else (ids[0] if ids else None)

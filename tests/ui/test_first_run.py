@@ -83,7 +83,7 @@ def test_job_error_reaches_the_user_as_dialog_and_log_line(qtbot, sample_copy, c
     doc = w.canvas.document
     doc.begin_stroke(); doc.dab(20, 20, 4, 1); doc.end_stroke()
     w.undo_action.trigger()
-    assert not w.jobs_view.isVisible()
+    qtbot.waitUntil(lambda: not w.jobs_view.isVisible(), timeout=20_000)
 
 
 def test_jobs_indicator_shows_progress_and_cancels(qtbot, sample_copy):

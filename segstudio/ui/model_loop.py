@@ -1,0 +1,321 @@
+"""The model half of the window: train, predict, accept, retrain, measure, label next.
+
+Owns the Training, Prediction and Metrics panels and the Model menu; every piece of work is a
+Job on the pool (torch loads with the first of them, never at start-up).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+from segstudio.core.jobs import Progress
+from segstudio.io.project import Project
+from segstudio.ui.panels.metrics_panel import MetricsPanel
+from segstudio.ui.panels.predict_panel import PredictPanel
+from segstudio.ui.panels.train_panel import TrainPanel
+from segstudio.workers.job import Job
+
+log = logging.getLogger(__name__)
+
+STARTER_MODELS = Path(__file__).resolve().parents[2] / "models"
+AUTO_PREDICT_MAX_PIXELS = 4_000_000     # bigger images are predicted on request only
+
+
+def _train_job(project_root: Path, values: dict, init_from: Path | None, *, on_progress=None,
+               cancel=None):
+    from segstudio.ml.device import describe, pick_device
+    from segstudio.ml.train import TrainConfig, train
+
+    cfg = TrainConfig(**values)
+    if on_progress:
+        on_progress(Progress(0, 1000, f"device: {describe(pick_device(cfg.device))}"))
+    return train(Project.open(project_root), cfg, init_from=init_from,
+                 on_progress=on_progress, cancel=cancel)
+
+
+def _doctor_job(*, on_progress=None, cancel=None) -> str:
+    from segstudio.ml.device import doctor
+
+    return doctor()
+
+
+class ModelLoop:
+    def __init__(self, window) -> None:
+        self.w = window
+        self.train_panel = TrainPanel()
+        self.predict_panel = PredictPanel()
+        self.metrics_panel = MetricsPanel()
+        docks = [window._dock(t, p, Qt.DockWidgetArea.RightDockWidgetArea)
+                 for t, p in (("Training", self.train_panel), ("Prediction", self.predict_panel),
+                              ("Metrics", self.metrics_panel))]
+        window.tabifyDockWidget(docks[0], docks[1])
+        window.tabifyDockWidget(docks[1], docks[2])
+        docks[0].raise_()
+        self.docks = docks
+        self.active_run: Path | None = None
+        self.prediction = None            # ImagePrediction on the canvas now
+        self.train_job: Job | None = None
+        self._predict_generation = 0
+        self._predict_job: Job | None = None
+        self._build_menu()
+        tp, pp, mp = self.train_panel, self.predict_panel, self.metrics_panel
+        tp.start_requested.connect(self.start_training)
+        tp.cancel_requested.connect(self.cancel_training)
+        tp.run_activated.connect(self.set_active_run)
+        pp.predict_requested.connect(self.predict_current)
+        pp.predict_all_requested.connect(self.predict_all)
+        pp.accept_requested.connect(self.accept)
+        pp.retrain_requested.connect(self.retrain)
+        pp.rank_requested.connect(self.rank)
+        pp.next_requested.connect(self.label_next)
+        pp.image_requested.connect(window.show_image)
+        pp.view_changed.connect(window.canvas.set_view_mode)
+        pp.opacity_changed.connect(window.canvas.set_prediction_opacity)
+        mp.evaluate_requested.connect(self.measure)
+        mp.image_requested.connect(window.show_image)
+        window.image_shown.connect(self._on_window_image_shown)
+
+    def _build_menu(self) -> None:
+        w = self.w
+        m = w.menuBar().addMenu("&Model")
+        w._action(m, "Train", self.start_training, "Ctrl+T")
+        w._action(m, "Cancel Training", self.cancel_training)
+        w._action(m, "Retrain from Active Run", self.retrain, "Ctrl+Shift+T")
+        m.addSeparator()
+        w._action(m, "Predict Image", self.predict_current, "Ctrl+P")
+        w._action(m, "Predict All Images", self.predict_all)
+        w._action(m, "Accept Prediction", lambda: self.accept(self.predict_panel.accept_mode.currentData()), "A")
+        m.addSeparator()
+        w._action(m, "Measure (Metrics)", lambda: self.measure(self.metrics_panel.split.currentData()), "Ctrl+M")
+        w._action(m, "Rank Images to Label", self.rank)
+        w._action(m, "Next Image to Label", self.label_next, "N")
+        m.addSeparator()
+        w._action(m, "Device Doctor…", self.device_doctor)
+
+    # -- runs ------------------------------------------------------------------------------
+    def project_opened(self, project: Project) -> None:
+        self.prediction = None
+        self.refresh_runs(select_latest=True)
+
+    def refresh_runs(self, select_latest: bool = False) -> None:
+        project = self.w.project
+        if project is None:
+            return
+        from segstudio.io.runs_index import run_cards
+        cards = run_cards(project.runs_dir)
+        active = self.active_run if self.active_run and self.active_run.exists() else None
+        if select_latest or active is None:
+            usable = [Path(c["run_dir"]) for c in cards if c.get("has_checkpoint")]
+            active = usable[0] if usable else self._starter_for(project)
+        self.train_panel.set_runs(cards, active)
+        self.set_active_run(active)
+
+    def _starter_for(self, project: Project) -> Path | None:
+        """The bundled starter model, when its classes match the project's."""
+        from segstudio.io.runs_index import starter_matches
+
+        return starter_matches(STARTER_MODELS, [c.name for c in project.classes])
+
+    def set_active_run(self, run_dir: Path | None) -> None:
+        if run_dir == self.active_run:
+            return
+        self.active_run = run_dir
+        self.train_panel.set_active(run_dir, emit=False)
+        self.predict_panel.set_model_ready(run_dir is not None, run_dir.name if run_dir else "")
+        self.w.canvas.set_prediction(None)
+        self.prediction = None
+        if run_dir is not None and self.w.current is not None:
+            self._auto_predict()
+
+    # -- training --------------------------------------------------------------------------
+    def start_training(self, init_from: Path | None = None) -> None:
+        w = self.w
+        if w.project is None or self.train_job is not None:
+            return
+        w.save_now()
+        values = self.train_panel.config_values()
+        if init_from is None and self.train_panel.finetune.isChecked() and self._is_run(self.active_run):
+            init_from = self.active_run
+        job = Job(_train_job, w.project.root, values, init_from, name="Training")
+        job.signals.progress.connect(self.train_panel.show_progress)
+        job.signals.succeeded.connect(self._on_train_succeeded)
+        job.signals.cancelled.connect(self._on_train_cancelled)
+        job.signals.finished.connect(self._on_train_finished)
+        self.train_job = job
+        self.train_panel.set_running(True)
+        self.docks[0].raise_()
+        w._start_job(job, visible=True)
+
+    def _is_run(self, run_dir: Path | None) -> bool:
+        return run_dir is not None and self.w.project is not None and \
+            self.w.project.runs_dir in run_dir.parents
+
+    def cancel_training(self) -> None:
+        if self.train_job is not None:
+            self.train_job.token.cancel()
+
+    def retrain(self) -> None:
+        """Fine-tune the active run on the masks as they are now, in one click."""
+        self.start_training(init_from=self.active_run if self.active_run else None)
+
+    def _on_train_succeeded(self, result) -> None:
+        best = result.best_metrics or {}
+        dice = best.get("mean_dice")
+        summary = f"mean Dice {dice:.3f}" if isinstance(dice, float) and dice == dice else "no validation score"
+        self.w.statusBar().showMessage(
+            f"Training finished ({result.status}, {summary}). The prediction is on the image; "
+            "Measure in the Metrics panel says how good it is.", 12000)
+        self.train_panel.status.setText(f"Finished: {result.status}, best epoch {result.best_epoch}, {summary}")
+        for warning in result.warnings:
+            log.info("training: %s", warning)
+        self.refresh_runs()
+        self.set_active_run(result.run_dir)
+
+    def _on_train_cancelled(self) -> None:
+        self.train_panel.status.setText("Cancelled; the best checkpoint so far is kept.")
+        self.w.statusBar().showMessage("Training cancelled; the best checkpoint so far is kept", 6000)
+        self.refresh_runs()
+
+    def _on_train_finished(self) -> None:
+        self.train_job = None
+        self.train_panel.set_running(False)
+
+    # -- prediction ------------------------------------------------------------------------
+    def _on_window_image_shown(self, image_id: str) -> None:
+        self.prediction = None
+        if self.active_run is not None:
+            self._auto_predict()
+
+    def _auto_predict(self) -> None:
+        loaded = self.w.loaded
+        if loaded is not None and loaded.data.shape[0] * loaded.data.shape[1] <= AUTO_PREDICT_MAX_PIXELS:
+            self.predict_current()
+
+    def predict_current(self) -> None:
+        w = self.w
+        if self.active_run is None or w.current is None or w.project is None:
+            return
+        self._predict([w.current.id], name="Predicting")
+
+    def predict_all(self) -> None:
+        w = self.w
+        if self.active_run is None or w.project is None:
+            return
+        self._predict([e.id for e in w.project.images], name="Predicting all images", show=False)
+
+    def _predict(self, ids: list[str], name: str, show: bool = True) -> None:
+        from segstudio.ml.session import predict_images
+
+        self._predict_generation += 1
+        if self._predict_job is not None:
+            self._predict_job.token.cancel()     # only the newest request matters
+        job = Job(predict_images, self.w.project.root, self.active_run, ids, name=name)
+        self._predict_job = job
+        job.signals.finished.connect(lambda: setattr(self, "_predict_job", None)
+                                     if self._predict_job is job else None)
+        job.signals.succeeded.connect(partial(self._on_predict_succeeded, self._predict_generation))
+        self.w._start_job(job, visible=True)
+
+    def _on_predict_succeeded(self, generation: int, results) -> None:
+        w = self.w
+        if w.project is None:
+            return
+        for r in results:
+            entry = w.project.entry(r.image_id)
+            if not entry.predicted:
+                w.images.update_entry(w.project.update_entry(r.image_id, predicted=True))
+        w._save_manifest()
+        current = next((r for r in results if w.current is not None and r.image_id == w.current.id), None)
+        if current is not None and w.canvas.image_shape == current.labels.shape and \
+                (generation == self._predict_generation or len(results) > 1):
+            self.prediction = current
+            w.canvas.set_prediction(current.labels, current.uncertainty)
+        if len(results) > 1:
+            w.statusBar().showMessage(f"Predicted {len(results)} images with {results[0].run_id}", 6000)
+
+    def accept(self, mode: str) -> bool:
+        """Copy the prediction into the mask as one undo step."""
+        from segstudio.core.prediction import accept_prediction
+
+        w = self.w
+        doc = w.canvas.document
+        if doc is None or self.prediction is None:
+            w.statusBar().showMessage("No prediction to accept: predict the image first", 4000)
+            return False
+        if doc.read_only:
+            w.report_error("This mask is read-only", doc.read_only)
+            return False
+        edit = accept_prediction(doc, self.prediction.labels, mode,
+                                 classes=[w.canvas.class_value] if mode == "classes" else None)
+        if edit is None:
+            w.statusBar().showMessage("The mask already says what the prediction says", 4000)
+            return False
+        w._on_canvas_stroke_finished()
+        w.statusBar().showMessage("Prediction accepted (Ctrl+Z undoes it); correct it, then Retrain", 6000)
+        return True
+
+    # -- metrics and ranking ---------------------------------------------------------------
+    def measure(self, split: str = "val") -> None:
+        from segstudio.ml.session import measure
+
+        w = self.w
+        if self.active_run is None or w.project is None:
+            w.statusBar().showMessage("No model to measure: train one first", 4000)
+            return
+        w.save_now()
+        run = self.active_run
+        job = Job(measure, w.project.root, run, split, name="Measuring")
+        job.signals.succeeded.connect(lambda report: self._on_measure_succeeded(report, run, split))
+        self.docks[2].raise_()
+        w._start_job(job, visible=True)
+
+    def _on_measure_succeeded(self, report, run: Path, split: str) -> None:
+        self.metrics_panel.show_report(report, run.name, split)
+        if not report.images:
+            self.w.statusBar().showMessage(f"No labelled images in the {split} split to measure", 6000)
+
+    def rank(self) -> None:
+        from segstudio.ml.session import rank
+
+        w = self.w
+        if self.active_run is None or w.project is None:
+            return
+        job = Job(rank, w.project.root, self.active_run, name="Ranking images")
+        job.signals.succeeded.connect(self._on_rank_succeeded)
+        self.docks[1].raise_()
+        w._start_job(job, visible=True)
+
+    def _on_rank_succeeded(self, scores) -> None:
+        project = self.w.project
+        if project is None:
+            return
+        rows = [(s.image_id, project.entry(s.image_id).display_name, s.value()) for s in scores]
+        self.predict_panel.set_ranking(rows)
+
+    def label_next(self) -> None:
+        ids = self.predict_panel.ranked_ids()
+        current = self.w.current.id if self.w.current else None
+        project = self.w.project
+        for image_id in ids:
+            if image_id != current and project is not None and project.entry(image_id).labelled < 1.0:
+                self.w.show_image(image_id)
+                return
+        self.w.statusBar().showMessage("Nothing ranked yet: press 'Rank unlabeled images'", 4000)
+
+    def device_doctor(self) -> None:
+        job = Job(_doctor_job, name="Checking devices")
+        job.signals.succeeded.connect(self._on_doctor_succeeded)
+        self.w._start_job(job)
+
+    def _on_doctor_succeeded(self, text: str) -> None:
+        self.train_panel.show_device(text.splitlines()[0] if text else "")
+        box = QMessageBox(QMessageBox.Icon.Information, "Device doctor", text,
+                          QMessageBox.StandardButton.Ok, self.w)
+        box.setModal(False)
+        box.show()
+        self._doctor_box = box
