@@ -592,6 +592,36 @@ def _run_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export-model --------------------------------------------------------------------------------
+def _add_export_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", type=Path, help="project folder")
+    p.add_argument("--run", default="latest", help="run id, 'latest' (default) or a run folder")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (model.pt, model.onnx, model_card.json)")
+    p.add_argument("--no-onnx", action="store_true", help="only the checkpoint and model card")
+    p.add_argument("--overwrite", action="store_true")
+
+
+@command("export-model", "export a trained run: checkpoint, model card and ONNX")(_add_export_model)
+def _run_export_model(args: argparse.Namespace) -> int:
+    from segstudio.ml.export_model import ModelExportError, export_run
+    from segstudio.ml.export_onnx import OnnxExportError
+    from segstudio.ml.runs import RunError
+
+    try:
+        summary = export_run(args.project, args.run, args.out, onnx=not args.no_onnx,
+                             overwrite=args.overwrite)
+    except (ModelExportError, OnnxExportError, RunError, OSError) as e:
+        err(str(e))
+        return 2
+    onnx = summary["onnx"]
+    check = ""
+    if onnx:
+        check = (f"; ONNX checked with onnxruntime, max |diff| {onnx['max_abs_diff']:.2e}"
+                 if onnx["checked_with_onnxruntime"] else "; ONNX written (onnxruntime not installed: not checked)")
+    print(f"exported run {summary['run']} to {summary['out']}{check}")
+    return 0
+
+
 # -- entry points --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from segstudio import __version__

@@ -96,3 +96,71 @@ class FileMenuMixin:
         for p in paths:
             files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
         self.add_images([f for f in files if is_supported(f)] or files)
+
+    # -- datasets in and out ---------------------------------------------------------------
+    def export_dataset_dialog(self) -> None:
+        from segstudio.ui.export_dialogs import ExportDialog
+
+        if self.project is None:
+            return
+        dlg = ExportDialog([c.name for c in self.project.classes],
+                           self.project.root.parent / f"{self.project.root.name}-dataset", self)
+        if dlg.exec():
+            self.run_export(*dlg.options())
+
+    def run_export(self, out: Path, options):
+        """Export on a worker with progress and Cancel; says where the result is."""
+        from segstudio.io.export import export_dataset
+        from segstudio.workers.job import Job
+
+        if self.project is None:
+            return None
+        self.save_now()
+        job = Job(export_dataset, Project.open(self.project.root), out, options,
+                  name=f"Exporting {options.format}")
+        job.signals.succeeded.connect(self._on_export_succeeded)
+        job.signals.cancelled.connect(
+            lambda: self.statusBar().showMessage("Export cancelled; nothing was written", 6000))
+        return self._start_job(job, visible=True)
+
+    def _on_export_succeeded(self, result) -> None:
+        counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
+        self.last_export = result
+        self.statusBar().showMessage(f"Exported {result.format} ({counts}) to {result.out}", 12000)
+        for s in result.skipped:
+            self.report_error("Export: some images were skipped", s)
+
+    def import_masks_dialog(self) -> None:
+        from segstudio.io.imports import preview_import
+        from segstudio.ui.export_dialogs import ImportDialog
+
+        if self.project is None:
+            return
+        root = self.project.root
+        dlg = ImportDialog([c.name for c in self.project.classes],
+                           lambda src, opts: preview_import(Project.open(root), src, opts), self)
+        if dlg.exec():
+            self.run_import(*dlg.options())
+
+    def run_import(self, src: Path, options):
+        """Import on a worker; the project is reopened afterwards (its masks were replaced)."""
+        from segstudio.io.imports import import_annotations
+        from segstudio.workers.job import Job
+
+        if self.project is None:
+            return None
+        self.save_now()
+        job = Job(import_annotations, Project.open(self.project.root), src, options,
+                  name="Importing masks")
+        job.signals.succeeded.connect(self._on_import_succeeded)
+        return self._start_job(job, visible=True)
+
+    def _on_import_succeeded(self, result) -> None:
+        root = self.project.root if self.project is not None else None
+        if root is not None:
+            self.editing.forget_histories()
+            self.open_project(Project.open(root))
+        added = f"; new classes: {', '.join(result.added_classes)}" if result.added_classes else ""
+        self.statusBar().showMessage(f"Imported masks for {len(result.imported)} image(s){added}", 12000)
+        for s in result.skipped:
+            self.report_error("Import: some files were skipped", s)

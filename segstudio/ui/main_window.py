@@ -188,6 +188,10 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self._action(f, "Open Sample Project", self.open_sample)
         f.addSeparator()
         self._action(f, "Add Images…", self.add_images_dialog, "Ctrl+I")
+        self._action(f, "Import Masks…", self.import_masks_dialog, "Ctrl+Shift+I",
+                     tip="Masks from a folder, COCO, YOLO-seg or labelme")
+        self._action(f, "Export Dataset…", self.export_dataset_dialog, "Ctrl+E",
+                     tip="Indexed PNG, COCO, YOLO-seg, VOC, NIfTI or DICOM-SEG")
         self._action(f, "Save", self.save_now, QKeySequence.StandardKey.Save,
                      tip="Everything is saved after each stroke; this waits until it is on disk")
         f.addSeparator()

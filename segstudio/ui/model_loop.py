@@ -95,6 +95,8 @@ class ModelLoop:
         w._action(m, "Rank Images to Label", self.rank)
         w._action(m, "Next Image to Label", self.label_next, "N")
         m.addSeparator()
+        w._action(m, "Export Model…", self.export_model_dialog,
+                  tip="The active run's checkpoint, model card and an ONNX file")
         w._action(m, "Device Doctor…", self.device_doctor)
 
     # -- runs ------------------------------------------------------------------------------
@@ -306,6 +308,29 @@ class ModelLoop:
                 self.w.show_image(image_id)
                 return
         self.w.statusBar().showMessage("Nothing ranked yet: press 'Rank unlabeled images'", 4000)
+
+    def export_model_dialog(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        if self.active_run is None:
+            self.w.statusBar().showMessage("No model to export: train one first", 4000)
+            return
+        folder = QFileDialog.getExistingDirectory(self.w, "Export the model into")
+        if folder:
+            self.export_model(Path(folder) / f"{self.active_run.name}-export")
+
+    def export_model(self, out: Path, onnx: bool = True) -> Job | None:
+        from segstudio.ml.export_model import export_run
+
+        if self.active_run is None or self.w.project is None:
+            return None
+        job = Job(export_run, self.w.project.root, self.active_run, out, onnx=onnx,
+                  name="Exporting the model")
+        job.signals.succeeded.connect(lambda s: self.w.statusBar().showMessage(
+            f"Model exported to {s['out']}" + (" (ONNX checked against torch)"
+                                               if s["onnx"] and s["onnx"]["checked_with_onnxruntime"] else ""),
+            12000))
+        return self.w._start_job(job, visible=True)
 
     def device_doctor(self) -> None:
         job = Job(_doctor_job, name="Checking devices")

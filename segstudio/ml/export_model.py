@@ -1,0 +1,73 @@
+"""Exporting a trained run: its checkpoint and model card, and an ONNX file checked against torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from segstudio.core.jobs import CancelToken, Progress, ProgressFn
+from segstudio.ml.runs import find_checkpoint, load_run_model, read_model_card, resolve_run_dir
+
+log = logging.getLogger(__name__)
+
+
+class ModelExportError(Exception):
+    """The run cannot be exported; the message says why."""
+
+
+def export_run(project_root: Path | str | None, run: str | Path, out: Path | str, *,
+               onnx: bool = True, overwrite: bool = False, on_progress: ProgressFn | None = None,
+               cancel: CancelToken | None = None) -> dict:
+    """Write `out/` with model.pt, model_card.json and (optionally) model.onnx; returns a summary.
+
+    Written into a temporary folder beside `out` and renamed at the end, like dataset exports.
+    """
+    cancel = cancel or CancelToken()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ModelExportError(f"{out} exists already; choose another folder or allow overwriting")
+    run_dir = resolve_run_dir(project_root, run)
+    ckpt = find_checkpoint(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        report = on_progress or (lambda _p: None)
+        report(Progress(0, 3, "copying the checkpoint"))
+        shutil.copy2(ckpt, tmp / "model.pt")
+        card = read_model_card(run_dir)
+        summary = {"run": run_dir.name, "checkpoint": ckpt.name, "onnx": None}
+        cancel.raise_if_cancelled()
+        if onnx:
+            report(Progress(1, 3, "writing ONNX"))
+            from segstudio.ml.export_onnx import export_onnx
+
+            model, _normalise, _classes = load_run_model(project_root, run_dir)
+            in_channels = int(card.get("in_channels") or model_in_channels(model))
+            result = export_onnx(model, in_channels, tmp / "model.onnx")
+            summary["onnx"] = {"file": "model.onnx", "opset": result.opset,
+                               "checked_with_onnxruntime": result.checked,
+                               "max_abs_diff": result.max_abs_diff}
+        cancel.raise_if_cancelled()
+        card = {**card, "exported": summary}
+        (tmp / "model_card.json").write_text(json.dumps(card, indent=2, allow_nan=False),
+                                            encoding="utf-8")
+        report(Progress(3, 3, "done"))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        return {**summary, "out": str(out)}
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def model_in_channels(model) -> int:
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            return int(m.in_channels)
+    raise ModelExportError("cannot tell the model's input channels")

@@ -1,0 +1,201 @@
+"""Export and Import dialogs: they edit option dataclasses; the window runs the jobs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
+                               QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+                               QListWidget, QListWidgetItem, QPushButton, QSpinBox, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from segstudio.io.export import FORMATS, ExportOptions
+
+FORMAT_TEXT = {"png": "Indexed PNG masks (VOC palette)", "coco": "COCO JSON (polygons or RLE)",
+               "yolo": "YOLO segmentation (Ultralytics)", "voc": "Pascal VOC layout",
+               "nifti": "NIfTI .nii.gz (medical)", "dicom-seg": "DICOM-SEG (medical)"}
+IMPORT_TEXT = {"folder": "Folder of mask images (matched by file name)", "coco": "COCO JSON",
+               "yolo": "YOLO segmentation labels", "labelme": "labelme JSON files"}
+NEW_CLASS = "(new class)"
+
+
+def _path_row(edit: QLineEdit, pick) -> QWidget:
+    row = QWidget()
+    lay = QHBoxLayout(row)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.addWidget(edit, 1)
+    b = QPushButton("Browse…")
+    b.clicked.connect(pick)
+    lay.addWidget(b)
+    return row
+
+
+class ExportDialog(QDialog):
+    def __init__(self, class_names: list[str], default_out: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export dataset")
+        self.format = QComboBox()
+        for f in FORMATS:
+            self.format.addItem(FORMAT_TEXT.get(f, f), f)
+        self.out = QLineEdit(str(default_out))
+        self.split = QComboBox()
+        self.split.addItem("the project's train/validation split", "project")
+        self.split.addItem("new random split by ratios", "ratios")
+        self.ratios = [QDoubleSpinBox() for _ in range(3)]
+        for box, v in zip(self.ratios, (0.8, 0.2, 0.0)):
+            box.setRange(0, 1)
+            box.setSingleStep(0.05)
+            box.setValue(v)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 1_000_000)
+        self.images = QComboBox()
+        for key, text in (("copy", "copy images"), ("link", "link images"), ("none", "masks only")):
+            self.images.addItem(text, key)
+        self.unlabeled = QComboBox()
+        self.unlabeled.addItem("stay unlabeled (255, ignored by training)", "ignore")
+        self.unlabeled.addItem("become background (0)", "background")
+        self.only_full = QCheckBox("Only fully labelled images")
+        self.coco_rle = QCheckBox("COCO as RLE (lossless; polygons cannot hold holes)")
+        self.overwrite = QCheckBox("Replace the folder if it exists")
+        self.classes = QListWidget()
+        for name in class_names[1:]:
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            self.classes.addItem(item)
+        ratio_row = QWidget()
+        rl = QHBoxLayout(ratio_row)
+        rl.setContentsMargins(0, 0, 0, 0)
+        for label, box in zip(("train", "val", "test"), self.ratios):
+            rl.addWidget(QLabel(label))
+            rl.addWidget(box)
+        rl.addWidget(QLabel("seed"))
+        rl.addWidget(self.seed)
+        form = QFormLayout()
+        form.addRow("Format", self.format)
+        form.addRow("Folder", _path_row(self.out, self._pick_out))
+        form.addRow("Split", self.split)
+        form.addRow("Ratios", ratio_row)
+        form.addRow("Images", self.images)
+        form.addRow("Unlabeled pixels", self.unlabeled)
+        form.addRow("Classes", self.classes)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Export")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        for w in (self.only_full, self.coco_rle, self.overwrite):
+            layout.addWidget(w)
+        layout.addWidget(buttons)
+
+    def _pick_out(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export into", self.out.text())
+        if folder:
+            self.out.setText(str(Path(folder) / "dataset"))
+
+    def options(self) -> tuple[Path, ExportOptions]:
+        kept = tuple(self.classes.item(i).text() for i in range(self.classes.count())
+                     if self.classes.item(i).checkState() == Qt.CheckState.Checked)
+        all_kept = len(kept) == self.classes.count()
+        opts = replace(ExportOptions(), format=self.format.currentData(),
+                       split=self.split.currentData(),
+                       ratios=tuple(b.value() for b in self.ratios), seed=self.seed.value(),
+                       images=self.images.currentData(), unlabeled=self.unlabeled.currentData(),
+                       only_fully_labelled=self.only_full.isChecked(),
+                       classes=None if all_kept else kept,
+                       coco_mode="rle" if self.coco_rle.isChecked() else "polygon",
+                       overwrite=self.overwrite.isChecked())
+        return Path(self.out.text()), opts
+
+
+class ImportDialog(QDialog):
+    """Pick a source and format; after 'Check', map the source's class names to the project's."""
+
+    def __init__(self, project_classes: list[str], preview_fn, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Import masks")
+        self._preview_fn = preview_fn
+        self._project_classes = project_classes
+        self.format = QComboBox()
+        for key, text in IMPORT_TEXT.items():
+            self.format.addItem(text, key)
+        self.src = QLineEdit()
+        self.unannotated = QComboBox()
+        self.unannotated.addItem("background (0)", "background")
+        self.unannotated.addItem("unlabeled (255)", "ignore")
+        self.skip_unmatched = QCheckBox("Skip files for images that are not in the project")
+        self.check_button = QPushButton("Check")
+        self.check_button.clicked.connect(self.check)
+        self.summary = QLabel("Choose the source and press Check.")
+        self.summary.setWordWrap(True)
+        self.mapping = QTableWidget(0, 2)
+        self.mapping.setHorizontalHeaderLabels(["in the source", "becomes"])
+        self.mapping.horizontalHeader().setStretchLastSection(True)
+        form = QFormLayout()
+        form.addRow("Format", self.format)
+        form.addRow("Source", _path_row(self.src, self._pick_src))
+        form.addRow("Pixels no shape covers", self.unannotated)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Import")
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(False)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.skip_unmatched)
+        layout.addWidget(self.check_button)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.mapping, 1)
+        layout.addWidget(self.buttons)
+        self.resize(560, 480)
+
+    def _pick_src(self) -> None:
+        if self.format.currentData() in ("coco",):
+            path, _ = QFileDialog.getOpenFileName(self, "COCO JSON", "", "JSON (*.json)")
+        else:
+            path = QFileDialog.getExistingDirectory(self, "Folder to import")
+        if path:
+            self.src.setText(path)
+
+    def options(self, mapping: dict[str, str] | None = None):
+        from segstudio.io.imports import ImportOptions
+
+        mapping = self.current_mapping() if mapping is None else mapping
+        new = any(v == NEW_CLASS for v in mapping.values())
+        return Path(self.src.text()), ImportOptions(
+            format=self.format.currentData(),
+            mapping={k: (k if v == NEW_CLASS else v) for k, v in mapping.items()} or None,
+            new_classes=new, unannotated=self.unannotated.currentData(),
+            skip_unmatched=self.skip_unmatched.isChecked())
+
+    def check(self) -> bool:
+        """Read the whole source (nothing is written) and fill the class mapping."""
+        src, opts = self.options(mapping={})
+        try:
+            preview = self._preview_fn(src, replace(opts, new_classes=True))
+        except Exception as e:   # the importer's errors name the file and place
+            self.summary.setText(f"<b>Cannot import:</b> {e}")
+            self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(False)
+            return False
+        self.summary.setText(f"{len(preview.images)} image(s) get a mask; classes in the source: "
+                             f"{', '.join(preview.source_classes) or 'none'}"
+                             + (f"; skipped: {len(preview.skipped)}" if preview.skipped else ""))
+        self.mapping.setRowCount(0)
+        lowered = {c.casefold(): c for c in self._project_classes}
+        for name in preview.source_classes:
+            row = self.mapping.rowCount()
+            self.mapping.insertRow(row)
+            self.mapping.setItem(row, 0, QTableWidgetItem(name))
+            combo = QComboBox()
+            combo.addItems([*self._project_classes, NEW_CLASS])
+            combo.setCurrentText(lowered.get(name.casefold(), NEW_CLASS))
+            self.mapping.setCellWidget(row, 1, combo)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(bool(preview.images))
+        return True
+
+    def current_mapping(self) -> dict[str, str]:
+        return {self.mapping.item(r, 0).text(): self.mapping.cellWidget(r, 1).currentText()
+                for r in range(self.mapping.rowCount())}

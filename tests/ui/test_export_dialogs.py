@@ -1,0 +1,84 @@
+"""Export and import from the window: dialogs, jobs with progress, results on disk."""
+
+import json
+
+import numpy as np
+from PySide6.QtCore import Qt
+
+from segstudio.io.project import Project
+from segstudio.ui.app import build_main_window
+from segstudio.ui.export_dialogs import NEW_CLASS, ExportDialog, ImportDialog
+
+
+def _window(qtbot, root):
+    w = build_main_window(Project.open(root))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.canvas.document is not None, timeout=10_000)
+    return w
+
+
+def test_export_dialog_builds_the_options(qtbot, tmp_path):
+    dlg = ExportDialog(["background", "cell", "debris"], tmp_path / "ds")
+    qtbot.addWidget(dlg)
+    dlg.format.setCurrentIndex(dlg.format.findData("coco"))
+    dlg.split.setCurrentIndex(dlg.split.findData("ratios"))
+    dlg.coco_rle.setChecked(True)
+    dlg.classes.item(1).setCheckState(Qt.CheckState.Unchecked)
+    out, opts = dlg.options()
+    assert out == tmp_path / "ds" and opts.format == "coco" and opts.split == "ratios"
+    assert opts.coco_mode == "rle" and opts.classes == ("cell",)
+
+
+def test_export_png_and_coco_from_the_window_then_import_back(qtbot, sample_copy, tmp_path):
+    w = _window(qtbot, sample_copy)
+    doc = w.canvas.document
+    painted = doc.mask.copy()
+    from segstudio.io.export import ExportOptions
+    for fmt in ("png", "coco"):
+        job = w.run_export(tmp_path / fmt, ExportOptions(format=fmt))
+        with qtbot.waitSignal(job.signals.finished, timeout=60_000):
+            pass
+        qtbot.waitUntil(lambda: getattr(w, "last_export", None) is not None
+                        and w.last_export.format == fmt, timeout=10_000)
+    assert (tmp_path / "png" / "classes.json").is_file()
+    coco = json.loads(next((tmp_path / "coco" / "annotations").glob("instances_train.json")).read_text())
+    assert [c["name"] for c in coco["categories"]] == ["nucleus"]
+    # import the PNG export into a fresh copy of the project through the dialog's options
+    dlg = ImportDialog([c.name for c in w.project.classes],
+                       lambda src, opts: __import__("segstudio.io.imports", fromlist=["x"]).preview_import(
+                           Project.open(sample_copy), src, opts))
+    qtbot.addWidget(dlg)
+    dlg.src.setText(str(tmp_path / "png" / "masks" / "train"))
+    assert dlg.check()
+    assert dlg.current_mapping().get("nucleus") == "nucleus"
+    src, opts = dlg.options()
+    job = w.run_import(src, opts)
+    with qtbot.waitSignal(job.signals.finished, timeout=60_000):
+        pass
+    assert not any("Import" in e for e in w.errors), w.errors
+    qtbot.waitUntil(lambda: w.canvas.document is not None and w.current is not None, timeout=10_000)
+    assert np.array_equal(w.canvas.document.mask, painted)
+
+
+def test_import_dialog_reports_bad_input_and_offers_new_classes(qtbot, sample_copy, tmp_path):
+    from segstudio.io.imports import preview_import
+    bad = tmp_path / "labels"
+    bad.mkdir()
+    (bad / "classes.txt").write_text("nucleus\n")
+    (bad / "nuclei_01.txt").write_text("0 0.1 0.1 0.2\n")          # odd number of coordinates
+    dlg = ImportDialog(["background", "nucleus"],
+                       lambda src, opts: preview_import(Project.open(sample_copy), src, opts))
+    qtbot.addWidget(dlg)
+    dlg.format.setCurrentIndex(dlg.format.findData("yolo"))
+    dlg.src.setText(str(bad))
+    assert not dlg.check()
+    assert "nuclei_01.txt" in dlg.summary.text() and "line 1" in dlg.summary.text()
+    assert not dlg.buttons.button(dlg.buttons.StandardButton.Ok).isEnabled()
+    # a good file with a class the project lacks: offered as a new class
+    (bad / "classes.txt").write_text("mitosis\n")
+    (bad / "nuclei_01.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5 0.1 0.5\n")
+    assert dlg.check()
+    assert dlg.current_mapping() == {"mitosis": NEW_CLASS}
+    _src, opts = dlg.options()
+    assert opts.new_classes and opts.mapping == {"mitosis": "mitosis"}
