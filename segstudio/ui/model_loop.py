@@ -10,7 +10,7 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QTimer, Qt
 from PySide6.QtWidgets import QMessageBox
 
 from segstudio.core.jobs import Progress
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 STARTER_MODELS = Path(__file__).resolve().parents[2] / "models"
 AUTO_PREDICT_MAX_PIXELS = 4_000_000     # bigger images are predicted on request only
+WARM_UP_DELAY_MS = 1500
 
 
 def _train_job(project_root: Path, values: dict, init_from: Path | None, *, on_progress=None,
@@ -36,6 +37,20 @@ def _train_job(project_root: Path, values: dict, init_from: Path | None, *, on_p
         on_progress(Progress(0, 1000, f"device: {describe(pick_device(cfg.device))}"))
     return train(Project.open(project_root), cfg, init_from=init_from,
                  on_progress=on_progress, cancel=cancel)
+
+
+def _warm_up_job(*, on_progress=None, cancel=None) -> None:
+    """Import the training stack ahead of need.
+
+    Its first import runs ~1 s of Python bytecode holding the GIL (torch.optim pulls in sympy);
+    done while the window is idle after opening, it no longer stalls the window when the user
+    presses Train.
+    """
+    import torch
+
+    import segstudio.ml.train  # noqa: F401
+
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
 
 def _doctor_job(*, on_progress=None, cancel=None) -> str:
@@ -62,6 +77,7 @@ class ModelLoop:
         self.train_job: Job | None = None
         self._predict_generation = 0
         self._predict_job: Job | None = None
+        self._warmed = False
         self._build_menu()
         tp, pp, mp = self.train_panel, self.predict_panel, self.metrics_panel
         tp.start_requested.connect(self.start_training)
@@ -103,6 +119,9 @@ class ModelLoop:
     def project_opened(self, project: Project) -> None:
         self.prediction = None
         self.refresh_runs(select_latest=True)
+        if not self._warmed:
+            self._warmed = True
+            QTimer.singleShot(WARM_UP_DELAY_MS, lambda: self.w._start_job(Job(_warm_up_job, name="warm-up")))
 
     def refresh_runs(self, select_latest: bool = False) -> None:
         project = self.w.project
