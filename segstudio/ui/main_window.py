@@ -581,6 +581,10 @@ class MainWindow(FileMenuMixin, QMainWindow):
         opacity = value(st, "view/opacity", 0.5, float)
         self.display_panel.opacity.setValue(int(round(opacity * 100)))
         self.canvas.set_opacity(opacity)
+        device = value(st, "train/device", "auto", str)
+        if device in [self.model_loop.train_panel.device.itemText(i)
+                      for i in range(self.model_loop.train_panel.device.count())]:
+            self.model_loop.train_panel.device.setCurrentText(device)
         self.outline_action.setChecked(value(st, "view/outline", False, bool))
         self.canvas.set_outline(self.outline_action.isChecked())
 
@@ -592,6 +596,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         st.setValue("tools/brush_radius", self.canvas.brush_radius)
         st.setValue("view/opacity", self.canvas.opacity)
         st.setValue("view/outline", self.canvas.outline)
+        st.setValue("train/device", self.model_loop.train_panel.device.currentText())
         st.sync()
 
     def reset_layout(self) -> None:

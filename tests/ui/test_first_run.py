@@ -46,12 +46,14 @@ def test_settings_persist_and_layout_resets(qtbot, sample_copy):
     w.set_brush_radius(17)
     w.display_panel.opacity.setValue(80)
     w.outline_action.trigger()
+    w.model_loop.train_panel.device.setCurrentText("cpu")
     images_dock = w.images.parent()
     images_dock.hide()
     w.close()
     w2 = _show(qtbot, build_main_window(Project.open(sample_copy)))
     assert w2.canvas.tool == "polygon" and w2.canvas.brush_radius == 17
     assert abs(w2.canvas.opacity - 0.8) < 1e-6 and w2.canvas.outline
+    assert w2.model_loop.train_panel.device.currentText() == "cpu"
     assert not w2.images.parent().isVisible()
     w2.reset_layout()
     assert w2.images.parent().isVisible()
