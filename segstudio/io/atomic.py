@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,23 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete temporaries a killed writer left behind; returns how many."""
+STALE_AFTER_S = 600.0
+
+
+def remove_stale_temporaries(folder: Path, older_than_s: float = STALE_AFTER_S) -> int:
+    """Delete temporaries a killed writer left behind; returns how many.
+
+    Only old ones: a fresh temporary may belong to a writer at work right now (another thread
+    opening the same project must never pull a file from under a save in progress).
+    """
     n = 0
     if folder.is_dir():
+        now = time.time()
         for p in folder.glob(f".*{TMP_SUFFIX}"):
             try:
-                p.unlink()
-                n += 1
+                if now - p.stat().st_mtime > older_than_s:
+                    p.unlink()
+                    n += 1
             except OSError:
                 pass
     return n

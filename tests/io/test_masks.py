@@ -78,3 +78,19 @@ def _noise_rect(rng):
     y, x = rng.integers(0, 400, 2)
     r = Rect(int(y), int(x), int(y) + 100, int(x) + 100)
     return r, np.ones((100, 100), bool), rng.integers(0, 4, (100, 100)).astype(np.uint8)
+
+
+def test_opening_a_project_never_removes_a_temporary_in_use(tmp_path):
+    """A worker opening the project while the GUI saves must not delete the save's temporary."""
+    import os
+    import time
+
+    from segstudio.io.atomic import remove_stale_temporaries
+    fresh = tmp_path / ".project.json.abc.tmp"
+    old = tmp_path / ".mask.png.def.tmp"
+    fresh.write_text("being written")
+    old.write_text("left by a crash")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    MaskStore(tmp_path)
+    assert fresh.exists() and not old.exists()
+    assert remove_stale_temporaries(tmp_path, older_than_s=0) == 1

@@ -85,6 +85,8 @@ def test_train_then_measure_rank_and_retrain(qtbot, win):
     qtbot.waitUntil(lambda: mp.report is not None, timeout=60_000)
     assert mp.classes.rowCount() == 3 and mp.classes.item(1, 0).text() == "nucleus"
     assert mp.confusion.rowCount() == 2 and mp.images.rowCount() == 2
+    ious = [mp.images.item(r, 1).value for r in range(2)]
+    assert ious == sorted(ious, key=lambda v: (v != v, v))          # worst first
     iou_text = mp.classes.item(1, 1).text()
     assert iou_text == "—" or 0.0 <= float(iou_text) <= 1.0
     # label this next

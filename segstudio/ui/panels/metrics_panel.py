@@ -116,6 +116,7 @@ class MetricsPanel(QWidget):
                 self.images.setItem(r, c, _NumberItem(float(v)))
             self.images.setItem(r, 4, _NumberItem(float(row.pixels), str(row.pixels)))
         self.images.setSortingEnabled(True)
+        self.images.sortItems(1, Qt.SortOrder.AscendingOrder)     # worst mean IoU first
 
     def _show_confusion(self, report) -> None:
         norm = report.normalized_confusion("true")
