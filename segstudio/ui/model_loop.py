@@ -95,6 +95,7 @@ class ModelLoop:
         mp.evaluate_requested.connect(self.measure)
         mp.image_requested.connect(window.show_image)
         window.image_shown.connect(self._on_window_image_shown)
+        window.images.predict_requested.connect(self.predict_selected)
 
     def _build_menu(self) -> None:
         w = self.w
@@ -227,9 +228,15 @@ class ModelLoop:
         w = self.w
         if self.active_run is None or w.project is None:
             return
-        self._predict([e.id for e in w.project.images], name="Predicting all images", show=False)
+        self._predict([e.id for e in w.project.images], name="Predicting all images")
 
-    def _predict(self, ids: list[str], name: str, show: bool = True) -> None:
+    def predict_selected(self, ids: list[str]) -> None:
+        if self.active_run is None or self.w.project is None:
+            self.w.statusBar().showMessage("No model yet: train one first", 4000)
+            return
+        self._predict(list(ids), name=f"Predicting {len(ids)} image(s)")
+
+    def _predict(self, ids: list[str], name: str) -> None:
         from segstudio.ml.session import predict_images
 
         self._predict_generation += 1

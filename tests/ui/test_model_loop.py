@@ -58,7 +58,12 @@ def test_starter_model_predicts_and_accept_is_one_undo_step(qtbot, win):
     w.redo_action.trigger()
     w._autosaver.flush()
     assert np.array_equal(Project.open(w.project.root).masks.load("nuclei_07", doc.shape), labels)
-    assert "predicted" in w.project.entry("nuclei_07").status or w.project.entry("nuclei_07").predicted
+    assert w.project.entry("nuclei_07").predicted
+    # predicting a selection from the image list marks those images as predicted
+    w.images.predict_requested.emit(["nuclei_12", "nuclei_14"])
+    qtbot.waitUntil(lambda: w.project.entry("nuclei_12").predicted and w.project.entry("nuclei_14").predicted,
+                    timeout=60_000)
+    assert "predicted" in w.images.list.item(13).text()
 
 
 def test_train_then_measure_rank_and_retrain(qtbot, win):

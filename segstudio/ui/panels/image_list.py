@@ -46,6 +46,7 @@ class ImageListPanel(QWidget):
     image_activated = Signal(str)
     split_chosen = Signal(object, str)       # image ids, "train" / "val" / "test"
     reviewed_toggled = Signal(object, bool)  # image ids, reviewed or not
+    predict_requested = Signal(object)       # image ids
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -136,6 +137,8 @@ class ImageListPanel(QWidget):
             act = menu.addAction(f"Use for {SPLIT_TEXT[split]}")
             act.triggered.connect(lambda _c=False, s=split: self.split_chosen.emit(ids, s))
         menu.addSeparator()
+        menu.addAction(f"Predict {len(ids)} selected image(s)").triggered.connect(
+            lambda: self.predict_requested.emit(ids))
         reviewed = all(self._entries[i].reviewed for i in ids)
         act = menu.addAction("Mark as not reviewed" if reviewed else "Mark as reviewed")
         act.triggered.connect(lambda: self.reviewed_toggled.emit(ids, not reviewed))
