@@ -264,13 +264,21 @@ class TrainStep:
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      foreach=True)
 
-    def to_device(self, xb: np.ndarray, yb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        pin = self.device.type == "cuda"
+    def host_batch(self, xb: np.ndarray, yb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """CPU tensors of a numpy batch, page-locked on CUDA (the prefetch thread calls this)."""
         x, y = torch.from_numpy(xb), torch.from_numpy(yb)
-        if pin:
+        if self.device.type == "cuda":
             x, y = x.pin_memory(), y.pin_memory()
-        x = x.to(self.device, non_blocking=pin).contiguous(memory_format=self.memory_format)
-        return x, y.to(self.device, non_blocking=pin).long()
+        return x, y
+
+    def to_device(self, xb: np.ndarray | torch.Tensor, yb: np.ndarray | torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch on the device; from pinned memory the copy overlaps the GPU's work."""
+        if not isinstance(xb, torch.Tensor):
+            xb, yb = self.host_batch(xb, yb)
+        nb = self.device.type == "cuda"
+        x = xb.to(self.device, non_blocking=nb).contiguous(memory_format=self.memory_format)
+        return x, yb.to(self.device, non_blocking=nb).long()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Forward, backward, update; returns the loss (NaN/inf checked by the caller)."""
@@ -460,7 +468,7 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
                            seed=dctx.seed(cfg.seed * 1_000_003 + state["step"]),
                            augment=Augment() if cfg.augment else Augment.none(),
                            label_bias=cfg.label_bias)
-    stream = Prefetcher(sampler)
+    stream = Prefetcher(sampler, transform=stepper.host_batch)
     val_samples = data.val or data.train
     last_metrics: dict[str, float] = {}
     status = "finished"

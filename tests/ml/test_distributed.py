@@ -40,24 +40,29 @@ def _torchrun(args: list[str], dump: Path, nproc: int = 2) -> subprocess.Complet
 def test_torchrun_two_cpu_ranks_train_one_run(tmp_path, rng):
     root = make_project(tmp_path, rng)
     dump = tmp_path / "dump"
-    proc = _torchrun(["train", str(root), "--preset", "tiny", "--epochs", "2",
+    # a 2-level U-Net with batch norm: its running statistics must end equal too
+    config = tmp_path / "segstudio.toml"
+    config.write_text('[train]\npreset = "fast"\ndepth = 2\nwidth = 4\n')
+    proc = _torchrun(["train", str(root), "--config", str(config), "--epochs", "2",
                       "--steps-per-epoch", "3", "--batch-size", "2", "--patch-size", "32",
                       "--device", "cpu", "--threads", "1"], dump)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
 
     ranks = [json.loads((dump / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["world_size"] for r in ranks] == [2, 2], out
     # DDP kept the weights equal although each rank saw other patches
-    assert ranks[0]["state_sha256"] == ranks[1]["state_sha256"]
-    assert ranks[0]["first_batch_sha256"] != ranks[1]["first_batch_sha256"]
+    assert ranks[0]["state_sha256"] == ranks[1]["state_sha256"], (ranks, out)
+    assert ranks[0]["first_batch_sha256"] != ranks[1]["first_batch_sha256"], out
 
     # rank 0 alone wrote: one run folder, one model card, one result line
     runs = [d for d in (root / "runs").iterdir() if d.is_dir()]
-    assert len(runs) == 1, runs
-    assert sorted(p.name for p in runs[0].iterdir()) == ["best.pt", "last.pt", "model_card.json"]
-    assert proc.stdout.count("run: ") == 1 and f"run: {runs[0]}" in proc.stdout
+    assert len(runs) == 1, (runs, out)
+    files = sorted(p.name for p in runs[0].iterdir())
+    assert files == ["best.pt", "last.pt", "model_card.json"], (files, out)
+    assert proc.stdout.count("run: ") == 1 and f"run: {runs[0]}" in proc.stdout, out
     card = read_card(runs[0])
-    assert card["epochs"] == 2 and card["steps"] == 6 and card["status"] == "finished"
+    assert (card["epochs"], card["steps"], card["status"]) == (2, 6, "finished"), (card, out)
     assert [h["epoch"] for h in card["history"]] == [1.0, 2.0]
 
     # last.pt holds the weights both ranks ended with; the app loads the run and predicts
