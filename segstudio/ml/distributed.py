@@ -113,19 +113,28 @@ class DistContext:
         """Rank 0 creates the run folder; every rank gets its path (same layout as one process)."""
         return Path(self.from_main(lambda: str(make())))
 
-    def step_agree(self, loss: float, stop: bool, cancelled: bool) -> tuple[float, bool, bool]:
-        """(mean loss over ranks, any rank wants to stop, any rank was cancelled): one all-reduce."""
+    def agree_step(self, fraction: float, stop: bool, cancelled: bool
+                   ) -> tuple[float, bool, bool]:
+        """(mean run fraction, any rank wants to stop, any rank was cancelled): one all-reduce.
+
+        The fraction drives the learning rate; under a time budget each rank's clock gives a
+        slightly different one, and different rates would pull identical weights apart.
+        """
         if not self.enabled:
-            return loss, stop, cancelled
-        t = torch.tensor([loss, float(stop), float(cancelled)], dtype=torch.float64,
-                         device=self._comm_device())
-        dist.all_reduce(t)
-        total, stops, cancels = t.tolist()
+            return fraction, stop, cancelled
+        total, stops, cancels = self._sum([fraction, float(stop), float(cancelled)])
         return total / self.world_size, stops > 0, cancels > 0
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank when it is True on any rank."""
-        return self.step_agree(0.0, flag, False)[1]
+    def mean(self, value: float) -> float:
+        """The mean of `value` over ranks (a NaN on any rank makes it NaN everywhere)."""
+        if not self.enabled:
+            return value
+        return self._sum([value])[0] / self.world_size
+
+    def _sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t)
+        return t.tolist()
 
     def sync_buffers(self, model: nn.Module) -> None:
         """Copy rank 0's buffers (batch-norm running statistics) to every rank.

@@ -478,24 +478,25 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
         while state["epoch"] < cfg.epochs and status == "finished":
             epoch_loss, epoch_steps = 0.0, 0
             for _ in range(cfg.steps_per_epoch):
+                fraction = progress_fraction()
                 over_budget = bool(budget and time.perf_counter() - started >= budget)
                 if dctx.enabled:   # every rank stops at the same step, or one waits forever
-                    _, over_budget, cancelled = dctx.step_agree(0.0, over_budget, cancel.cancelled)
+                    fraction, over_budget, cancelled = dctx.agree_step(fraction, over_budget,
+                                                                       cancel.cancelled)
                     if cancelled:
                         cancel.cancel()
                 cancel.raise_if_cancelled()
                 if over_budget:
                     status = "time-budget"
                     break
-                lr = cfg.lr * lr_factor(progress_fraction(), cfg.schedule, cfg.warmup)
+                lr = cfg.lr * lr_factor(fraction, cfg.schedule, cfg.warmup)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 batch = next(stream)
                 if first_batch is None and os.environ.get(distributed.RANK_DUMP_ENV):
                     first_batch = distributed.batch_hash(*batch)
                 value = stepper(*stepper.to_device(*batch))
-                if dctx.enabled:   # the mean over ranks: a NaN anywhere stops every rank
-                    value = dctx.step_agree(value, False, False)[0]
+                value = dctx.mean(value)   # over ranks: a NaN anywhere stops every rank
                 state["step"] += 1
                 if not math.isfinite(value):
                     raise TrainingError(

@@ -77,6 +77,26 @@ def test_torchrun_two_cpu_ranks_train_one_run(tmp_path, rng):
     assert pred.labels.shape == (40, 48) and set(np.unique(pred.labels)) <= {0, 1}
 
 
+def test_torchrun_ranks_agree_on_a_time_budget(tmp_path, rng):
+    """Each rank's clock differs: stopping and the learning rate must still be agreed."""
+    root = make_project(tmp_path, rng)
+    dump = tmp_path / "dump"
+    config = tmp_path / "segstudio.toml"
+    config.write_text("[train]\npatience = 0\n")          # 0: never stop early
+    proc = _torchrun(["train", str(root), "--config", str(config), "--preset", "tiny",
+                      "--epochs", "100000",
+                      "--steps-per-epoch", "4", "--minutes", "0.06", "--batch-size", "2",
+                      "--patch-size", "32", "--device", "cpu", "--threads", "1", "--quiet"], dump)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    ranks = [json.loads((dump / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["state_sha256"] == ranks[1]["state_sha256"], (ranks, out)
+    (run,) = [d for d in (root / "runs").iterdir() if d.is_dir()]
+    card = read_card(run)
+    assert card["status"] == "time-budget" and card["steps"] >= 1, (card, out)
+    assert state_hash(load_checkpoint(run / "last.pt")["state_dict"]) == ranks[0]["state_sha256"]
+
+
 def test_single_process_context_is_a_pass_through(monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
@@ -86,7 +106,8 @@ def test_single_process_context_is_a_pass_through(monkeypatch):
     assert ctx.wrap(model) is model
     assert ctx.seed(7) == 7
     assert ctx.shared_run_dir(lambda: Path("/x/run")) == Path("/x/run")
-    assert ctx.step_agree(1.5, True, False) == (1.5, True, False)
+    assert ctx.agree_step(0.25, True, False) == (0.25, True, False)
+    assert ctx.mean(1.5) == 1.5
     ctx.barrier()
     ctx.close()
 
