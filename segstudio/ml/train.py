@@ -68,7 +68,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True                     # mixed precision, CUDA only
     channels_last: bool = True
-    compile: bool = False                # torch.compile the training forward (CUDA: measured first)
+    compile: bool = False                # torch.compile the training forward (slower start)
     threads: int | None = None           # torch CPU threads; None keeps torch's default
     seed: int = 0
     val_tile: int = 512                  # validation runs whole images up to this many pixels a side
@@ -439,6 +439,7 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
                  "val_images": [s.id for s in data.val],
                  "train_class_pixels": {str(k): v for k, v in data.class_pixels().items()}},
         "versions": versions(), "device": describe(device),
+        "world_size": dctx.world_size,     # processes under torchrun; global batch = batch x this
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
         "resumed": resume is not None, "fine_tuned_from": str(init_from) if init_from else None,
         "warnings": warnings, "checkpoints": {"best": "best.pt", "last": "last.pt"},
