@@ -24,11 +24,11 @@ from torch import nn
 from segstudio.core.classes import BACKGROUND, UNLABELED
 from segstudio.core.jobs import Cancelled, CancelToken, Progress, ProgressFn
 from segstudio.core.metrics import confusion_matrix, iou_dice, mean_over
+from segstudio.ml import distributed
 from segstudio.ml.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from segstudio.ml.data import (Augment, DataError, Normalisation, PatchSampler, Prefetcher,
                                TrainingData, snapshot_project)
 from segstudio.ml.device import describe, pick_device
-from segstudio.ml import distributed
 from segstudio.ml.models import build_model, count_parameters, preset_spec
 from segstudio.ml.runs import find_run, new_run_dir, versions, write_card
 
