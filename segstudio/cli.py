@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -458,6 +459,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the training step (slower start, often faster on CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only the result")
 
 
@@ -474,7 +477,7 @@ def train_config_from_args(args: argparse.Namespace):
         table = tomllib.loads(args.config.read_text(encoding="utf-8"))
         values.update(table.get("train", table))
     for flag in ("preset", "epochs", "minutes", "device", "batch_size", "patch_size",
-                 "steps_per_epoch", "lr", "seed", "threads"):
+                 "steps_per_epoch", "lr", "seed", "threads", "compile"):
         if getattr(args, flag, None) is not None:
             values[flag] = getattr(args, flag)
     return TrainConfig.from_dict(dataclasses.asdict(TrainConfig()) | values)
@@ -534,8 +537,13 @@ def _run_train(args: argparse.Namespace) -> int:
     from segstudio.ml.checkpoint import CheckpointError
     from segstudio.ml.data import DataError
     from segstudio.ml.device import DeviceError
+    from segstudio.ml.distributed import is_main_process, quiet_other_ranks
     from segstudio.ml.models import ModelError
     from segstudio.ml.train import TrainingError, train
+
+    # under torchrun every rank runs this command; rank 0 alone prints, logs and writes
+    quiet_other_ranks()
+    main_rank = is_main_process()
 
     try:
         cfg = train_config_from_args(args)
@@ -554,16 +562,20 @@ def _run_train(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         result = train(project, cfg, resume=args.resume, init_from=args.init_from,
-                       on_progress=None if args.quiet else ProgressBar(), cancel=token)
+                       on_progress=None if args.quiet or not main_rank else ProgressBar(),
+                       cancel=token)
     except Cancelled:
-        err("cancelled; the run folder keeps best.pt and last.pt (continue with --resume RUN)")
+        if main_rank:
+            err("cancelled; the run folder keeps best.pt and last.pt (continue with --resume RUN)")
         return 130
     except (TrainingError, DataError, CheckpointError, DeviceError, ModelError,
             FileNotFoundError) as e:
-        err(str(e))
+        err(str(e) if main_rank else f"rank {os.environ.get('RANK')}: {e}")
         return 1
     finally:
         signal.signal(signal.SIGINT, previous)
+    if not main_rank:
+        return 0
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     best = result.best_metrics

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -321,10 +321,16 @@ class PatchSampler:
 
 
 class Prefetcher:
-    """Builds batches on a background thread (numpy and OpenCV release the GIL), `depth` ahead."""
+    """Builds batches on a background thread (numpy and OpenCV release the GIL), `depth` ahead.
 
-    def __init__(self, sampler: PatchSampler, depth: int = 2) -> None:
+    `transform(x, y)`, when given, also runs on that thread: the trainer turns batches into
+    page-locked tensors there, so the training loop only starts the copy to the GPU.
+    """
+
+    def __init__(self, sampler: PatchSampler, depth: int = 2,
+                 transform: Callable[[np.ndarray, np.ndarray], Any] | None = None) -> None:
         self._sampler = sampler
+        self._transform = transform
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="segstudio-patches", daemon=True)
@@ -334,6 +340,8 @@ class Prefetcher:
         try:
             while not self._stop.is_set():
                 item = self._sampler.next_batch()
+                if self._transform is not None:
+                    item = self._transform(*item)
                 while not self._stop.is_set():
                     try:
                         self._queue.put(item, timeout=0.1)

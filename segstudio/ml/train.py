@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -23,6 +24,7 @@ from torch import nn
 from segstudio.core.classes import BACKGROUND, UNLABELED
 from segstudio.core.jobs import Cancelled, CancelToken, Progress, ProgressFn
 from segstudio.core.metrics import confusion_matrix, iou_dice, mean_over
+from segstudio.ml import distributed
 from segstudio.ml.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from segstudio.ml.data import (Augment, DataError, Normalisation, PatchSampler, Prefetcher,
                                TrainingData, snapshot_project)
@@ -66,6 +68,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True                     # mixed precision, CUDA only
     channels_last: bool = True
+    compile: bool = False                # torch.compile the training forward (slower start)
     threads: int | None = None           # torch CPU threads; None keeps torch's default
     seed: int = 0
     val_tile: int = 512                  # validation runs whole images up to this many pixels a side
@@ -238,14 +241,21 @@ class TrainStep:
     """One optimisation step, the exact code the loop runs (the throughput benchmark times it).
 
     The model is moved to `device` in channels_last when configured; on CUDA it runs under
-    autocast (bf16 where supported, else fp16 with a gradient scaler).
+    autocast (bf16 where supported, else fp16 with a gradient scaler) with cudnn's autotuner.
+    `wrap` (DistributedDataParallel) and `cfg.compile` change only the forward that trains
+    (`self.net`); `self.model` stays the plain module that validation and checkpoints use.
     """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, cfg: TrainConfig,
-                 device: torch.device) -> None:
+                 device: torch.device, wrap: Any = None) -> None:
         self.device = device
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True     # patches have one fixed size: tune once
+        self.net = wrap(self.model) if wrap is not None else self.model
+        if cfg.compile:
+            self.net = torch.compile(self.net)
         self.loss_fn = loss_fn.to(device)
         self.amp_dtype = None
         if cfg.amp and device.type == "cuda":
@@ -254,19 +264,27 @@ class TrainStep:
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      foreach=True)
 
-    def to_device(self, xb: np.ndarray, yb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        pin = self.device.type == "cuda"
+    def host_batch(self, xb: np.ndarray, yb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """CPU tensors of a numpy batch, page-locked on CUDA (the prefetch thread calls this)."""
         x, y = torch.from_numpy(xb), torch.from_numpy(yb)
-        if pin:
+        if self.device.type == "cuda":
             x, y = x.pin_memory(), y.pin_memory()
-        x = x.to(self.device, non_blocking=pin).contiguous(memory_format=self.memory_format)
-        return x, y.to(self.device, non_blocking=pin).long()
+        return x, y
+
+    def to_device(self, xb: np.ndarray | torch.Tensor, yb: np.ndarray | torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch on the device; from pinned memory the copy overlaps the GPU's work."""
+        if not isinstance(xb, torch.Tensor):
+            xb, yb = self.host_batch(xb, yb)
+        nb = self.device.type == "cuda"
+        x = xb.to(self.device, non_blocking=nb).contiguous(memory_format=self.memory_format)
+        return x, yb.to(self.device, non_blocking=nb).long()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Forward, backward, update; returns the loss (NaN/inf checked by the caller)."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
                             enabled=self.amp_dtype is not None):
-            loss = self.loss_fn(self.model(x), y)
+            loss = self.loss_fn(self.net(x), y)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
@@ -377,6 +395,8 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
+    dctx = distributed.setup(device)       # a pass-through unless launched by torchrun
+    device = dctx.device
     spec = dict(earlier["config"]["model"]) if earlier else cfg.model_spec()
     torch.manual_seed(cfg.seed)
     kwargs = {k: v for k, v in spec.items() if k != "name"}
@@ -392,7 +412,7 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
         model.load_state_dict(resumed["state_dict"])
 
     stepper = TrainStep(model, SegLoss(data.num_classes, cfg.dice_weight, cfg.class_weights),
-                        cfg, device)
+                        cfg, device, wrap=dctx.wrap)
     opt, amp_dtype = stepper.opt, stepper.amp_dtype
 
     state = {"step": 0, "epoch": 0, "elapsed": 0.0, "best_score": -math.inf, "best_epoch": 0,
@@ -403,7 +423,8 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
         run_dir = resume_dir
     else:
         label = spec["name"] if (cfg.model or init is not None) else cfg.preset
-        run_dir = new_run_dir(runs_dir, f"{label}-finetune" if init is not None else label)
+        run_dir = dctx.shared_run_dir(lambda: new_run_dir(
+            runs_dir, f"{label}-finetune" if init is not None else label))
     run_id = run_dir.name
     ck_config = checkpoint_config(cfg, spec, data, run_id)
     budget = cfg.minutes * 60.0 if cfg.minutes else None
@@ -418,6 +439,7 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
                  "val_images": [s.id for s in data.val],
                  "train_class_pixels": {str(k): v for k, v in data.class_pixels().items()}},
         "versions": versions(), "device": describe(device),
+        "world_size": dctx.world_size,     # processes under torchrun; global batch = batch x this
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
         "resumed": resume is not None, "fine_tuned_from": str(init_from) if init_from else None,
         "warnings": warnings, "checkpoints": {"best": "best.pt", "last": "last.pt"},
@@ -431,6 +453,8 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
 
     def save(status: str, metrics: dict[str, float]) -> None:
         state["elapsed"] = time.perf_counter() - started
+        if not dctx.is_main:
+            return
         save_checkpoint(run_dir / "last.pt", ck_config, model.state_dict(),
                         optimizer=opt.state_dict(), state=dict(state))
         best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
@@ -442,26 +466,38 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
 
     # Reseeding from the step keeps a resumed run's patches different from those already seen.
     sampler = PatchSampler(data.train, cfg.patch_size, cfg.batch_size,
-                           seed=cfg.seed * 1_000_003 + state["step"],
+                           seed=dctx.seed(cfg.seed * 1_000_003 + state["step"]),
                            augment=Augment() if cfg.augment else Augment.none(),
                            label_bias=cfg.label_bias)
-    stream = Prefetcher(sampler)
+    stream = Prefetcher(sampler, transform=stepper.host_batch)
     val_samples = data.val or data.train
     last_metrics: dict[str, float] = {}
     status = "finished"
+    first_batch, looped = None, False
     model.train()
     try:
         while state["epoch"] < cfg.epochs and status == "finished":
             epoch_loss, epoch_steps = 0.0, 0
             for _ in range(cfg.steps_per_epoch):
+                fraction = progress_fraction()
+                over_budget = bool(budget and time.perf_counter() - started >= budget)
+                if dctx.enabled:   # every rank stops at the same step, or one waits forever
+                    fraction, over_budget, cancelled = dctx.agree_step(fraction, over_budget,
+                                                                       cancel.cancelled)
+                    if cancelled:
+                        cancel.cancel()
                 cancel.raise_if_cancelled()
-                if budget and time.perf_counter() - started >= budget:
+                if over_budget:
                     status = "time-budget"
                     break
-                lr = cfg.lr * lr_factor(progress_fraction(), cfg.schedule, cfg.warmup)
+                lr = cfg.lr * lr_factor(fraction, cfg.schedule, cfg.warmup)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                value = stepper(*stepper.to_device(*next(stream)))
+                batch = next(stream)
+                if first_batch is None and os.environ.get(distributed.RANK_DUMP_ENV):
+                    first_batch = distributed.batch_hash(*batch)
+                value = stepper(*stepper.to_device(*batch))
+                value = dctx.mean(value)   # over ranks: a NaN anywhere stops every rank
                 state["step"] += 1
                 if not math.isfinite(value):
                     raise TrainingError(
@@ -480,26 +516,32 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
             state["epoch"] += 1
             report(Progress(*_done_total(progress_fraction()),
                             f"epoch {state['epoch']}: validating on {len(val_samples)} images"))
-            cm, val_loss = evaluate(model, val_samples, data.num_classes, device,
-                                    tile=cfg.val_tile, channels_last=cfg.channels_last,
-                                    amp_dtype=amp_dtype, cancel=cancel)
-            last_metrics = {"epoch": float(state["epoch"]), "loss": epoch_loss / epoch_steps,
-                            **metrics_from(cm, data.classes, val_loss)}
-            state["history"].append(last_metrics)
-            score = _score(last_metrics)
-            if score > state["best_score"] + 1e-4:
-                state.update(best_score=score, best_epoch=state["epoch"], bad_epochs=0)
-                save_checkpoint(run_dir / "best.pt", ck_config, model.state_dict())
-            else:
-                state["bad_epochs"] += 1
-            if cfg.patience and state["bad_epochs"] >= cfg.patience and status == "finished":
-                status = "early-stopped"
-            save("running" if status == "finished" and state["epoch"] < cfg.epochs else status,
-                 last_metrics)
+            if dctx.is_main:   # validation on rank 0; the others wait in from_main below
+                cm, val_loss = evaluate(model, val_samples, data.num_classes, device,
+                                        tile=cfg.val_tile, channels_last=cfg.channels_last,
+                                        amp_dtype=amp_dtype,
+                                        cancel=None if dctx.enabled else cancel)
+                last_metrics = {"epoch": float(state["epoch"]), "loss": epoch_loss / epoch_steps,
+                                **metrics_from(cm, data.classes, val_loss)}
+                state["history"].append(last_metrics)
+                score = _score(last_metrics)
+                if score > state["best_score"] + 1e-4:
+                    state.update(best_score=score, best_epoch=state["epoch"], bad_epochs=0)
+                    save_checkpoint(run_dir / "best.pt", ck_config, model.state_dict())
+                else:
+                    state["bad_epochs"] += 1
+                if cfg.patience and state["bad_epochs"] >= cfg.patience and status == "finished":
+                    status = "early-stopped"
+                save("running" if status == "finished" and state["epoch"] < cfg.epochs
+                     else status, last_metrics)
+            if dctx.enabled:
+                last_metrics, status, shared = dctx.from_main(value=(last_metrics, status, state))
+                state.update(shared)
             report(Progress(*_done_total(progress_fraction()),
                             f"epoch {state['epoch']}/{cfg.epochs}: loss {last_metrics['loss']:.4f}, "
                             f"val mean Dice {last_metrics['mean_dice']:.3f}",
                             {**last_metrics, "elapsed_s": time.perf_counter() - started}))
+        looped = True
     except Cancelled:
         save("cancelled", last_metrics)
         raise
@@ -514,7 +556,13 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
         raise friendly from e
     finally:
         stream.close()
+        if not looped:
+            dctx.close()
+    dctx.sync_buffers(model)
     save(status, last_metrics)
+    distributed.dump_rank_state(dctx, model, first_batch)
+    dctx.barrier()       # nobody leaves before rank 0 has written the final card
+    dctx.close()
     best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
     report(Progress(1000, 1000, f"done: {status}, best epoch {state['best_epoch']}"))
     return TrainResult(run_dir, status, best, last_metrics, state["best_epoch"], state["epoch"],

@@ -68,7 +68,7 @@ _BLOCK_QT = textwrap.dedent("""
 """)
 
 
-def test_ml_and_cli_train_run_without_pyside6(tmp_path, rng):
+def test_ml_and_cli_train_predict_evaluate_run_without_pyside6(tmp_path, rng):
     root = make_project(tmp_path, rng)
     code = _BLOCK_QT + textwrap.dedent(f"""
         import segstudio.ml.train, segstudio.ml.data, segstudio.ml.checkpoint, segstudio.ml.device
@@ -78,6 +78,10 @@ def test_ml_and_cli_train_run_without_pyside6(tmp_path, rng):
                        "--quiet"])
         assert rc == 0, rc
         assert cli.main(["doctor"]) == 0
+        assert cli.main(["predict", {str(root)!r}, "--run", "latest", "--out",
+                         {str(tmp_path / "pred")!r}, "--tile", "32", "--batch", "2"]) == 0
+        assert cli.main(["evaluate", {str(root)!r}, "--run", "latest", "--json",
+                         "--tile", "32"]) == 0
         try:
             import PySide6  # noqa: F401
         except ImportError:
@@ -92,3 +96,5 @@ def test_ml_and_cli_train_run_without_pyside6(tmp_path, rng):
     assert proc.returncode == 0, proc.stderr
     assert "HEADLESS-OK" in proc.stdout and "Training device" in proc.stdout
     assert len(list((root / "runs").iterdir())) == 1
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 6
+    assert '"mean_dice"' in proc.stdout          # evaluate's JSON report
