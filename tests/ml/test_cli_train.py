@@ -5,7 +5,6 @@ import textwrap
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from segstudio import cli
 from segstudio.io.project import Project
