@@ -452,7 +452,7 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
     model.train()
     try:
         while state["epoch"] < cfg.epochs and status == "finished":
-            epoch_loss, epoch_steps = 0.0, 0
+            epoch_loss, epoch_steps, waited, epoch_start = 0.0, 0, 0.0, time.perf_counter()
             for _ in range(cfg.steps_per_epoch):
                 cancel.raise_if_cancelled()
                 if budget and time.perf_counter() - started >= budget:
@@ -461,7 +461,10 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
                 lr = cfg.lr * lr_factor(progress_fraction(), cfg.schedule, cfg.warmup)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                value = stepper(*stepper.to_device(*next(stream)))
+                t_wait = time.perf_counter()
+                batch = next(stream)
+                waited += time.perf_counter() - t_wait     # > 0 means the data starves the model
+                value = stepper(*stepper.to_device(*batch))
                 state["step"] += 1
                 if not math.isfinite(value):
                     raise TrainingError(
@@ -478,13 +481,16 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
             if not epoch_steps:
                 break
             state["epoch"] += 1
+            train_time = time.perf_counter() - epoch_start
             report(Progress(*_done_total(progress_fraction()),
                             f"epoch {state['epoch']}: validating on {len(val_samples)} images"))
             cm, val_loss = evaluate(model, val_samples, data.num_classes, device,
                                     tile=cfg.val_tile, channels_last=cfg.channels_last,
                                     amp_dtype=amp_dtype, cancel=cancel)
             last_metrics = {"epoch": float(state["epoch"]), "loss": epoch_loss / epoch_steps,
-                            **metrics_from(cm, data.classes, val_loss)}
+                            **metrics_from(cm, data.classes, val_loss),
+                            "images_per_s": epoch_steps * cfg.batch_size / train_time,
+                            "data_wait_fraction": waited / train_time}
             state["history"].append(last_metrics)
             score = _score(last_metrics)
             if score > state["best_score"] + 1e-4:
