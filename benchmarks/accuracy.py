@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -104,7 +105,6 @@ def main() -> int:
     args = ap.parse_args()
 
     from segstudio import cli
-    from segstudio.core.metrics import confusion_matrix, iou_dice, mean_over
     from segstudio.io.project import Project
 
     images = sorted(p for p in (args.dataset / "images").iterdir() if p.is_file())
@@ -137,12 +137,22 @@ def main() -> int:
     t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     argv = ["train", str(project.root), "--minutes", str(args.minutes), "--preset", args.preset,
             "--epochs", "100000", "--quiet", *args.extra.split()]
-    rc = cli.main(argv)
-    wall = time.perf_counter() - t0
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    if rc != 0:
-        print(json.dumps({"benchmark": "accuracy", "error": f"train exited with {rc}"}))
-        return rc
+    try:
+        rc = cli.main(argv)
+        wall = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        if rc != 0:
+            print(json.dumps({"benchmark": "accuracy", "error": f"train exited with {rc}"}))
+            return rc
+        return report(args, project, classes, images, test, labelled, total, wall, cpu0, cpu1)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, project, classes, images, test, labelled, total, wall, cpu0, cpu1) -> int:
+    """Score the run's best checkpoint on the held-out test images; print the JSON line."""
+    from segstudio.core.metrics import confusion_matrix, iou_dice, mean_over
 
     import torch
 
@@ -162,6 +172,7 @@ def main() -> int:
             pred = predict_logits(loaded.model, x[None]).argmax(1)[0].numpy().astype(np.uint8)
             cm += confusion_matrix(truth, pred, n)
     iou, dice = iou_dice(cm)
+    ignore = args.ignore_class
     scored = [i for i, _ in classes if i not in (0, ignore)]
     per_class = {name: {"dice": None if np.isnan(dice[i]) else round(float(dice[i]), 4),
                         "iou": None if np.isnan(iou[i]) else round(float(iou[i]), 4)}

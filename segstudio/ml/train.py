@@ -477,7 +477,7 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
     model.train()
     try:
         while state["epoch"] < cfg.epochs and status == "finished":
-            epoch_loss, epoch_steps = 0.0, 0
+            epoch_loss, epoch_steps, waited, epoch_start = 0.0, 0, 0.0, time.perf_counter()
             for _ in range(cfg.steps_per_epoch):
                 fraction = progress_fraction()
                 over_budget = bool(budget and time.perf_counter() - started >= budget)
@@ -493,7 +493,9 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
                 lr = cfg.lr * lr_factor(fraction, cfg.schedule, cfg.warmup)
                 for g in opt.param_groups:
                     g["lr"] = lr
+                t_wait = time.perf_counter()
                 batch = next(stream)
+                waited += time.perf_counter() - t_wait     # > 0 means the data starves the model
                 if first_batch is None and os.environ.get(distributed.RANK_DUMP_ENV):
                     first_batch = distributed.batch_hash(*batch)
                 value = stepper(*stepper.to_device(*batch))
@@ -514,6 +516,7 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
             if not epoch_steps:
                 break
             state["epoch"] += 1
+            train_time = time.perf_counter() - epoch_start
             report(Progress(*_done_total(progress_fraction()),
                             f"epoch {state['epoch']}: validating on {len(val_samples)} images"))
             if dctx.is_main:   # validation on rank 0; the others wait in from_main below
@@ -522,7 +525,9 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
                                         amp_dtype=amp_dtype,
                                         cancel=None if dctx.enabled else cancel)
                 last_metrics = {"epoch": float(state["epoch"]), "loss": epoch_loss / epoch_steps,
-                                **metrics_from(cm, data.classes, val_loss)}
+                                **metrics_from(cm, data.classes, val_loss),
+                                "images_per_s": epoch_steps * cfg.batch_size / train_time,
+                                "data_wait_fraction": waited / train_time}
                 state["history"].append(last_metrics)
                 score = _score(last_metrics)
                 if score > state["best_score"] + 1e-4:

@@ -157,3 +157,28 @@ def test_resume_keeps_the_stored_budget(tiny_data, tiny_cfg, tmp_path):
     again = train(tiny_data, None, runs_dir=tmp_path, resume=run_dir.name)
     assert again.epochs == 3 and again.run_dir == run_dir
     assert read_card(run_dir)["config"]["epochs"] == 3
+
+
+def test_schedules_warm_up_then_anneal():
+    from segstudio.ml.train import lr_factor
+
+    for schedule in ("cosine", "onecycle"):
+        values = [lr_factor(p / 100, schedule, 0.05) for p in range(101)]
+        peak = int(np.argmax(values))
+        assert values[0] < 0.1 and values[peak] > 0.99 and values[-1] < 0.02
+        assert all(a <= b + 1e-12 for a, b in zip(values[:peak], values[1:peak + 1]))
+        assert all(a >= b - 1e-12 for a, b in zip(values[peak:], values[peak + 1:]))
+
+
+def test_class_weights_and_config_checks(tiny_data, tiny_cfg, tmp_path):
+    from segstudio.ml.train import TrainConfig
+
+    result = train(tiny_data, replace(tiny_cfg, epochs=1, class_weights=(1.0, 4.0),
+                                      schedule="onecycle"), runs_dir=tmp_path)
+    assert read_card(result.run_dir)["config"]["class_weights"] == [1.0, 4.0]
+    with pytest.raises(TrainingError, match="class_weights has 3 values"):
+        train(tiny_data, replace(tiny_cfg, class_weights=(1.0, 1.0, 1.0)), runs_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['epoch'\]"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="unknown schedule"):
+        TrainConfig(schedule="linear")
