@@ -120,8 +120,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         left = self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
         right = self._dock("Classes", self.class_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         display = self._dock("Display", self.display_panel, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.resizeDocks([left, right], [240, 270], Qt.Orientation.Horizontal)
-        self.resizeDocks([right, display], [220, 200], Qt.Orientation.Vertical)
+        self._docks_to_size = (left, right, display)
         self._build_status_bar()
         self._build_actions()
 
@@ -140,6 +139,11 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.canvas.paint_refused.connect(lambda why: self.report_error("This mask is read-only", why))
         self._status_timer = QTimer(self, singleShot=True, interval=600)
         self._status_timer.timeout.connect(self._refresh_current_status)
+        left, right, display = self._docks_to_size
+        # the canvas gets the room: side panels start narrow (the user can drag them wider)
+        self.resizeDocks([left, right], [230, 330], Qt.Orientation.Horizontal)
+        self.resizeDocks([right, display, self.model_loop.docks[0]], [120, 140, 520],
+                         Qt.Orientation.Vertical)
         self._default_layout = self.saveState()
         self._restore_settings()
         if project is not None:

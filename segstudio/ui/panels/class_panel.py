@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
-from PySide6.QtWidgets import (QColorDialog, QHBoxLayout, QInputDialog, QListWidget,
+from PySide6.QtWidgets import (QColorDialog, QGridLayout, QInputDialog, QListWidget,
                                QListWidgetItem, QMessageBox, QPushButton, QVBoxLayout, QWidget)
 
 from segstudio.core.classes import BACKGROUND, LabelClass, default_color, next_class_id
@@ -31,18 +31,20 @@ class ClassPanel(QWidget):
         self.list.currentRowChanged.connect(self._on_list_row_changed)
         self.list.itemDoubleClicked.connect(lambda _i: self.rename_current())
         self.list.itemChanged.connect(self._on_list_item_changed)
-        buttons = QHBoxLayout()
+        buttons = QGridLayout()     # two rows: keeps the panel narrow
         self.add_button = QPushButton("Add")
         self.rename_button = QPushButton("Rename")
         self.color_button = QPushButton("Colour")
         self.up_button = QPushButton("▲")
         self.down_button = QPushButton("▼")
         self.delete_button = QPushButton("Delete")
-        for b, tip in ((self.add_button, "Add a class"), (self.rename_button, "Rename (double-click)"),
-                       (self.color_button, "Change the colour"), (self.up_button, "Move up"),
-                       (self.down_button, "Move down"), (self.delete_button, "Delete the class")):
+        for i, (b, tip) in enumerate(((self.add_button, "Add a class"),
+                                      (self.rename_button, "Rename (double-click)"),
+                                      (self.color_button, "Change the colour"),
+                                      (self.up_button, "Move up"), (self.down_button, "Move down"),
+                                      (self.delete_button, "Delete the class"))):
             b.setToolTip(tip)
-            buttons.addWidget(b)
+            buttons.addWidget(b, i // 3, i % 3)
         self.add_button.clicked.connect(self.add_class)
         self.rename_button.clicked.connect(self.rename_current)
         self.color_button.clicked.connect(self.recolor_current)
