@@ -210,21 +210,30 @@ def _run_export(args: argparse.Namespace) -> int:
         classes=tuple(n.strip() for n in args.classes.split(",") if n.strip()) if args.classes else None,
         renumber=not args.keep_ids, coco_mode=args.coco_mode, overwrite=args.overwrite,
         workers=args.workers)
-    progress = _ProgressLine("exporting")
-    try:
-        project = Project.open(args.project)
-        result = export_dataset(project, args.out, options, on_progress=progress)
-    except (ProjectError, ExportError, ImportError, OSError) as e:
-        progress.close()
-        err(str(e))
+    result = _with_progress("exporting", (ProjectError, ExportError, ImportError, OSError),
+                            lambda progress: export_dataset(Project.open(args.project), args.out,
+                                                            options, on_progress=progress))
+    if result is None:
         return 2
-    progress.close()
-    for s in result.skipped:
-        print(f"skipped: {s}", file=sys.stderr)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
     print(f"exported {sum(result.counts.values())} item(s) ({counts}) as {result.format} to "
           f"{result.out}; classes: " + ", ".join(f"{c.id}={c.name}" for c in result.classes))
     return 0
+
+
+def _with_progress(verb: str, errors: tuple, work):
+    """Run work(progress) with a progress line; report expected errors and skipped items."""
+    progress = _ProgressLine(verb)
+    try:
+        result = work(progress)
+    except errors as e:
+        progress.close()
+        err(str(e))
+        return None
+    progress.close()
+    for s in result.skipped:
+        print(f"skipped: {s}", file=sys.stderr)
+    return result
 
 
 def _parse_map(text: str) -> tuple[str, str]:
@@ -259,17 +268,16 @@ def _run_import(args: argparse.Namespace) -> int:
     options = ImportOptions(format=args.format, mapping=dict(args.map),
                             new_classes=args.new_classes, unannotated=args.unannotated,
                             skip_unmatched=args.skip_unmatched)
-    progress = _ProgressLine("importing")
-    try:
+    project = None
+
+    def run(progress):
+        nonlocal project
         project = Project.open(args.project)
-        result = import_annotations(project, args.src, options, on_progress=progress)
-    except (ProjectError, AnnotationImportError, ImportError, OSError) as e:
-        progress.close()
-        err(str(e))
+        return import_annotations(project, args.src, options, on_progress=progress)
+
+    result = _with_progress("importing", (ProjectError, AnnotationImportError, ImportError, OSError), run)
+    if result is None:
         return 2
-    progress.close()
-    for s in result.skipped:
-        print(f"skipped: {s}", file=sys.stderr)
     added = f"; new classes: {', '.join(result.added_classes)}" if result.added_classes else ""
     print(f"imported masks for {len(result.imported)} image(s) into {project.root}{added}")
     return 0

@@ -33,3 +33,20 @@ def sample_copy(tmp_path) -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def open_window(qtbot):
+    """open_window(project_root) -> the real main window, shown, with its first image loaded."""
+    def _open(root, size=(1300, 850), **kwargs):
+        from segstudio.io.project import Project
+        from segstudio.ui.app import build_main_window
+
+        w = build_main_window(Project.open(root), **kwargs)
+        qtbot.addWidget(w)
+        w.resize(*size)
+        w.show()
+        qtbot.waitExposed(w)
+        qtbot.waitUntil(lambda: w.canvas.document is not None, timeout=10_000)
+        return w
+    return _open

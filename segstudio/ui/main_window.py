@@ -382,20 +382,16 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.show_image(ids[(i + delta) % len(ids)])
 
     def set_split(self, ids: list[str], split: str) -> None:
-        if self.project is None:
-            return
-        for image_id in ids:
-            entry = self.project.update_entry(image_id, split=split)
-            self.images.update_entry(entry)
-            if self.current and self.current.id == image_id:
-                self.current = entry
-        self._save_manifest()
+        self._update_entries(ids, split=split)
 
     def set_reviewed(self, ids: list[str], reviewed: bool) -> None:
+        self._update_entries(ids, reviewed=reviewed)
+
+    def _update_entries(self, ids: list[str], **changes) -> None:
         if self.project is None:
             return
         for image_id in ids:
-            entry = self.project.update_entry(image_id, reviewed=reviewed)
+            entry = self.project.update_entry(image_id, **changes)
             self.images.update_entry(entry)
             if self.current and self.current.id == image_id:
                 self.current = entry

@@ -29,9 +29,11 @@ WARM_UP_DELAY_MS = 1500
 
 def _train_job(project_root: Path, values: dict, init_from: Path | None, *, on_progress=None,
                cancel=None):
+    from segstudio.ml.allocator import tune_allocator
     from segstudio.ml.device import describe, pick_device
     from segstudio.ml.train import TrainConfig, train
 
+    tune_allocator()     # keep freed training buffers for reuse: ~1.7x on big CPU steps
     cfg = TrainConfig(**values)
     if on_progress:
         on_progress(Progress(0, 1000, f"device: {describe(pick_device(cfg.device))}"))

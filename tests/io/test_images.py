@@ -164,3 +164,11 @@ def test_unsupported_extension(tmp_path):
     (tmp_path / "a.gif").write_bytes(b"GIF89a")
     with pytest.raises(ImageReadError, match="unsupported file type '.gif'"):
         probe(tmp_path / "a.gif")
+
+
+def test_lzw_compressed_16bit_tiff(tmp_path, rng):
+    """Microscopes often write compressed TIFFs; imagecodecs decodes them."""
+    import tifffile
+    arr = rng.integers(30000, 40000, (40, 50), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "lzw.tif", arr, compression="lzw")
+    assert np.array_equal(read_image(tmp_path / "lzw.tif").data, arr)

@@ -8,20 +8,8 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
-from segstudio.io.project import Project
-from segstudio.ui.app import build_main_window
 
 pytest.importorskip("torch")
-
-
-def _open(qtbot, root):
-    w = build_main_window(Project.open(root))
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    w.show()
-    qtbot.waitExposed(w)
-    qtbot.waitUntil(lambda: w.canvas.document is not None, timeout=10_000)
-    return w
 
 
 def _go(qtbot, w, image_id):
@@ -30,8 +18,8 @@ def _go(qtbot, w, image_id):
                     and w.canvas.document is not None, timeout=10_000)
 
 
-def test_the_whole_loop(qtbot, sample_copy, tmp_path):
-    w = _open(qtbot, sample_copy)
+def test_the_whole_loop(qtbot, sample_copy, tmp_path, open_window):
+    w = open_window(sample_copy, size=(1400, 900))
     assert w.images.list.count() == 14 and w.errors == []
 
     # paint a stroke on an unlabeled image, undo and redo it
@@ -102,7 +90,7 @@ def test_the_whole_loop(qtbot, sample_copy, tmp_path):
     w.close()
 
     # reopen: everything is there
-    w2 = _open(qtbot, sample_copy)
+    w2 = open_window(sample_copy, size=(1400, 900))
     qtbot.waitUntil(lambda: w2.current is not None and w2.current.id == "nuclei_12", timeout=10_000)
     assert np.array_equal(w2.canvas.document.mask, accepted)
     _go(qtbot, w2, "nuclei_08")

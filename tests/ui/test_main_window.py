@@ -9,17 +9,6 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtTest import QTest
 
 from segstudio.io.project import Project
-from segstudio.ui.app import build_main_window
-
-
-def _window(qtbot, root, **kw):
-    w = build_main_window(Project.open(root), **kw)
-    qtbot.addWidget(w)
-    w.resize(1000, 700)
-    w.show()
-    qtbot.waitExposed(w)
-    qtbot.waitUntil(lambda: w.canvas.document is not None, timeout=10_000)
-    return w
 
 
 def _drag(qtbot, canvas, points):
@@ -29,8 +18,8 @@ def _drag(qtbot, canvas, points):
     qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=points[-1])
 
 
-def test_sample_opens_with_classes_thumbnails_and_status(qtbot, sample_copy):
-    w = _window(qtbot, sample_copy)
+def test_sample_opens_with_classes_thumbnails_and_status(qtbot, open_window, sample_copy):
+    w = open_window(sample_copy, size=(1000, 700))
     assert w.images.list.count() == 14
     assert [w.class_panel.list.item(i).text().split()[0] for i in range(2)] == ["background", "nucleus"]
     assert "fully labelled" in w.images.list.item(0).text()
@@ -38,8 +27,8 @@ def test_sample_opens_with_classes_thumbnails_and_status(qtbot, sample_copy):
     assert w.errors == []
 
 
-def test_drag_paints_one_undoable_stroke_that_is_saved(qtbot, sample_copy):
-    w = _window(qtbot, sample_copy)
+def test_drag_paints_one_undoable_stroke_that_is_saved(qtbot, open_window, sample_copy):
+    w = open_window(sample_copy, size=(1000, 700))
     w.show_image("nuclei_07")   # unlabeled
     qtbot.waitUntil(lambda: w.current is not None and w.current.id == "nuclei_07" and w.canvas.document is not None)
     canvas, doc = w.canvas, w.canvas.document
@@ -62,8 +51,8 @@ def test_drag_paints_one_undoable_stroke_that_is_saved(qtbot, sample_copy):
     assert (doc.mask[100, 45:195] == 1).all()
 
 
-def test_eraser_and_number_keys(qtbot, sample_copy):
-    w = _window(qtbot, sample_copy)
+def test_eraser_and_number_keys(qtbot, open_window, sample_copy):
+    w = open_window(sample_copy, size=(1000, 700))
     doc = w.canvas.document
     QTest.keyClick(w, Qt.Key.Key_0)
     assert w.canvas.class_value == 0
@@ -74,22 +63,22 @@ def test_eraser_and_number_keys(qtbot, sample_copy):
     assert doc.mask[128, 128] == 255
 
 
-def test_zoom_pan_and_view_state_restored(qtbot, sample_copy):
-    w = _window(qtbot, sample_copy)
+def test_zoom_pan_and_view_state_restored(qtbot, open_window, sample_copy):
+    w = open_window(sample_copy, size=(1000, 700))
     w.show_image("nuclei_12")
     qtbot.waitUntil(lambda: w.current.id == "nuclei_12" and w.canvas.image_shape == (360, 360))
     w.canvas.zoom_to(3.0, QPointF(100, 100))
     w.canvas.center_on(50, 70)
     w.close()
-    w2 = _window(qtbot, sample_copy)
+    w2 = open_window(sample_copy, size=(1000, 700))
     qtbot.waitUntil(lambda: w2.current is not None and w2.current.id == "nuclei_12")
     assert abs(w2.canvas.zoom - 3.0) < 1e-6
     cy, cx = w2.canvas.view_center()
     assert abs(cy - 50) < 1 and abs(cx - 70) < 1
 
 
-def test_status_bar_shows_position_value_and_class(qtbot, sample_copy):
-    w = _window(qtbot, sample_copy)
+def test_status_bar_shows_position_value_and_class(qtbot, open_window, sample_copy):
+    w = open_window(sample_copy, size=(1000, 700))
     doc = w.canvas.document
     inside = cv2.erode((doc.mask == 1).astype(np.uint8), np.ones((7, 7), np.uint8))
     ys, xs = np.nonzero(inside)
@@ -100,9 +89,9 @@ def test_status_bar_shows_position_value_and_class(qtbot, sample_copy):
     assert w.value_label.text().startswith("value ")
 
 
-def test_class_panel_add_rename_recolour_reorder_delete(qtbot, sample_copy, monkeypatch):
+def test_class_panel_add_rename_recolour_reorder_delete(qtbot, open_window, sample_copy, monkeypatch):
     from PySide6.QtWidgets import QMessageBox
-    w = _window(qtbot, sample_copy)
+    w = open_window(sample_copy, size=(1000, 700))
     panel = w.class_panel
     cls = panel.add_class("debris")
     assert cls.id == 2 and [c.name for c in w.project.classes][-1] == "debris"
@@ -122,10 +111,10 @@ def test_class_panel_add_rename_recolour_reorder_delete(qtbot, sample_copy, monk
     assert not (doc.mask == 2).any()
 
 
-def test_corrupt_image_is_reported_and_app_keeps_running(qtbot, sample_copy):
+def test_corrupt_image_is_reported_and_app_keeps_running(qtbot, open_window, sample_copy):
     data = (sample_copy / "images" / "nuclei_08.png").read_bytes()
     (sample_copy / "images" / "nuclei_08.png").write_bytes(data[:200])
-    w = _window(qtbot, sample_copy)
+    w = open_window(sample_copy, size=(1000, 700))
     w.show_image("nuclei_08")
     qtbot.waitUntil(lambda: any("nuclei_08" in e for e in w.errors), timeout=10_000)
     assert any("truncated or corrupt" in e for e in w.errors)
@@ -133,11 +122,11 @@ def test_corrupt_image_is_reported_and_app_keeps_running(qtbot, sample_copy):
     qtbot.waitUntil(lambda: w.current is not None and w.current.id == "nuclei_09")
 
 
-def test_mask_of_wrong_size_opens_read_only_and_is_not_touched(qtbot, sample_copy):
+def test_mask_of_wrong_size_opens_read_only_and_is_not_touched(qtbot, open_window, sample_copy):
     ok, buf = cv2.imencode(".png", np.zeros((10, 10), np.uint8))
     bad = sample_copy / "masks" / "nuclei_02.png"
     bad.write_bytes(buf.tobytes())
-    w = _window(qtbot, sample_copy)
+    w = open_window(sample_copy, size=(1000, 700))
     w.show_image("nuclei_02")
     qtbot.waitUntil(lambda: w.current is not None and w.current.id == "nuclei_02" and w.canvas.document is not None)
     assert w.canvas.document.read_only
@@ -148,8 +137,8 @@ def test_mask_of_wrong_size_opens_read_only_and_is_not_touched(qtbot, sample_cop
     assert bad.read_bytes() == buf.tobytes()
 
 
-def test_add_images_including_a_bad_one(qtbot, sample_copy, tmp_path):
-    w = _window(qtbot, sample_copy)
+def test_add_images_including_a_bad_one(qtbot, open_window, sample_copy, tmp_path):
+    w = open_window(sample_copy, size=(1000, 700))
     good = tmp_path / "extra.png"
     shutil.copy(sample_copy / "images" / "nuclei_01.png", good)
     (tmp_path / "zero.tif").write_bytes(b"")
@@ -159,13 +148,13 @@ def test_add_images_including_a_bad_one(qtbot, sample_copy, tmp_path):
     assert len(Project.open(sample_copy).images) == 15
 
 
-def test_16bit_image_gets_auto_contrast_and_presets(qtbot, tmp_path):
+def test_16bit_image_gets_auto_contrast_and_presets(qtbot, open_window, tmp_path):
     img = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7 + 30000)
     ok, buf = cv2.imencode(".png", img)
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "a.png").write_bytes(buf.tobytes())
     Project.from_folder(tmp_path / "raw", tmp_path / "proj")
-    w = _window(qtbot, tmp_path / "proj")
+    w = open_window(tmp_path / "proj", size=(1000, 700))
     rng = w.canvas.display_range
     assert 30000 <= rng.low < rng.high <= 30000 + 7 * 4096
     w.apply_preset("CT lung")
@@ -174,8 +163,8 @@ def test_16bit_image_gets_auto_contrast_and_presets(qtbot, tmp_path):
     assert w.loaded.data.dtype == np.uint16    # display never changes the data
 
 
-def test_shortcuts_dialog_lists_the_keys(qtbot, sample_copy):
-    w = _window(qtbot, sample_copy)
+def test_shortcuts_dialog_lists_the_keys(qtbot, open_window, sample_copy):
+    w = open_window(sample_copy, size=(1000, 700))
     dlg = w.show_shortcuts()
     qtbot.addWidget(dlg)
     text = dlg.text.toPlainText()
@@ -183,8 +172,8 @@ def test_shortcuts_dialog_lists_the_keys(qtbot, sample_copy):
         assert key in text
 
 
-def test_screenshot_of_the_main_window(qtbot, sample_copy, tmp_path):
-    w = _window(qtbot, sample_copy)
+def test_screenshot_of_the_main_window(qtbot, open_window, sample_copy, tmp_path):
+    w = open_window(sample_copy, size=(1000, 700))
     qtbot.waitUntil(lambda: not w.images.list.item(13).icon().isNull(), timeout=10_000)
     path = tmp_path / "main.png"
     assert w.grab().save(str(path))
@@ -192,8 +181,8 @@ def test_screenshot_of_the_main_window(qtbot, sample_copy, tmp_path):
     assert shot.shape[0] > 500 and shot.std() > 10   # a real picture, not a blank window
 
 
-def test_split_and_reviewed_are_saved(qtbot, sample_copy):
-    w = _window(qtbot, sample_copy)
+def test_split_and_reviewed_are_saved(qtbot, open_window, sample_copy):
+    w = open_window(sample_copy, size=(1000, 700))
     w.set_split(["nuclei_01", "nuclei_02"], "test")
     QTest.keyClick(w, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
     assert "reviewed" in w.images.list.item(0).text() and "test" in w.images.list.item(1).text()
@@ -203,10 +192,10 @@ def test_split_and_reviewed_are_saved(qtbot, sample_copy):
     assert p.entry("nuclei_01").reviewed and p.entry("nuclei_02").split == "test"
 
 
-def test_dropping_files_adds_them(qtbot, sample_copy, tmp_path):
+def test_dropping_files_adds_them(qtbot, open_window, sample_copy, tmp_path):
     from PySide6.QtCore import QMimeData, QUrl
     from PySide6.QtGui import QDropEvent
-    w = _window(qtbot, sample_copy)
+    w = open_window(sample_copy, size=(1000, 700))
     shutil.copy(sample_copy / "images" / "nuclei_03.png", tmp_path / "dropped.png")
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "dropped.png"))])
