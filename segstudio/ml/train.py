@@ -60,7 +60,7 @@ class TrainConfig:
     schedule: str = "cosine"             # linear warm-up then cosine; or "onecycle"
     warmup: float = 0.05                 # fraction of the run spent warming up
     dice_weight: float = 1.0             # loss = CE + dice_weight * soft Dice
-    class_weights: tuple[float, ...] | None = None   # CE weight per class id
+    class_weights: tuple[float, ...] | str | None = None   # CE weight per class id, or "balanced"
     normalisation: str = "percentile"    # data.NORMALISATIONS
     augment: bool = True
     label_bias: float = 0.8              # share of patches centred on a labelled pixel
@@ -82,6 +82,9 @@ class TrainConfig:
             raise ValueError(f"patch_size must be at least 16, got {self.patch_size}")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be positive, got {self.minutes}")
+        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
+            raise ValueError(f"class_weights is a list of numbers or 'balanced', "
+                             f"got {self.class_weights!r}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -91,7 +94,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
         d = dict(d)
-        if d.get("class_weights") is not None:
+        if d.get("class_weights") is not None and not isinstance(d["class_weights"], str):
             d["class_weights"] = tuple(float(w) for w in d["class_weights"])
         return cls(**d)
 
@@ -117,6 +120,23 @@ class TrainResult:
     steps: int
     elapsed_s: float
     warnings: list[str] = field(default_factory=list)
+
+
+def balanced_weights(class_pixels: Mapping[int, int], num_classes: int) -> tuple[float, ...]:
+    """Cross-entropy weights from training pixel counts: sqrt(median frequency / frequency).
+
+    Rare classes (poles, signs) get up to 5x the weight of the median class, common ones down to
+    0.2x; a class with no pixels gets 1 (it cannot be learnt either way).
+    """
+    counts = np.array([class_pixels.get(i, 0) for i in range(num_classes)], np.float64)
+    present = counts > 0
+    if not present.any():
+        return (1.0,) * num_classes
+    freq = counts / counts.sum()
+    median = float(np.median(freq[present]))
+    w = np.ones(num_classes)
+    w[present] = np.clip(np.sqrt(median / freq[present]), 0.2, 5.0)
+    return tuple(float(v) for v in w)
 
 
 # -- loss and validation ---------------------------------------------------------------------------
@@ -411,7 +431,11 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
     if resumed is not None:
         model.load_state_dict(resumed["state_dict"])
 
-    stepper = TrainStep(model, SegLoss(data.num_classes, cfg.dice_weight, cfg.class_weights),
+    weights = cfg.class_weights
+    if weights == "balanced":
+        weights = balanced_weights(data.class_pixels(), data.num_classes)
+        log.info("balanced class weights: %s", [round(w, 3) for w in weights])
+    stepper = TrainStep(model, SegLoss(data.num_classes, cfg.dice_weight, weights),
                         cfg, device, wrap=dctx.wrap)
     opt, amp_dtype = stepper.opt, stepper.amp_dtype
 

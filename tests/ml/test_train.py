@@ -182,3 +182,12 @@ def test_class_weights_and_config_checks(tiny_data, tiny_cfg, tmp_path):
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="unknown schedule"):
         TrainConfig(schedule="linear")
+
+
+def test_balanced_class_weights():
+    from segstudio.ml.train import TrainConfig, balanced_weights
+    w = balanced_weights({0: 9000, 1: 900, 2: 90, 3: 0}, 4)
+    assert w[3] == 1.0 and w[2] > w[1] > w[0] and max(w) <= 5.0 and min(w) >= 0.2
+    assert TrainConfig(class_weights="balanced").class_weights == "balanced"
+    with pytest.raises(ValueError, match="'balanced'"):
+        TrainConfig(class_weights="inverse")
