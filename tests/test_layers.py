@@ -32,3 +32,20 @@ def test_import_linter_contracts_hold():
     out = subprocess.run([exe], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Contracts: 2 kept, 0 broken" in out.stdout
+
+
+def test_window_starts_without_torch(sample_copy, tmp_path):
+    """Start-up never loads torch: it comes with the first model job, on a worker."""
+    code = (
+        "import os, sys; os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from segstudio.io.project import Project\n"
+        "from segstudio.ui.app import build_main_window\n"
+        f"app = QApplication([]); w = build_main_window(Project.open({str(sample_copy)!r}))\n"
+        "w.show()\n"
+        "print('torch' in sys.modules, 'pyqtgraph' in sys.modules)\n")
+    env = {**__import__("os").environ, "SEGSTUDIO_DATA_DIR": str(tmp_path / "data"),
+           "SEGSTUDIO_CONFIG_DIR": str(tmp_path / "config")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.stdout.split()[-2:] == ["False", "False"], out.stdout + out.stderr
