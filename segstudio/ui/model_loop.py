@@ -121,6 +121,7 @@ class ModelLoop:
     # -- runs ------------------------------------------------------------------------------
     def project_opened(self, project: Project) -> None:
         self.prediction = None
+        self.train_panel.balance.setChecked(len(project.classes) > 2)
         self.refresh_runs(select_latest=True)
         if not self._warmed:
             self._warmed = True

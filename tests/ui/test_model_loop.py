@@ -72,6 +72,9 @@ def test_train_then_measure_rank_and_retrain(qtbot, win):
     panel.preset.setCurrentIndex(panel.preset.findData("tiny"))
     panel.epochs.setValue(1)
     panel.minutes.setValue(0.5)
+    assert not panel.balance.isChecked()             # two classes: plain cross-entropy
+    panel.balance.setChecked(True)
+    assert panel.config_values()["class_weights"] == "balanced"
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     assert not panel.start_button.isEnabled() and panel.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: loop.train_job is None, timeout=120_000)

@@ -51,6 +51,9 @@ class TrainPanel(QWidget):
         self.device.addItems(DEVICES)
         self.device_line = QLabel("Device: found when training starts")
         self.device_line.setWordWrap(True)
+        self.balance = QCheckBox("Balance rare classes")
+        self.balance.setToolTip("Weight each class by how rare it is in the masks, so thin or small "
+                                "classes are learnt too (on by default with 3 or more classes)")
         self.finetune = QCheckBox("Fine-tune the active run")
         self.finetune.setToolTip("Start from the active run's weights (new classes get a new head)")
         self.start_button = QPushButton("Train")
@@ -87,6 +90,7 @@ class TrainPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(form)
+        layout.addWidget(self.balance)
         layout.addWidget(self.finetune)
         layout.addWidget(self.device_line)
         layout.addLayout(buttons)
@@ -105,13 +109,14 @@ class TrainPanel(QWidget):
         """What the user chose, as TrainConfig fields."""
         minutes = self.minutes.value()
         return {"preset": self.preset.currentData(), "epochs": self.epochs.value(),
-                "minutes": minutes if minutes > 0 else None, "device": self.device.currentText()}
+                "minutes": minutes if minutes > 0 else None, "device": self.device.currentText(),
+                "class_weights": "balanced" if self.balance.isChecked() else None}
 
     # -- a run in progress -----------------------------------------------------------------
     def set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-        for w in (self.preset, self.epochs, self.minutes, self.device, self.finetune):
+        for w in (self.preset, self.epochs, self.minutes, self.device, self.balance, self.finetune):
             w.setEnabled(not running)
         if running:
             self._started = time.monotonic()
