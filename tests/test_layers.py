@@ -49,3 +49,16 @@ def test_window_starts_without_torch(sample_copy, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.stdout.split()[-2:] == ["False", "False"], out.stdout + out.stderr
+
+
+def test_no_slot_imports_torch_on_the_gui_thread():
+    """Model jobs import segstudio.ml on their worker: the first torch import takes ~1 s."""
+    import ast
+    for path in (REPO / "segstudio" / "ui").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                for item in ast.walk(node):
+                    if isinstance(item, ast.ImportFrom) and (item.module or "").startswith("segstudio.ml"):
+                        raise AssertionError(f"{path.name}:{item.lineno} imports {item.module} in a "
+                                             f"method (GUI thread); import it in the job body")

@@ -55,6 +55,19 @@ def _warm_up_job(*, on_progress=None, cancel=None) -> None:
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
 
+def _in_worker(module: str, name: str):
+    """A job body that imports `module` on the worker thread, not the GUI's.
+
+    The first import of torch takes ~1 s; done in a slot it would freeze the window.
+    """
+    def run(*args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+    run.__name__ = name
+    return run
+
+
 def _doctor_job(*, on_progress=None, cancel=None) -> str:
     from segstudio.ml.device import doctor
 
@@ -240,8 +253,7 @@ class ModelLoop:
         self._predict(list(ids), name=f"Predicting {len(ids)} image(s)")
 
     def _predict(self, ids: list[str], name: str) -> None:
-        from segstudio.ml.session import predict_images
-
+        predict_images = _in_worker("segstudio.ml.session", "predict_images")
         self._predict_generation += 1
         if self._predict_job is not None:
             self._predict_job.token.cancel()     # only the newest request matters
@@ -292,8 +304,7 @@ class ModelLoop:
 
     # -- metrics and ranking ---------------------------------------------------------------
     def measure(self, split: str = "val") -> None:
-        from segstudio.ml.session import measure
-
+        measure = _in_worker("segstudio.ml.session", "measure")
         w = self.w
         if self.active_run is None or w.project is None:
             w.statusBar().showMessage("No model to measure: train one first", 4000)
@@ -311,8 +322,7 @@ class ModelLoop:
             self.w.statusBar().showMessage(f"No labelled images in the {split} split to measure", 6000)
 
     def rank(self) -> None:
-        from segstudio.ml.session import rank
-
+        rank = _in_worker("segstudio.ml.session", "rank")
         w = self.w
         if self.active_run is None or w.project is None:
             return
@@ -349,8 +359,7 @@ class ModelLoop:
             self.export_model(Path(folder) / f"{self.active_run.name}-export")
 
     def export_model(self, out: Path, onnx: bool = True) -> Job | None:
-        from segstudio.ml.export_model import export_run
-
+        export_run = _in_worker("segstudio.ml.export_model", "export_run")
         if self.active_run is None or self.w.project is None:
             return None
         job = Job(export_run, self.w.project.root, self.active_run, out, onnx=onnx,
