@@ -54,7 +54,7 @@ def main() -> None:
         print(f"wrote {args.out / name}")
 
     w = build_main_window(Project.open(sample_project()))
-    w.resize(1500, 950)
+    w.resize(1600, 980)
     w.show()
     loop = w.model_loop
     idle = lambda: w.canvas.document is not None and not w._jobs  # noqa: E731

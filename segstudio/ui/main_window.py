@@ -141,7 +141,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self._status_timer.timeout.connect(self._refresh_current_status)
         left, right, display = self._docks_to_size
         # the canvas gets the room: side panels start narrow (the user can drag them wider)
-        self.resizeDocks([left, right], [230, 330], Qt.Orientation.Horizontal)
+        self.resizeDocks([left, right], [220, 400], Qt.Orientation.Horizontal)
         self.resizeDocks([right, display, self.model_loop.docks[0]], [120, 140, 520],
                          Qt.Orientation.Vertical)
         self._default_layout = self.saveState()
