@@ -15,7 +15,7 @@ from segstudio.core.classes import UNLABELED, LabelClass
 from segstudio.core.display import CT_PRESETS, DisplayRange, auto_range, full_range, sample_pixels
 from segstudio.core.document import ImageDocument, ReadOnlyError
 from segstudio.io.autosave import Autosaver
-from segstudio.io.images import ImageReadError, LoadedImage
+from segstudio.io.images import LoadedImage
 from segstudio.io.masks import MaskError
 from segstudio.io.project import ImageEntry, Project, ProjectError, labelled_fraction
 from segstudio.io.userdirs import add_recent_project, data_dir, recent_projects
@@ -61,6 +61,24 @@ def default_preset(loaded: LoadedImage) -> str:
 def _is_grey(data: np.ndarray) -> bool:
     s = sample_pixels(data, 4096)
     return bool(np.array_equal(s[..., 0], s[..., 1]) and np.array_equal(s[..., 1], s[..., 2]))
+
+
+def plain_error(details: str) -> str:
+    """The sentence of a traceback's last line, without the exception's dotted class name.
+
+    `segstudio.ml.train.TrainingError: the loss became nan ...` -> `the loss became nan ...`;
+    built-in errors keep their name (`MemoryError: ...` says something to a user).
+    """
+    lines = details.strip().splitlines()
+    if not lines:
+        return "unknown error"
+    kind, sep, message = lines[-1].partition(": ")
+    if sep and message and kind not in _TELLING_ERRORS:
+        return message
+    return lines[-1]
+
+
+_TELLING_ERRORS = {"MemoryError", "PermissionError", "FileNotFoundError", "OSError"}
 
 
 class SaverSignals(QObject):
@@ -304,8 +322,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         return job
 
     def _on_job_failed(self, name: str, details: str) -> None:
-        last = details.strip().splitlines()[-1] if details.strip() else "unknown error"
-        self.report_error(f"{name} failed", last, details)
+        self.report_error(f"{name} failed", plain_error(details), details)
 
     # -- images ----------------------------------------------------------------------------
     def show_image(self, image_id: str) -> None:
@@ -327,9 +344,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
     def _on_item_failed(self, generation: int, entry: ImageEntry, details: str) -> None:
         if generation != self._load_generation:
             return
-        last = details.strip().splitlines()[-1]
-        message = last.split(": ", 1)[1] if last.startswith(("segstudio", ImageReadError.__name__)) else last
-        self.report_error(f"Cannot open {entry.display_name}", message, details)
+        self.report_error(f"Cannot open {entry.display_name}", plain_error(details), details)
         self.canvas.set_content(None, None)
         self.current, self.loaded = None, None
 

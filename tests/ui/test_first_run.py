@@ -100,3 +100,25 @@ def test_jobs_indicator_shows_progress_and_cancels(qtbot, sample_copy):
     qtbot.waitUntil(lambda: bool(cancelled), timeout=5_000)
     qtbot.waitUntil(lambda: not w.jobs_view.isVisible(), timeout=5_000)
     assert logging.getLogger("segstudio").level <= logging.INFO
+
+
+def test_plain_error_sentences():
+    from segstudio.ui.main_window import plain_error
+    tb = "Traceback (most recent call last):\n  File x\nsegstudio.ml.train.TrainingError: the loss became nan"
+    assert plain_error(tb) == "the loss became nan"
+    assert plain_error("Traceback\nValueError: bad size") == "bad size"
+    assert plain_error("Traceback\nMemoryError: out of memory") == "MemoryError: out of memory"
+    assert plain_error("") == "unknown error"
+
+
+def test_broken_manifest_and_bad_files_reported_in_the_window(qtbot, sample_copy, tmp_path, open_window):
+    w = open_window(sample_copy)
+    bad = tmp_path / "broken"
+    bad.mkdir()
+    (bad / "project.json").write_text("{ not json")
+    assert not w.open_project_path(bad)
+    assert any("not valid JSON (line 1" in e for e in w.errors)
+    assert w.project is not None and w.project.root == sample_copy.resolve()   # still open
+    (tmp_path / "notes.tif").write_text("not an image")
+    added = w.add_images([tmp_path / "notes.tif"])
+    assert added == [] and any("notes.tif: not a readable TIFF" in e for e in w.errors)
