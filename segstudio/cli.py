@@ -535,6 +535,19 @@ def _clock(seconds: float) -> str:
 
 @command("train", "train a model on a project's labelled images")(_add_train)
 def _run_train(args: argparse.Namespace) -> int:
+    rc = _train(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun, gloo's worker threads can abort interpreter finalization
+        # ("terminate called without an active exception", SIGABRT) after the process group
+        # is destroyed; the run is complete on disk by now, so leave without that teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(rc)
+    return rc
+
+
+def _train(args: argparse.Namespace) -> int:
     import signal
 
     from segstudio.core.jobs import Cancelled, CancelToken
