@@ -119,24 +119,16 @@ def run_folders(project_root: Path | str) -> list[Path]:
 
 def resolve_run_dir(project_root: Path | str | None, run: str | Path) -> Path:
     """A run folder from an id under the project's runs/, a path, or "latest"."""
-    run_s = str(run)
-    if project_root is not None:
-        if run_s == "latest":
-            runs = run_folders(project_root)
-            if not runs:
-                raise RunError(f"{runs_dir_of(project_root)} holds no runs with a checkpoint; "
-                               "train a model first")
-            return runs[0]
-        candidate = runs_dir_of(project_root) / run_s
-        if candidate.is_dir():
-            return candidate
-    path = Path(run)
-    if path.is_dir():
-        return path
-    known = [d.name for d in run_folders(project_root)] if project_root is not None else []
-    where = f"in {runs_dir_of(project_root)} " if project_root is not None else ""
-    raise RunError(f"no run {run_s!r} {where}and no such folder"
-                   + (f"; known runs: {known}" if known else ""))
+    runs_dir = runs_dir_of(project_root) if project_root is not None else None
+    if str(run) == "latest" and runs_dir is not None:
+        runs = run_folders(project_root)
+        if not runs:
+            raise RunError(f"{runs_dir} holds no runs with a checkpoint; train a model first")
+        return runs[0]
+    try:
+        return find_run(runs_dir, run)
+    except FileNotFoundError as e:
+        raise RunError(str(e)) from None
 
 
 def find_checkpoint(run_dir: Path) -> Path:

@@ -58,27 +58,27 @@ class PngWriter:
         entry = item.entries[0]
         info = ctx.info(entry)
         mask = ctx.mask(entry, info)
-        (ctx.folder("masks", item.split) / f"{entry.id}.png").write_bytes(
+        (self._mask_folder(ctx, item.split) / f"{entry.id}.png").write_bytes(
             encode_indexed_png(mask, self.palette))
-        return ctx.put_image(entry, info, ctx.image_folder("images", item.split))
+        return self._put_image(ctx, entry, info, item.split)
+
+    def _mask_folder(self, ctx: ExportContext, split: str) -> Path:
+        return ctx.folder("masks", split)
+
+    def _put_image(self, ctx: ExportContext, entry: ImageEntry, info, split: str) -> str:
+        return ctx.put_image(entry, info, ctx.image_folder("images", split))
 
     def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
         _write_lists(ctx, ctx.root, results)
 
 
-class VocWriter:
+class VocWriter(PngWriter):
     """Pascal VOC: JPEGImages/, SegmentationClass/ (indexed PNG), ImageSets/Segmentation/*.txt."""
 
-    def items(self, ctx: ExportContext, entries: list[ImageEntry], splits: dict[str, str]) -> list[Item]:
-        self.palette = _palette(ctx)
-        return _per_image(entries, splits)
+    def _mask_folder(self, ctx: ExportContext, split: str) -> Path:
+        return ctx.folder("SegmentationClass")
 
-    def write_item(self, ctx: ExportContext, item: Item) -> str:
-        entry = item.entries[0]
-        info = ctx.info(entry)
-        mask = ctx.mask(entry, info)
-        (ctx.folder("SegmentationClass") / f"{entry.id}.png").write_bytes(
-            encode_indexed_png(mask, self.palette))
+    def _put_image(self, ctx: ExportContext, entry: ImageEntry, info, split: str) -> str:
         return ctx.put_image(entry, info, ctx.image_folder("JPEGImages"), jpeg=True)
 
     def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
