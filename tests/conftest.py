@@ -50,3 +50,17 @@ def open_window(qtbot):
         qtbot.waitUntil(lambda: w.canvas.document is not None, timeout=10_000)
         return w
     return _open
+
+
+@pytest.fixture
+def export_in_window(qtbot):
+    """export_in_window(window, out, fmt): run the window's export job and wait for its result."""
+    def _export(w, out, fmt):
+        from segstudio.io.export import ExportOptions
+
+        w.last_export = None
+        w.run_export(out, ExportOptions(format=fmt))
+        qtbot.waitUntil(lambda: w.last_export is not None and w.last_export.format == fmt,
+                        timeout=60_000)
+        return w.last_export
+    return _export

@@ -18,7 +18,7 @@ def _go(qtbot, w, image_id):
                     and w.canvas.document is not None, timeout=10_000)
 
 
-def test_the_whole_loop(qtbot, sample_copy, tmp_path, open_window):
+def test_the_whole_loop(qtbot, sample_copy, tmp_path, open_window, export_in_window):
     w = open_window(sample_copy, size=(1400, 900))
     assert w.images.list.count() == 14 and w.errors == []
 
@@ -73,13 +73,8 @@ def test_the_whole_loop(qtbot, sample_copy, tmp_path, open_window):
     assert "mean IoU" in mp.summary.text()
 
     # export to indexed PNG and to COCO
-    from segstudio.io.export import ExportOptions
     for fmt in ("png", "coco"):
-        job = w.run_export(tmp_path / fmt, ExportOptions(format=fmt))
-        with qtbot.waitSignal(job.signals.finished, timeout=60_000):
-            pass
-        qtbot.waitUntil(lambda: getattr(w, "last_export", None) is not None
-                        and w.last_export.format == fmt, timeout=10_000)
+        export_in_window(w, tmp_path / fmt, fmt)
     from PIL import Image
     with Image.open(tmp_path / "png" / "masks" / "train" / "nuclei_12.png") as im:
         assert im.mode == "P"                       # indexed, with the class palette

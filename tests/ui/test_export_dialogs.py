@@ -30,17 +30,13 @@ def test_export_dialog_builds_the_options(qtbot, tmp_path):
     assert opts.coco_mode == "rle" and opts.classes == ("cell",)
 
 
-def test_export_png_and_coco_from_the_window_then_import_back(qtbot, sample_copy, tmp_path):
+def test_export_png_and_coco_from_the_window_then_import_back(qtbot, sample_copy, tmp_path,
+                                                             export_in_window):
     w = _window(qtbot, sample_copy)
     doc = w.canvas.document
     painted = doc.mask.copy()
-    from segstudio.io.export import ExportOptions
     for fmt in ("png", "coco"):
-        job = w.run_export(tmp_path / fmt, ExportOptions(format=fmt))
-        with qtbot.waitSignal(job.signals.finished, timeout=60_000):
-            pass
-        qtbot.waitUntil(lambda: getattr(w, "last_export", None) is not None
-                        and w.last_export.format == fmt, timeout=10_000)
+        export_in_window(w, tmp_path / fmt, fmt)
     assert (tmp_path / "png" / "classes.json").is_file()
     coco = json.loads(next((tmp_path / "coco" / "annotations").glob("instances_train.json")).read_text())
     assert [c["name"] for c in coco["categories"]] == ["nucleus"]
