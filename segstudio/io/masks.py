@@ -12,7 +12,9 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,29 +74,102 @@ def encode_record(tiles) -> bytes:
     return _HEAD.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def replay_journal(data: bytes, mask: np.ndarray) -> tuple[int, bool]:
-    """Apply every complete record to `mask`; returns (records applied, torn tail found)."""
-    pos, n = 0, 0
-    while pos < len(data):
-        if len(data) - pos < _HEAD.size:
-            return n, True
-        magic, length, crc = _HEAD.unpack_from(data, pos)
-        payload = data[pos + _HEAD.size: pos + _HEAD.size + length]
-        if magic != _MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
-            return n, True      # a write cut short by a crash: everything before it is intact
+class _BadRecord(Exception):
+    """A CRC-valid journal record whose contents do not parse (crafted or from a bug)."""
+
+
+def _decode_record(payload: bytes, shape: tuple[int, int]) -> list[tuple[int, int, np.ndarray]]:
+    """The tiles of one record, checked against the mask shape before anything is written."""
+    try:
         raw = zlib.decompress(payload)
-        (count,), off = struct.unpack_from("<I", raw), 4
+        (count,) = struct.unpack_from("<I", raw)
+        off, tiles = 4, []
         for _ in range(count):
             y0, x0, h, w = _TILE.unpack_from(raw, off)
             off += _TILE.size
-            tile = np.frombuffer(raw, np.uint8, h * w, off).reshape(h, w)
+            if off + h * w > len(raw):
+                raise _BadRecord(f"a {w} x {h} tile runs past the end of its record")
+            if y0 + h > shape[0] or x0 + w > shape[1]:
+                raise _BadRecord(f"writes a {w} x {h} tile at (y {y0}, x {x0}) outside the "
+                                 f"{shape[1]} x {shape[0]} mask")
+            tiles.append((y0, x0, np.frombuffer(raw, np.uint8, h * w, off).reshape(h, w)))
             off += h * w
-            if y0 + h > mask.shape[0] or x0 + w > mask.shape[1]:
-                raise MaskError(f"journal record {n} writes outside a {mask.shape} mask")
-            mask[y0:y0 + h, x0:x0 + w] = tile
-        pos += _HEAD.size + length
+        return tiles
+    except (zlib.error, struct.error, ValueError) as e:
+        raise _BadRecord(f"does not decode ({e})") from None
+
+
+@dataclass
+class JournalScan:
+    """What a journal holds: the records that can be applied and what had to be skipped."""
+
+    records: list[tuple[int, int]] = field(default_factory=list)   # (start, end) byte offsets
+    good_end: int = 0           # end of the last intact record: appends go here
+    skipped_bytes: int = 0      # torn or damaged bytes passed over (a crash mid-append)
+    bad_records: list[str] = field(default_factory=list)           # framed but unreadable
+
+
+def _frame_at(data: bytes, pos: int) -> int | None:
+    """End offset of an intact (CRC-valid) record starting at `pos`, else None."""
+    if len(data) - pos < _HEAD.size:
+        return None
+    magic, length, crc = _HEAD.unpack_from(data, pos)
+    end = pos + _HEAD.size + length
+    if magic != _MAGIC or end > len(data) or zlib.crc32(data[pos + _HEAD.size:end]) != crc:
+        return None
+    return end
+
+
+def scan_journal(data: bytes) -> JournalScan:
+    """Find every intact record, resynchronising after torn or damaged bytes.
+
+    A crash mid-append leaves a torn record; older versions then appended after it, so intact
+    records may follow garbage: they are found again by their magic and CRC, never dropped.
+    """
+    scan, pos = JournalScan(), 0
+    while pos < len(data):
+        end = _frame_at(data, pos)
+        if end is not None:
+            scan.records.append((pos, end))
+            scan.good_end = end
+            pos = end
+            continue
+        nxt = data.find(_MAGIC, pos + 1)
+        while nxt != -1 and _frame_at(data, nxt) is None:
+            nxt = data.find(_MAGIC, nxt + 1)
+        stop = len(data) if nxt == -1 else nxt
+        scan.skipped_bytes += stop - pos
+        pos = stop
+    return scan
+
+
+def replay_journal(data: bytes, mask: np.ndarray, scan: JournalScan | None = None
+                   ) -> tuple[int, bool]:
+    """Apply every intact record to `mask`; returns (records applied, damage found).
+
+    Records that are framed correctly but do not parse are skipped and listed in
+    `scan.bad_records`; nothing outside the mask is ever written.
+    """
+    scan = scan or scan_journal(data)
+    n = 0
+    for k, (start, end) in enumerate(scan.records):
+        try:
+            tiles = _decode_record(data[start + _HEAD.size:end], mask.shape[:2])
+        except _BadRecord as e:
+            scan.bad_records.append(f"record {k} (byte {start}) {e}")
+            continue
+        for y0, x0, tile in tiles:
+            mask[y0:y0 + tile.shape[0], x0:x0 + tile.shape[1]] = tile
         n += 1
-    return n, False
+    return n, bool(scan.skipped_bytes or scan.bad_records)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a full disk raises OSError(ENOSPC) part-way)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 class MaskStore:
@@ -103,7 +178,12 @@ class MaskStore:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self._lock = threading.RLock()
-        remove_stale_temporaries(self.folder)
+        self._good_end: dict[str, int] = {}     # verified end of each journal we append to
+        self._problems: dict[str, list[str]] = {}
+        try:
+            remove_stale_temporaries(self.folder)
+        except OSError:
+            pass
 
     def png_path(self, image_id: str) -> Path:
         return self.folder / f"{image_id}.png"
@@ -114,8 +194,16 @@ class MaskStore:
     def has_mask(self, image_id: str) -> bool:
         return self.png_path(image_id).exists() or self.journal_path(image_id).exists()
 
+    def take_problems(self, image_id: str) -> list[str]:
+        """What the last load of this image had to skip (torn or damaged journal records)."""
+        with self._lock:
+            return self._problems.pop(image_id, [])
+
     def load(self, image_id: str, shape: tuple[int, int]) -> np.ndarray:
         """The saved mask (PNG plus journal), or an all-unlabeled one; raises MaskError."""
+        return self._load(image_id, shape)[0]
+
+    def _load(self, image_id: str, shape: tuple[int, int]) -> tuple[np.ndarray, JournalScan]:
         with self._lock:
             png = self.png_path(image_id)
             if png.exists():
@@ -123,14 +211,43 @@ class MaskStore:
             else:
                 mask = np.full(shape, UNLABELED, np.uint8)
             jpath = self.journal_path(image_id)
+            scan = JournalScan()
             if jpath.exists():
-                n, torn = replay_journal(jpath.read_bytes(), mask)
-                if torn:
-                    log.warning("%s: ignored an incomplete last record after %d strokes", jpath, n)
-            return mask
+                data = jpath.read_bytes()
+                scan = scan_journal(data)
+                n, damaged = replay_journal(data, mask, scan)
+                if damaged:
+                    self._note_damage(image_id, jpath, n, scan)
+            return mask, scan
+
+    def _note_damage(self, image_id: str, jpath: Path, n: int, scan: JournalScan) -> None:
+        parts = []
+        if scan.skipped_bytes:
+            parts.append(f"skipped {scan.skipped_bytes} byte(s) of an incomplete write "
+                         f"(a crash or a full disk)")
+        if scan.bad_records:
+            parts.append(f"{len(scan.bad_records)} unreadable record(s): "
+                         + "; ".join(scan.bad_records[:3]))
+        message = f"{jpath}: {', '.join(parts)}; the {n} intact stroke(s) were applied"
+        log.warning("%s", message)
+        if scan.bad_records:    # real damage, not just a torn tail: the user should know
+            self._problems.setdefault(image_id, []).append(message)
+
+    def _verified_end(self, image_id: str, fd: int) -> int:
+        """Where the intact records end; the file is rescanned when its size is unexpected."""
+        size = os.fstat(fd).st_size
+        end = self._good_end.get(image_id)
+        if end is None or end != size:
+            with os.fdopen(os.dup(fd), "rb") as f:
+                end = scan_journal(f.read()).good_end
+        return end
 
     def append(self, image_id: str, records: list) -> None:
-        """Append one journal record per stroke and fsync once."""
+        """Append one journal record per stroke and fsync once.
+
+        A torn tail (a crash or a full disk cut the last write short) is cut off first: records
+        appended behind torn bytes would otherwise be invisible to a reader that stops there.
+        """
         if not records:
             return
         data = b"".join(encode_record(tiles) for tiles in records)
@@ -138,10 +255,28 @@ class MaskStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             jpath = self.journal_path(image_id)
             new = not jpath.exists()
-            with open(jpath, "ab") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = os.open(jpath, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                end = self._verified_end(image_id, fd)
+                if os.fstat(fd).st_size != end:
+                    log.warning("%s: cutting %d byte(s) of an incomplete write before appending",
+                                jpath, os.fstat(fd).st_size - end)
+                    os.ftruncate(fd, end)
+                os.lseek(fd, end, os.SEEK_SET)
+                try:
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                except OSError:
+                    self._good_end.pop(image_id, None)   # rescan next time
+                    try:
+                        os.ftruncate(fd, end)            # do not leave a torn record behind
+                        self._good_end[image_id] = end
+                    except OSError:
+                        pass
+                    raise
+                self._good_end[image_id] = end + len(data)
+            finally:
+                os.close(fd)
             if new:
                 fsync_dir(self.folder)
 
@@ -154,9 +289,16 @@ class MaskStore:
     def compact(self, image_id: str, shape: tuple[int, int]) -> None:
         """Fold the journal into the PNG (atomically), then drop the journal."""
         with self._lock:
-            if not self.journal_path(image_id).exists():
+            jpath = self.journal_path(image_id)
+            if not jpath.exists():
                 return
-            mask = self.load(image_id, shape)
+            mask, scan = self._load(image_id, shape)
+            if scan.bad_records:
+                # never destroy what could not be read: keep it beside the mask for a look
+                keep = jpath.with_name(f"{jpath.name}.damaged-{int(time.time())}")
+                os.replace(jpath, keep)
+                log.warning("%s: kept as %s (it holds records that could not be read)",
+                            jpath, keep.name)
             self.write(image_id, mask)
 
     def write(self, image_id: str, mask: np.ndarray) -> None:
@@ -167,6 +309,7 @@ class MaskStore:
                 self.journal_path(image_id).unlink()
             except FileNotFoundError:
                 pass
+            self._good_end.pop(image_id, None)
             fsync_dir(self.folder)
 
 

@@ -1,4 +1,5 @@
-"""kill -9 at random moments: the project reopens and holds every stroke saved before the kill."""
+"""kill -9 at random moments: the project reopens and holds every stroke saved before the kill,
+also when the journal it appends to ends in a record torn by an earlier crash."""
 
 import os
 import random
@@ -48,5 +49,8 @@ def test_sigkill_at_random_moments_loses_no_saved_stroke(tmp_path):
         total_acked = max(total_acked, acked)
         # the next trial starts from what is on disk: clear it for a fresh run of strokes
         project.masks.write(project.images[0].id, np.full((480, 480), 255, np.uint8))
+        if trial % 2:   # and, every other trial, a torn tail that the next strokes follow
+            with open(project.masks.journal_path(project.images[0].id), "ab") as f:
+                f.write(b"SSJ1\x40\x00\x00\x00torn-by-a-crash")
     assert kills >= TRIALS - 2          # the kills really landed mid-run
     assert total_acked > 10             # and strokes were being saved when they did

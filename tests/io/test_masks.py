@@ -94,3 +94,67 @@ def test_opening_a_project_never_removes_a_temporary_in_use(tmp_path):
     MaskStore(tmp_path)
     assert fresh.exists() and not old.exists()
     assert remove_stale_temporaries(tmp_path, older_than_s=0) == 1
+
+
+def test_strokes_appended_after_a_torn_tail_are_replayed(tmp_path):
+    """A crash mid-append leaves a torn record; the strokes painted after reopening must stay."""
+    store = MaskStore(tmp_path)
+    doc = ImageDocument.blank(64, 64)
+    records = []
+    doc.edited.connect(records.append)
+    _strokes(doc, 6)
+    store.append("a", records[:2])
+    with open(store.journal_path("a"), "ab") as f:      # the crash: half a record on disk
+        f.write(b"SSJ1\x40\x00\x00\x00garbage")
+    reopened = MaskStore(tmp_path)                       # the app starts again
+    reopened.append("a", records[2:4])                   # and saves three more strokes
+    reopened.append("a", records[4:])
+    assert np.array_equal(MaskStore(tmp_path).load("a", (64, 64)), doc.mask)
+    reopened.compact("a", (64, 64))                      # compaction keeps them too
+    assert np.array_equal(MaskStore(tmp_path).load("a", (64, 64)), doc.mask)
+
+
+def test_records_behind_garbage_from_older_versions_are_found_again(tmp_path):
+    store = MaskStore(tmp_path)
+    doc = ImageDocument.blank(64, 64)
+    records = []
+    doc.edited.connect(records.append)
+    _strokes(doc, 4)
+    store.append("a", records[:2])
+    path = store.journal_path("a")
+    with open(path, "ab") as f:
+        f.write(b"SSJ1\x40\x00\x00\x00torn")             # torn, then more intact records
+    from segstudio.io.masks import encode_record
+    with open(path, "ab") as f:
+        f.write(b"".join(encode_record(t) for t in records[2:]))
+    assert np.array_equal(MaskStore(tmp_path).load("a", (64, 64)), doc.mask)
+
+
+def test_crafted_journal_records_are_reported_not_raised(tmp_path):
+    """CRC-valid records that do not decode are skipped, named, and kept aside on compaction."""
+    import struct
+    import zlib
+
+    from segstudio.io.masks import _HEAD, _MAGIC
+
+    store = MaskStore(tmp_path)
+    doc = ImageDocument.blank(64, 64)
+    records = []
+    doc.edited.connect(records.append)
+    _strokes(doc, 2)
+    store.append("a", records)
+    bad_payloads = [b"not zlib at all",
+                    zlib.compress(b"\x01"),                                   # count cut short
+                    zlib.compress(struct.pack("<I", 1) + struct.pack("<IIII", 60, 60, 64, 64)),
+                    zlib.compress(struct.pack("<I", 1) + struct.pack("<IIII", 0, 0, 8, 8) + b"x")]
+    with open(store.journal_path("a"), "ab") as f:
+        for payload in bad_payloads:
+            f.write(_HEAD.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload)
+    fresh = MaskStore(tmp_path)
+    assert np.array_equal(fresh.load("a", (64, 64)), doc.mask)
+    problems = fresh.take_problems("a")
+    assert len(problems) == 1 and "4 unreadable record(s)" in problems[0]
+    assert "a.journal" in problems[0]
+    fresh.compact("a", (64, 64))
+    assert list(tmp_path.glob("a.journal.damaged-*")), "unreadable records must not be deleted"
+    assert np.array_equal(MaskStore(tmp_path).load("a", (64, 64)), doc.mask)
