@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -14,6 +16,14 @@ MAX_CLASSES = 255  # ids 0..254; 255 is reserved for unlabeled
 # Okabe & Ito's palette, which stays distinct under the common colour-vision deficiencies.
 PALETTE = ("#56B4E9", "#E69F00", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#F0E442", "#000000")
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+MAX_NAME_LENGTH = 64
+# categories that break a one-line name: controls (newline, tab, NUL), invisible format
+# characters (zero-width joiners, bidi overrides) and the Unicode line/paragraph separators
+_CONTROL_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
+_LINE_BREAKS = set("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+_RULE = f"class names are one line of at most {MAX_NAME_LENGTH} characters"
+
+log = logging.getLogger(__name__)
 
 
 class ClassError(ValueError):
@@ -36,7 +46,77 @@ def default_color(class_id: int) -> str:
     return PALETTE[class_id % len(PALETTE)]
 
 
+def _shown(name: str) -> str:
+    """The name as a message shows it: escapes visible, a huge name cut short."""
+    return repr(name) if len(name) <= 80 else f"{name[:40]!r}... ({len(name)} characters)"
+
+
+def validate_class_name(name: object) -> str:
+    """The name without surrounding whitespace; raises ClassError if it cannot be a class name.
+
+    Names end up as one line of classes.txt, a YAML scalar, a CSV cell and a menu entry, so a
+    line break, tab or NUL would shift ids or break those files.
+    """
+    if not isinstance(name, str):
+        raise ClassError(f"class name {name!r} is {type(name).__name__}, not text; {_RULE}")
+    stripped = name.strip()
+    if not stripped:
+        raise ClassError(f"class name {name!r} is empty; {_RULE}")
+    if len(stripped) > MAX_NAME_LENGTH:
+        raise ClassError(f"class name {_shown(stripped)} is {len(stripped)} characters long; "
+                         f"{_RULE}")
+    bad = [ch for ch in stripped if unicodedata.category(ch) in _CONTROL_CATEGORIES]
+    if bad:
+        if any(ch in _LINE_BREAKS for ch in bad):
+            what = "a line break"
+        elif "\t" in bad:
+            what = "a tab"
+        elif "\0" in bad:
+            what = "a NUL character"
+        else:
+            what = f"the invisible control character U+{ord(bad[0]):04X}"
+        raise ClassError(f"class name {_shown(stripped)} contains {what}; {_RULE}")
+    return stripped
+
+
+def clean_class_name(name: str) -> str:
+    """A usable name from one read off disk: control characters become spaces, cut to length.
+
+    For names saved before they were checked (an old project.json): refusing them would
+    leave the project unopenable. May return "" (the caller picks a fallback).
+    """
+    text = "".join(" " if unicodedata.category(ch) in _CONTROL_CATEGORIES else ch
+                   for ch in str(name))
+    return " ".join(text.split())[:MAX_NAME_LENGTH].strip()
+
+
+def clean_classes(classes: list[LabelClass], where: str = "project") -> list[LabelClass]:
+    """The classes with every name made valid (see clean_class_name), each change logged.
+
+    A name that cleans to nothing becomes 'class <id>'; one that would then equal another
+    class's name gets its id appended, so the list still validates.
+    """
+    out: list[LabelClass] = []
+    taken = {c.name.casefold() for c in classes}
+    for c in classes:
+        try:
+            if validate_class_name(c.name) == c.name:
+                out.append(c)
+                continue
+        except ClassError:
+            pass
+        name = clean_class_name(c.name) or f"class {c.id}"
+        if name.casefold() != c.name.casefold() and name.casefold() in taken:
+            name = f"{name[:MAX_NAME_LENGTH - 8]} ({c.id})"
+        taken.add(name.casefold())
+        log.warning("%s: class %d name %s is not a valid class name; using %r (%s)",
+                    where, c.id, _shown(c.name), name, _RULE)
+        out.append(replace(c, name=name))
+    return out
+
+
 def validate_classes(classes: list[LabelClass]) -> None:
+    """Raises ClassError for duplicate ids or names, bad names, ids or colours."""
     ids = [c.id for c in classes]
     names = [c.name.casefold() for c in classes]
     if len(set(ids)) != len(ids):
@@ -46,8 +126,7 @@ def validate_classes(classes: list[LabelClass]) -> None:
     for c in classes:
         if not 0 <= c.id < MAX_CLASSES:
             raise ClassError(f"class id {c.id} of '{c.name}' is outside 0..{MAX_CLASSES - 1}")
-        if not c.name.strip():
-            raise ClassError(f"class {c.id} has an empty name")
+        validate_class_name(c.name)
         if not _HEX.match(c.color):
             raise ClassError(f"class '{c.name}' has colour {c.color!r}; expected '#rrggbb'")
 

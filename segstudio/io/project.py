@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from segstudio.core.classes import (BACKGROUND, UNLABELED, ClassError, LabelClass, default_color,
-                                    next_class_id, validate_classes)
+from segstudio.core.classes import (BACKGROUND, UNLABELED, ClassError, LabelClass, clean_classes,
+                                    default_color, next_class_id, validate_classes)
 from segstudio.io.atomic import atomic_write_json, remove_stale_temporaries
 from segstudio.io.images import (DEFAULT_MAX_PIXELS, ImageInfo, ImageReadError, LoadedImage,
                                  is_supported, probe, read_image)
@@ -113,9 +113,13 @@ class Project:
         root = Path(root)
         if (root / MANIFEST).exists():
             raise ProjectError(f"{root} already holds a project ({MANIFEST}); open it instead")
-        root.mkdir(parents=True, exist_ok=True)
         classes = classes or [LabelClass(BACKGROUND, "background", default_color(0)),
                               LabelClass(1, "foreground", default_color(1))]
+        try:
+            validate_classes(classes)
+        except ClassError as e:
+            raise ProjectError(f"cannot create a project in {root}: {e}") from None
+        root.mkdir(parents=True, exist_ok=True)
         project = cls(root, name or root.resolve().name, classes, [], {})
         project.save()
         return project
@@ -176,6 +180,7 @@ class Project:
             except (KeyError, TypeError, ValueError) as e:
                 raise ProjectError(f"{path}: classes[{i}] is incomplete ({e})") from None
         try:
+            classes = clean_classes(classes, str(path))   # names saved before they were checked
             validate_classes(classes)
         except ClassError as e:
             raise ProjectError(f"{path}: {e}") from None
