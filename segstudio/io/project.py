@@ -24,9 +24,10 @@ import numpy as np
 
 from segstudio.core.classes import (BACKGROUND, UNLABELED, ClassError, LabelClass, clean_classes,
                                     default_color, next_class_id, validate_classes)
-from segstudio.io.atomic import atomic_write_json, remove_stale_temporaries
+from segstudio.io.atomic import TMP_SUFFIX, atomic_write_json, remove_stale_temporaries
 from segstudio.io.images import (DEFAULT_MAX_PIXELS, ImageInfo, ImageReadError, LoadedImage,
                                  is_supported, probe, read_image)
+from segstudio.io.lock import ProjectLock, ProjectLockedError
 from segstudio.io.masks import MaskStore
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,109 @@ def _check_keys(obj: Any, known: set[str], where: str) -> None:
         raise ProjectError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
 
 
+def _field(obj: dict, key: str, kind: type, where: str, default: Any = ...) -> Any:
+    """obj[key] as `kind`, or a message that says which key holds what instead."""
+    if key not in obj:
+        if default is ...:
+            raise ProjectError(f"{where}: '{key}' is missing")
+        return default
+    v = obj[key]
+    if kind is int:
+        ok = isinstance(v, int) and not isinstance(v, bool)
+    elif kind is float:
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+              and abs(v) != float("inf"))
+    elif kind is bool:
+        ok = isinstance(v, bool)
+    else:
+        ok = isinstance(v, str)
+    if not ok:
+        want = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}[kind]
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "…"
+        raise ProjectError(f"{where}: '{key}' must be {want}, got {shown}")
+    return float(v) if kind is float else v
+
+
+def _check_settings(settings: dict, where: str) -> None:
+    mp = _field(settings, "max_pixels", int, f"{where}: settings", DEFAULT_MAX_PIXELS)
+    if mp <= 0:
+        raise ProjectError(f"{where}: settings: 'max_pixels' must be positive, got {mp}")
+    vf = _field(settings, "val_fraction", float, f"{where}: settings", 0.2)
+    if not 0.0 <= vf < 1.0:
+        raise ProjectError(f"{where}: settings: 'val_fraction' must be in [0, 1), got {vf}")
+
+
+def _merge_fields(base: dict, mine: dict, disk: dict) -> dict:
+    """Keys we changed since `base` take our value; every other key keeps the disk's."""
+    out = dict(disk)
+    for k in set(mine) | set(base):
+        if mine.get(k, ...) != base.get(k, ...):
+            if k in mine:
+                out[k] = mine[k]
+            else:
+                out.pop(k, None)
+    return out
+
+
+def _merge_keyed(base: list, mine: list, disk: list) -> list:
+    """Three-way merge of lists of {"id": ...} records: our changes on top of the disk's."""
+    b = {r["id"]: r for r in base}
+    m = {r["id"]: r for r in mine}
+    out = []
+    for r in disk:
+        rid = r.get("id")
+        if rid in b and rid not in m:
+            continue                                    # we deleted it
+        out.append(_merge_fields(b.get(rid, {}), m[rid], r) if rid in m else r)
+    have = {r.get("id") for r in out}
+    out += [r for r in mine if r["id"] not in have and r["id"] not in b]   # we added it
+    return out
+
+
+_LISTS = ("classes", "images", "settings")
+
+
+def merge_manifests(base: dict, mine: dict, disk: dict) -> dict:
+    """What to write when project.json changed on disk since we read it: both sides' changes."""
+    def top(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k not in _LISTS}
+
+    merged = _merge_fields(top(base), top(mine), top(disk))
+    for key in ("classes", "images"):
+        disk_list = disk.get(key, [])
+        if not isinstance(disk_list, list) or not all(isinstance(r, dict) for r in disk_list):
+            disk_list = base.get(key, [])
+        merged[key] = _merge_keyed(base.get(key, []), mine[key], disk_list)
+    disk_settings = disk.get("settings", {})
+    merged["settings"] = _merge_fields(base.get("settings", {}), mine["settings"],
+                                       disk_settings if isinstance(disk_settings, dict) else {})
+    return merged
+
+
+def writable_problem(root: Path) -> str | None:
+    """Why nothing can be saved in `root` (read-only disk, no permission), or None.
+
+    Tried, not guessed: os.access says yes to root on a read-only mount.
+    """
+    import errno
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-check.", suffix=TMP_SUFFIX, dir=root)
+    except OSError as e:
+        if e.errno == errno.EROFS:
+            return f"the project folder {root} is on a read-only disk"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return f"the project folder {root} cannot be written (no permission)"
+        return f"the project folder {root} cannot be written ({e.strerror or e})"
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    return None
+
+
 class Project:
     """A project folder. Not thread-safe: change it on the GUI thread (or one CLI thread)."""
 
@@ -105,6 +209,9 @@ class Project:
         self.settings = {**DEFAULT_SETTINGS, **settings}
         self.masks = MaskStore(self.root / "masks")
         self.problems: list[str] = []   # what was skipped on open or add, for the user to read
+        self.read_only: str | None = None   # why nothing may be written, or None
+        self._lock: ProjectLock | None = None
+        self._disk_manifest: dict[str, Any] | None = None   # project.json as last read/written
 
     # -- create / open / save --------------------------------------------------------------
     @classmethod
@@ -132,10 +239,19 @@ class Project:
         if not images_dir.is_dir():
             raise ProjectError(f"{images_dir} is not a folder")
         root = Path(root) if root is not None else images_dir / "segstudio-project"
-        project = cls.create(root, name=images_dir.resolve().name, classes=classes)
+        existed = root.exists()
         files = sorted(p for p in images_dir.rglob("*") if p.is_file() and is_supported(p)
                        and root.resolve() not in p.resolve().parents)
-        project.add_images(files, copy=copy)
+        project = cls.create(root, name=images_dir.resolve().name, classes=classes)
+        try:
+            project.add_images(files, copy=copy)
+        except BaseException:
+            # all or nothing: a half-created project would make a rerun refuse the folder
+            if not existed:
+                shutil.rmtree(root, ignore_errors=True)
+            else:
+                (root / MANIFEST).unlink(missing_ok=True)
+            raise
         return project
 
     @classmethod
@@ -153,8 +269,18 @@ class Project:
                                f"{e.msg}); the file was left as it is") from None
         except UnicodeDecodeError:
             raise ProjectError(f"{path} is not UTF-8 text") from None
+        except RecursionError:
+            raise ProjectError(f"{path} is nested too deeply to be a SegStudio project; "
+                               f"the file was left as it is") from None
+        except OSError as e:
+            raise ProjectError(f"{path} cannot be read: {e.strerror or e}") from None
         project = cls._from_manifest(root, raw, path)
-        remove_stale_temporaries(root)
+        project._disk_manifest = project.to_manifest()
+        try:
+            remove_stale_temporaries(root)
+        except OSError:
+            pass
+        project.read_only = writable_problem(project.root)
         project._check_files()
         return project
 
@@ -171,29 +297,35 @@ class Project:
                                f"{version}); this version reads up to {FORMAT_VERSION}. "
                                f"Update SegStudio to open it")
         classes = []
-        for i, c in enumerate(raw.get("classes", [])):
-            _check_keys(c, _CLASS_KEYS, f"{path}: classes[{i}]")
-            try:
-                classes.append(LabelClass(int(c["id"]), str(c["name"]),
-                                          str(c.get("color", default_color(int(c["id"])))),
-                                          bool(c.get("visible", True))))
-            except (KeyError, TypeError, ValueError) as e:
-                raise ProjectError(f"{path}: classes[{i}] is incomplete ({e})") from None
+        raw_classes = raw.get("classes", [])
+        if not isinstance(raw_classes, list):
+            raise ProjectError(f"{path}: 'classes' must be a list")
+        for i, c in enumerate(raw_classes):
+            where = f"{path}: classes[{i}]"
+            _check_keys(c, _CLASS_KEYS, where)
+            cid = _field(c, "id", int, where)
+            classes.append(LabelClass(cid, _field(c, "name", str, where),
+                                      _field(c, "color", str, where, default_color(cid)),
+                                      _field(c, "visible", bool, where, True)))
         try:
             classes = clean_classes(classes, str(path))   # names saved before they were checked
             validate_classes(classes)
         except ClassError as e:
             raise ProjectError(f"{path}: {e}") from None
         images, seen = [], set()
-        for i, m in enumerate(raw.get("images", [])):
-            _check_keys(m, _IMAGE_KEYS, f"{path}: images[{i}]")
-            try:
-                entry = ImageEntry(str(m["id"]), str(m["path"]),
-                                   None if m.get("frame") is None else int(m["frame"]),
-                                   str(m.get("split", "train")), float(m.get("labelled", 0.0)),
-                                   bool(m.get("predicted", False)), bool(m.get("reviewed", False)))
-            except (KeyError, TypeError, ValueError) as e:
-                raise ProjectError(f"{path}: images[{i}] is incomplete ({e})") from None
+        raw_images = raw.get("images", [])
+        if not isinstance(raw_images, list):
+            raise ProjectError(f"{path}: 'images' must be a list")
+        for i, m in enumerate(raw_images):
+            where = f"{path}: images[{i}]"
+            _check_keys(m, _IMAGE_KEYS, where)
+            frame = m.get("frame")
+            entry = ImageEntry(_field(m, "id", str, where), _field(m, "path", str, where),
+                               None if frame is None else _field(m, "frame", int, where),
+                               _field(m, "split", str, where, "train"),
+                               min(1.0, max(0.0, _field(m, "labelled", float, where, 0.0))),
+                               _field(m, "predicted", bool, where, False),
+                               _field(m, "reviewed", bool, where, False))
             if entry.split not in SPLITS:
                 raise ProjectError(f"{path}: images[{i}] has split {entry.split!r}; "
                                    f"expected one of {list(SPLITS)}")
@@ -208,7 +340,8 @@ class Project:
         if unknown:
             raise ProjectError(f"{path}: settings: unknown key(s) {unknown}; "
                                f"known: {sorted(DEFAULT_SETTINGS)}")
-        return cls(root, str(raw.get("name", root.name)), classes, images, settings)
+        _check_settings(settings, str(path))
+        return cls(root, _field(raw, "name", str, str(path), root.name), classes, images, settings)
 
     def to_manifest(self) -> dict[str, Any]:
         return {
@@ -222,7 +355,61 @@ class Project:
         }
 
     def save(self) -> None:
-        atomic_write_json(self.root / MANIFEST, self.to_manifest())
+        """Write project.json, merging changes another writer made since we read it."""
+        if self.read_only:
+            raise ProjectError(f"not saved: {self.read_only}")
+        mine = self.to_manifest()
+        path = self.root / MANIFEST
+        base = self._disk_manifest
+        if base is not None:
+            try:
+                disk = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                disk = None                              # gone or broken: ours is the truth
+            if isinstance(disk, dict) and disk != base and disk.get("format") == FORMAT:
+                merged = merge_manifests(base, mine, disk)
+                try:
+                    other = type(self)._from_manifest(self.root, merged, path)
+                except ProjectError as e:
+                    log.warning("%s changed on disk and the changes do not merge (%s); "
+                                "writing this copy's version", path, e)
+                else:
+                    log.info("%s changed on disk since it was read; merged both", path)
+                    self.name, self.classes, self.images = other.name, other.classes, other.images
+                    self.settings = other.settings
+                    mine = self.to_manifest()
+        atomic_write_json(path, mine)
+        self._disk_manifest = mine
+
+    # -- one writer at a time --------------------------------------------------------------
+    def lock_for_writing(self, program: str = "SegStudio") -> str | None:
+        """Take the project's writer lock; if another holds it the project becomes read-only.
+
+        Returns why the project is read-only (None: this copy may write).
+        """
+        if self.read_only or self._lock is not None:
+            return self.read_only
+        lock = ProjectLock(self.state_dir, program)
+        try:
+            lock.acquire()
+        except ProjectLockedError as e:
+            self.read_only = str(e)
+        except OSError as e:
+            self.read_only = f"the project folder {self.root} cannot be written ({e.strerror or e})"
+        else:
+            self._lock = lock
+        return self.read_only
+
+    def require_writable(self, program: str = "segstudio-cli") -> None:
+        """For commands that write: take the lock or raise ProjectError saying who holds it."""
+        why = self.lock_for_writing(program)
+        if why:
+            raise ProjectError(f"{why}; nothing was changed")
+
+    def release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _check_files(self) -> None:
         for e in self.images:
@@ -283,6 +470,10 @@ class Project:
                 infos = probe(src, self.max_pixels)
             except ImageReadError as e:
                 self.problems.append(f"{e}; skipped")
+                continue
+            except Exception as e:      # a reader bug must not leave a half-added folder
+                log.exception("probing %s failed", src)
+                self.problems.append(f"{src}: cannot be read ({e}); skipped")
                 continue
             if copy:
                 dest_dir = self.root / "images"
