@@ -28,6 +28,7 @@ from segstudio.core.classes import BACKGROUND, UNLABELED
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.io.images import ImageInfo, suffix_of
 from segstudio.io.masks import read_mask_file
+from segstudio.io.outdir import OutputFolderError, check_output_folder
 from segstudio.io.project import SPLITS, ImageEntry, Project
 
 log = logging.getLogger(__name__)
@@ -366,12 +367,11 @@ def export_dataset(project: Project, out: Path | str, options: ExportOptions | N
     options.check()
     cancel = cancel or CancelToken()
     writer = writers.for_format(options.format)     # raises ImportError for a missing package
-    out = Path(out).resolve()
-    if out.exists() and not (options.overwrite and out.is_dir()):
-        raise ExportError(f"{out} already exists; choose a new folder or allow overwriting")
-    own = [project.root / "masks", project.root / "images", project.state_dir]
-    if out == project.root or any(p == out or p in out.parents for p in own):
-        raise ExportError(f"{out} is inside the project's own files; choose another folder")
+    try:
+        out = check_output_folder(out, protect=[project.root], overwrite=options.overwrite,
+                                  marker="export.json", marker_key="format", what="dataset export")
+    except OutputFolderError as e:
+        raise ExportError(str(e)) from None
     plan = plan_classes(project, options)
     entries = select_entries(project, options)
     if not entries:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
+from segstudio.io.outdir import OutputFolderError, check_output_folder
 from segstudio.ml.runs import find_checkpoint, load_run_model, read_model_card, resolve_run_dir
 
 log = logging.getLogger(__name__)
@@ -26,10 +28,16 @@ def export_run(project_root: Path | str | None, run: str | Path, out: Path | str
     Written into a temporary folder beside `out` and renamed at the end, like dataset exports.
     """
     cancel = cancel or CancelToken()
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise ModelExportError(f"{out} exists already; choose another folder or allow overwriting")
     run_dir = resolve_run_dir(project_root, run)
+    protect = [Path(project_root)] if project_root is not None else []
+    if (run_dir.parent.parent / "project.json").exists():     # a run folder of a project
+        protect.append(run_dir.parent.parent)
+    try:
+        out = check_output_folder(out, protect=protect or [run_dir], overwrite=overwrite,
+                                  marker="model_card.json", marker_key="exported",
+                                  what="model export")
+    except OutputFolderError as e:
+        raise ModelExportError(str(e)) from None
     ckpt = find_checkpoint(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -56,8 +64,12 @@ def export_run(project_root: Path | str | None, run: str | Path, out: Path | str
                                             encoding="utf-8")
         report(Progress(3, 3, "done"))
         if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+            old = out.parent / f".{out.name}.old-{tmp.name[-8:]}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
         return {**summary, "out": str(out)}
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

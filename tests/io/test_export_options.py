@@ -119,8 +119,14 @@ def test_existing_folder_needs_overwrite(project, tmp_path):
     (out / "old.txt").write_text("x")
     with pytest.raises(ExportError, match="already exists"):
         export_dataset(project, out, ExportOptions())
-    export_dataset(project, out, ExportOptions(overwrite=True))
-    assert not (out / "old.txt").exists() and (out / "classes.json").exists()
+    with pytest.raises(ExportError, match="not an earlier SegStudio dataset export"):
+        export_dataset(project, out, ExportOptions(overwrite=True))     # not ours: kept
+    assert (out / "old.txt").read_text() == "x"
+    (out / "old.txt").unlink()
+    export_dataset(project, out, ExportOptions())                       # empty: fine
+    (out / "stale.txt").write_text("from the earlier export")
+    export_dataset(project, out, ExportOptions(overwrite=True))         # an earlier export: replaced
+    assert not (out / "stale.txt").exists() and (out / "classes.json").exists()
 
 
 def test_missing_optional_package_says_how_to_install(project, tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ def test_export_starter_model_with_onnx(tmp_path, sample_copy, capsys):
     assert np.abs(got - ref).max() < 1e-3
     # a second export to the same folder is refused unless asked to overwrite
     assert main(["export-model", str(sample_copy), "--run", str(run), "--out", str(out)]) == 2
-    assert "exists already" in capsys.readouterr().err
+    assert "already exists" in capsys.readouterr().err
     assert main(["export-model", str(sample_copy), "--run", str(run), "--out", str(out),
                  "--overwrite", "--no-onnx"]) == 0
     assert not (out / "model.onnx").exists()
