@@ -99,9 +99,19 @@ def _run_info(args: argparse.Namespace) -> int:
           f"split: {splits}")
     problems = list(project.problems)
     if args.check:
+        verified: dict[Path, list | str] = {}    # decode each file once, not once per slice
         for e in project.images:
+            path = project.image_path(e)
             try:
-                info = project.probe(e)
+                if path not in verified:
+                    infos, problem = _verify_file(path, project.max_pixels)
+                    verified[path] = problem if problem else infos
+                if isinstance(verified[path], str):
+                    problems.append(verified[path])
+                    continue
+                info = next((i for i in verified[path] if i.frame == e.frame), None)
+                if info is None:
+                    raise ImageReadError(f"{path}: has no frame {e.frame}")
                 if project.masks.has_mask(e.id):
                     project.load_mask(e, (info.height, info.width))
             except (ImageReadError, MaskError, OSError) as x:
@@ -113,24 +123,65 @@ def _run_info(args: argparse.Namespace) -> int:
 
 # -- check ---------------------------------------------------------------------------------------
 def _add_check(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", type=Path, nargs="+", help="image files")
+    p.add_argument("files", type=Path, nargs="+",
+                   help="image files (each is decoded, not only its header read)")
     p.add_argument("--max-pixels", type=int, default=None)
+
+
+def _verify_file(path: Path, max_pixels: int):
+    """(infos, None) or (None, one-line reason): the header read and the pixels decoded.
+
+    The readers' warnings (pydicom's do not name the file) are printed as one line each,
+    naming the file; the CLI runs one file at a time, so catching them here is safe. pydicom
+    also logs each failed decoder with its traceback: that goes quiet here, since the reason
+    is in the error message.
+    """
+    import warnings
+
+    from segstudio.io.images import ImageReadError, verify
+
+    pydicom_log = logging.getLogger("pydicom")
+    propagate, pydicom_log.propagate = pydicom_log.propagate, False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                infos, problem = verify(path, max_pixels), None
+            except ImageReadError as e:
+                infos, problem = None, str(e)
+    finally:
+        pydicom_log.propagate = propagate
+    for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+        print(f"segstudio: warning: {path}: {message}", file=sys.stderr)
+    return infos, problem
+
+
+_ITEMS = {"tiff": "pages", "dicom": "frames", "nifti": "slices"}
 
 
 @command("check", "read image files and say what they hold or why they cannot be read")(_add_check)
 def _run_check(args: argparse.Namespace) -> int:
-    from segstudio.io.images import DEFAULT_MAX_PIXELS, ImageReadError, probe
+    from segstudio.io.images import DEFAULT_MAX_PIXELS
 
     bad = 0
     for f in args.files:
-        try:
-            for info in probe(f, args.max_pixels or DEFAULT_MAX_PIXELS):
-                frame = "" if info.frame is None else f" [{info.frame}]"
-                print(f"{f}{frame}: {info.width} x {info.height}, {info.channels} channel(s), "
-                      f"{info.dtype}, {info.kind}")
-        except ImageReadError as e:
-            err(str(e))
+        infos, problem = _verify_file(f, args.max_pixels or DEFAULT_MAX_PIXELS)
+        if problem:
+            err(problem)
             bad += 1
+            continue
+        first = infos[0]
+        what = (f"{first.width} x {first.height}, {first.channels} channel(s), {first.dtype}, "
+                f"{first.kind}")
+        if len(infos) == 1:
+            print(f"{f}: {what}")
+        elif all((i.width, i.height) == (first.width, first.height) for i in infos):
+            print(f"{f} [{first.frame}-{infos[-1].frame}]: {what}, "
+                  f"{len(infos)} {_ITEMS.get(first.kind, 'items')}")
+        else:
+            for info in infos:
+                print(f"{f} [{info.frame}]: {info.width} x {info.height}, {info.channels} "
+                      f"channel(s), {info.dtype}, {info.kind}")
     return 1 if bad else 0
 
 

@@ -2,13 +2,16 @@
 
 `probe` reads headers only (sizes are checked before anything is decoded); `read_image`
 returns the pixels as stored (16-bit stays 16-bit; DICOM gets its rescale slope/intercept),
-memory-mapped where the file allows it so huge images open without copying.
+memory-mapped where the file allows it so huge images open without copying; `verify` probes and
+decodes, for `segstudio-cli check`. Whatever a file holds, the three raise only ImageReadError,
+with one line naming the file: the readers' own exceptions are wrapped.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +69,24 @@ def is_supported(path: Path) -> bool:
     return suffix_of(Path(path)) in SUPPORTED_EXTS
 
 
-def _fail(path: Path, why: str) -> ImageReadError:
-    return ImageReadError(f"{path}: {why}")
+_NEWLINES = re.compile(r"\s*\n\s*")
+
+
+def fail(path: Path, why: str) -> ImageReadError:
+    """The error for one file: '<path>: <why>', on one line (decoder messages span several)."""
+    return ImageReadError(f"{path}: {_NEWLINES.sub('; ', str(why).strip())}")
+
+
+_fail = fail
+
+
+def _unexpected(path: Path, error: Exception) -> ImageReadError:
+    """A reader library's own exception, as one line for the user (the traceback goes to the log)."""
+    log.debug("reading %s", path, exc_info=error)
+    if isinstance(error, MemoryError):
+        return fail(path, "not enough memory to read it")
+    reason = str(error) or type(error).__name__
+    return fail(path, f"could not read it ({type(error).__name__}: {reason})")
 
 
 def _check_file(path: Path) -> None:
@@ -90,20 +109,46 @@ def _check_size(info: ImageInfo, max_pixels: int) -> None:
 
 # -- probing ---------------------------------------------------------------------------------
 def probe(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[ImageInfo]:
-    """The 2-D items in a file, from its header alone; raises ImageReadError."""
+    """The 2-D items in a file, from its header alone; raises ImageReadError only."""
     path = Path(path)
-    _check_file(path)
+    try:
+        return _probe(path, max_pixels)
+    except ImageReadError:
+        raise
+    except Exception as e:  # a reader library's bug or an unforeseen file: one line, not a traceback
+        raise _unexpected(path, e) from None
+
+
+def _kind_of(path: Path) -> str:
     ext = suffix_of(path)
-    if ext in RASTER_EXTS:
+    for kind, exts in (("raster", RASTER_EXTS), ("tiff", TIFF_EXTS), ("dicom", DICOM_EXTS),
+                       ("nifti", NIFTI_EXTS)):
+        if ext in exts:
+            return kind
+    from segstudio.io.dicom import looks_like_dicom
+
+    if looks_like_dicom(path):   # scanners often write DICOM without a suffix (or as .IMA)
+        return "dicom"
+    what = f"'{ext}'" if ext else "(the name has no suffix)"
+    raise fail(path, f"unsupported file type {what}: not a supported image type "
+                     f"(supported: {', '.join(sorted(SUPPORTED_EXTS))}, and DICOM by its contents)")
+
+
+def _probe(path: Path, max_pixels: int) -> list[ImageInfo]:
+    _check_file(path)
+    kind = _kind_of(path)
+    if kind == "raster":
         infos = _probe_raster(path)
-    elif ext in TIFF_EXTS:
+    elif kind == "tiff":
         infos = _probe_tiff(path)
-    elif ext in DICOM_EXTS:
-        infos = _probe_dicom(path)
-    elif ext in NIFTI_EXTS:
-        infos = _probe_nifti(path)
+    elif kind == "dicom":
+        from segstudio.io.dicom import probe_dicom
+
+        infos = probe_dicom(path)
     else:
-        raise _fail(path, f"unsupported file type '{ext}'; supported: {sorted(SUPPORTED_EXTS)}")
+        infos = _probe_nifti(path)
+    if not infos:
+        raise fail(path, "holds no images")
     for info in infos:
         _check_size(info, max_pixels)
     return infos
@@ -113,6 +158,9 @@ _PIL_MODES = {"1": (1, "uint8"), "L": (1, "uint8"), "P": (3, "uint8"), "LA": (2,
               "RGB": (3, "uint8"), "RGBA": (4, "uint8"), "CMYK": (3, "uint8"),
               "I;16": (1, "uint16"), "I;16B": (1, "uint16"), "I": (1, "uint16"),
               "YCbCr": (3, "uint8")}
+
+
+_CV_MAX_SIDE = 1 << 20   # OpenCV's CV_IO_MAX_IMAGE_WIDTH / HEIGHT
 
 
 def _probe_raster(path: Path) -> list[ImageInfo]:
@@ -128,6 +176,9 @@ def _probe_raster(path: Path) -> list[ImageInfo]:
         raise _fail(path, f"not a readable {suffix_of(path)[1:].upper()} image") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise _fail(path, f"broken image header ({e})") from None
+    if max(width, height) > _CV_MAX_SIDE:
+        raise fail(path, f"declares {width} x {height} pixels; images wider or taller than "
+                         f"{_CV_MAX_SIDE:,} pixels are not supported")
     channels, dtype = _PIL_MODES.get(mode, (3, "uint8"))
     if fmt == "PNG" and mode in ("I", "I;16", "I;16B"):
         dtype = "uint16"
@@ -148,7 +199,7 @@ def _probe_tiff(path: Path) -> list[ImageInfo]:
                     raise _fail(path, f"page {i} has shape {shape}; expected 2-D grey or colour")
                 channels = 1 if len(shape) == 2 else shape[2]
                 infos.append(ImageInfo(path, i, int(shape[0]), int(shape[1]), int(channels),
-                                       str(page.dtype), "tiff"))
+                                       _tiff_dtype(path, i, page.dtype), "tiff"))
     except ImageReadError:
         raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, struct.error, ...
@@ -160,46 +211,23 @@ def _probe_tiff(path: Path) -> list[ImageInfo]:
     return infos
 
 
+def _tiff_dtype(path: Path, page: int, dtype) -> str:
+    """The dtype read_image returns: bool pages become uint8 0/255, complex ones are refused."""
+    dtype = np.dtype(dtype) if dtype is not None else None
+    if dtype is None:
+        raise fail(path, f"page {page} has a sample format this reader does not know")
+    if dtype.kind == "c":
+        raise fail(path, f"page {page}: complex-valued pixels are not supported; save the magnitude "
+                         f"(e.g. numpy.abs) as a real-valued image")
+    if dtype.kind == "b":
+        return "uint8"
+    if dtype.kind not in "uif":
+        raise fail(path, f"page {page} has {dtype} pixels; only integer and float images are supported")
+    return dtype.newbyteorder("=").name
+
+
 def _fields(info: ImageInfo) -> tuple:
     return info.height, info.width, info.channels, info.dtype, info.kind
-
-
-def _dicom_window(ds) -> tuple[float, float] | None:
-    def first(v):
-        try:
-            return float(v[0])
-        except TypeError:
-            return float(v)
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        try:
-            return first(ds.WindowCenter), first(ds.WindowWidth)
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
-def _probe_dicom(path: Path) -> list[ImageInfo]:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, defer_size="1 KB")
-    except Exception as e:
-        raise _fail(path, f"not a readable DICOM file ({e})") from None
-    if "PixelData" not in ds and "FloatPixelData" not in ds:
-        raise _fail(path, "DICOM file has no pixel data (it may be a report or a structure set)")
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-    except AttributeError:
-        raise _fail(path, "DICOM file lacks Rows/Columns") from None
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    channels = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    dtype = "float32" if slope != 1 or "RescaleIntercept" in ds else (
-        "uint16" if int(getattr(ds, "BitsAllocated", 8)) > 8 else "uint8")
-    window = _dicom_window(ds)
-    if frames == 1:
-        return [ImageInfo(path, None, rows, cols, channels, dtype, "dicom", window)]
-    return [ImageInfo(path, i, rows, cols, channels, dtype, "dicom", window) for i in range(frames)]
 
 
 def _probe_nifti(path: Path) -> list[ImageInfo]:
@@ -207,14 +235,36 @@ def _probe_nifti(path: Path) -> list[ImageInfo]:
 
     try:
         img = nib.load(str(path))
+    except Exception as e:
+        raise _fail(path, f"not a readable NIfTI file ({e})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise fail(path, f"is a {type(img).__name__.replace('Image', '')} file, not a NIfTI image "
+                         f"(CIFTI and other formats are not supported)")
+    try:
         shape = tuple(int(s) for s in img.shape)
-        dtype = str(img.get_data_dtype())
+        data_dtype = np.dtype(img.get_data_dtype())
         affine = img.affine.tolist()
     except Exception as e:
         raise _fail(path, f"not a readable NIfTI file ({e})") from None
+    if data_dtype.kind == "c":
+        raise fail(path, "complex-valued pixels are not supported; save the magnitude")
+    if data_dtype.kind not in "uif" and data_dtype.kind != "b":
+        raise fail(path, f"holds {data_dtype} voxels; only integer and float images are supported")
+    proxy = img.dataobj
+    scaled = getattr(proxy, "slope", 1) != 1 or getattr(proxy, "inter", 0) != 0
+    if data_dtype.kind == "b":
+        dtype = "uint8"
+    elif scaled and data_dtype.kind != "f":
+        dtype = "float64"                  # nibabel applies scl_slope / scl_inter in float64
+    else:
+        dtype = data_dtype.newbyteorder("=").name
     while len(shape) > 2 and shape[-1] == 1:
         shape = shape[:-1]
     extra = {"affine": affine, "volume_shape": list(shape)}
+    if any(n <= 0 for n in shape):
+        raise fail(path, f"NIfTI volume of shape {shape} holds no voxels")
+    if len(shape) == 1:
+        raise fail(path, f"NIfTI data of shape {shape} is 1-D, not an image")
     if len(shape) == 2:
         return [ImageInfo(path, None, shape[1], shape[0], 1, dtype, "nifti", None, extra)]
     if len(shape) == 3:
@@ -226,9 +276,42 @@ def _probe_nifti(path: Path) -> list[ImageInfo]:
 # -- reading ---------------------------------------------------------------------------------
 def read_image(path: Path | str, frame: int | None = None,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Pixels of one item, as stored; raises ImageReadError with a plain reason."""
+    """Pixels of one item, as stored; raises ImageReadError (only) with a plain reason."""
     path = Path(path)
     infos = probe(path, max_pixels)
+    try:
+        return _read_item(path, infos, frame)
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise _unexpected(path, e) from None
+
+
+def verify(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[ImageInfo]:
+    """Probe, then decode the first and the last item, so a file that opens here opens in the window.
+
+    The header alone passes files whose pixels no installed decoder reads (JPEG 2000 DICOM
+    without pylibjpeg) or that were cut short; decoding the last item of a multi-item file
+    catches a truncated end. The dtypes returned are those decoded. Raises ImageReadError only.
+    """
+    path = Path(path)
+    infos = probe(path, max_pixels)
+    decoded = {}
+    for item in dict.fromkeys((infos[0].frame, infos[-1].frame)):
+        try:
+            data = _read_item(path, infos, item).data
+            if data.size:
+                np.asarray(data.reshape(-1)[-1:])   # touch the last byte of a memory map
+        except ImageReadError:
+            raise
+        except Exception as e:
+            raise _unexpected(path, e) from None
+        decoded[item] = data.dtype
+    dtype = np.dtype(decoded[infos[0].frame]).newbyteorder("=").name
+    return [replace(i, dtype=dtype) for i in infos]
+
+
+def _read_item(path: Path, infos: list[ImageInfo], frame: int | None) -> LoadedImage:
     if frame is None:
         info = infos[0]
     else:
@@ -240,10 +323,18 @@ def read_image(path: Path | str, frame: int | None = None,
         data = _read_raster(path, info)
     elif info.kind == "tiff":
         data = _read_tiff(path, info.frame or 0)
+        if data.dtype == bool:
+            # a binary image: 0/255, not 0/1, so it shows black and white with no contrast
+            # setting and scales like any 8-bit image for the models
+            data = np.where(data, np.uint8(255), np.uint8(0))
     elif info.kind == "dicom":
-        data = _read_dicom(path, info.frame)
+        from segstudio.io.dicom import read_dicom
+
+        data = read_dicom(path, info)
     else:
         data = _read_nifti(path, info.frame)
+    if data.ndim not in (2, 3):
+        raise fail(path, f"decoded pixels have shape {data.shape}; expected a 2-D grey or colour image")
     if data.shape[:2] != (info.height, info.width):
         raise _fail(path, f"decoded size {data.shape[:2]} differs from its header "
                           f"({info.height}, {info.width})")
@@ -255,7 +346,16 @@ def _read_raster(path: Path, info: ImageInfo) -> np.ndarray:
 
     # np.fromfile + imdecode: cv2.imread cannot open non-ASCII paths on every platform
     buf = np.fromfile(path, dtype=np.uint8)
-    data = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    try:
+        # OpenCV's own log line for a broken file would repeat, unnamed, the message raised below
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:
+        pass
+    try:
+        data = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else "OpenCV error"
+        raise fail(path, f"could not decode the image data ({reason})") from None
     if data is None:
         raise _fail(path, "could not decode the image data (the file is truncated or corrupt)")
     if data.ndim == 3:
@@ -282,23 +382,6 @@ def _read_tiff(path: Path, page: int) -> np.ndarray:
     return data
 
 
-def _read_dicom(path: Path, frame: int | None) -> np.ndarray:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path)
-        arr = ds.pixel_array
-    except Exception as e:
-        raise _fail(path, f"could not decode the DICOM pixel data ({e})") from None
-    if frame is not None:
-        arr = arr[frame]
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    if slope != 1 or "RescaleIntercept" in ds:
-        arr = arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-    return arr
-
-
 def _read_nifti(path: Path, frame: int | None) -> np.ndarray:
     import nibabel as nib
 
@@ -311,5 +394,9 @@ def _read_nifti(path: Path, frame: int | None) -> np.ndarray:
             data = np.asarray(img.dataobj[..., frame]).reshape(img.shape[:2])
     except Exception as e:
         raise _fail(path, f"could not read NIfTI slice {frame} ({e})") from None
+    if data.dtype == bool:
+        data = np.where(data, np.uint8(255), np.uint8(0))
+    elif data.dtype.byteorder not in ("=", "|"):
+        data = data.astype(data.dtype.newbyteorder("="))
     # NIfTI stores (i, j): show j as rows so the slice appears as in common viewers
     return np.ascontiguousarray(data.T)
