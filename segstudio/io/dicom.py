@@ -27,6 +27,20 @@ _CODEC_MODULES = ("pylibjpeg", "openjpeg", "rle", "gdcm")
 _warned: set[tuple[str, str]] = set()
 
 
+class _QuietDecoderTracebacks(logging.Filter):
+    """pydicom logs every failed decoder plugin with its traceback, at ERROR; read_dicom raises
+    the same reasons as one ImageReadError, so those records become one DEBUG line of ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.levelno >= logging.ERROR:
+            log.debug("pydicom decoder failed: %s", record.getMessage())
+            return False
+        return True
+
+
+logging.getLogger("pydicom.pixels.decoders.base").addFilter(_QuietDecoderTracebacks())
+
+
 def _warn_once(path: Path, message: str) -> None:
     """Probe runs at every open and every read: say a header problem once per file."""
     key = (str(path), message)

@@ -156,6 +156,15 @@ def test_check_decodes_pixels_that_the_header_alone_passes(tmp_path, capsys):
     assert "JPEG 2000 compressed" in lines[0]
 
 
+def test_a_failed_decode_logs_no_traceback(tmp_path, caplog):
+    """The window's terminal and log file get the reason once, not pydicom's plugin tracebacks."""
+    path = _broken_jpeg2000(tmp_path / "scan.dcm")
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(ImageReadError, match="scan.dcm: the installed decoders could not"):
+            read_image(path)
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
 def test_info_check_decodes_every_file(tmp_path, capsys):
     src = tmp_path / "scans"
     src.mkdir()
