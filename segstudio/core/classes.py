@@ -79,6 +79,14 @@ def validate_class_name(name: object) -> str:
     return stripped
 
 
+def source_class_name(value: object) -> str:
+    """A class name read from another tool's file: text (or a plain number, as YOLO's
+    `names: {0: 1}` has), checked like any other name; raises ClassError."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return validate_class_name(value)
+
+
 def clean_class_name(name: str) -> str:
     """A usable name from one read off disk: control characters become spaces, cut to length.
 

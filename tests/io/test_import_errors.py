@@ -98,8 +98,10 @@ def test_folder_mask_with_values_that_are_no_class(project, target, tmp_path):
     src = tmp_path / "masks"
     src.mkdir()
     cv2.imwrite(str(src / f"{project.images[1].id}.png"), np.full((H, W), 7, np.uint8))
-    with pytest.raises(AnnotationImportError, match=r"pixel value\(s\) \[7\] are no class"):
+    with pytest.raises(AnnotationImportError) as e:
         import_annotations(target, src, ImportOptions(format="folder"))
+    assert str(e.value).startswith(f"{src / project.images[1].id}.png holds class id 7 that the "
+                                   f"project does not have; map them with --map 7=<class>")
     _untouched(target)
 
 

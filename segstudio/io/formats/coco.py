@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from segstudio.core.classes import ClassError, source_class_name
 from segstudio.io.formats import FormatError
-from segstudio.io.formats.polygons import edge_polygon, instances
+from segstudio.io.formats.polygons import edge_polygon, edge_slack, instances, is_number
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,30 @@ class CocoFile:
     path: Path
     categories: dict[int, str]
     images: dict[int, CocoImage]
+    warnings: list[str] = field(default_factory=list)   # what was clipped, for the user
 
 
 def _where(path: Path, i: int, ann: Any) -> str:
     aid = ann.get("id") if isinstance(ann, dict) else None
-    return f"{path}: annotations[{i}]" + (f" (id {aid})" if aid is not None else "")
+    shown = aid if isinstance(aid, (int, str)) and not isinstance(aid, bool) else None
+    return f"{path}: annotations[{i}]" + (f" (id {shown})" if shown is not None else "")
 
 
-def read_coco(path: Path, tolerance: float = 1.0) -> CocoFile:
+def _whole(v: Any) -> int | None:
+    """v as an int when it is a whole JSON number (3 or 3.0), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if isinstance(v, float) and not v.is_integer():
+        return None
+    return int(v)
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", type(None): "null",
+            bool: "true/false"}.get(type(v), type(v).__name__)
+
+
+def read_coco(path: Path) -> CocoFile:
     """Parse and check a COCO instances file completely; raises FormatError naming the place."""
     path = Path(path)
     try:
@@ -88,66 +105,151 @@ def read_coco(path: Path, tolerance: float = 1.0) -> CocoFile:
                           f"{e.msg})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"{path}: cannot be read ({e})") from None
+    except RecursionError:
+        raise FormatError(f"{path}: nested too deeply to be a COCO file") from None
     if not isinstance(raw, dict) or not all(k in raw for k in ("images", "annotations", "categories")):
         raise FormatError(f"{path}: not a COCO instances file (needs 'images', 'annotations' "
                           f"and 'categories')")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(raw[key], list):
+            raise FormatError(f"{path}: '{key}' must be a list, got {_kind(raw[key])}")
     cats: dict[int, str] = {}
     for i, c in enumerate(raw["categories"]):
+        cid = _whole(c.get("id")) if isinstance(c, dict) else None
+        if cid is None or "name" not in c:
+            raise FormatError(f"{path}: categories[{i}] needs a whole-number 'id' and a 'name'")
         try:
-            cats[int(c["id"])] = str(c["name"])
-        except (KeyError, TypeError, ValueError):
-            raise FormatError(f"{path}: categories[{i}] needs an 'id' and a 'name'") from None
+            cats[cid] = source_class_name(c["name"])
+        except ClassError as e:
+            raise FormatError(f"{path}: categories[{i}].name: {e}") from None
     images: dict[int, CocoImage] = {}
     for i, im in enumerate(raw["images"]):
-        try:
-            img = CocoImage(int(im["id"]), str(im["file_name"]), int(im["height"]), int(im["width"]))
-        except (KeyError, TypeError, ValueError):
+        fields = [im.get(k) if isinstance(im, dict) else None
+                  for k in ("id", "file_name", "height", "width")]
+        iid, h, w = _whole(fields[0]), _whole(fields[2]), _whole(fields[3])
+        if iid is None or not isinstance(fields[1], str) or h is None or w is None:
             raise FormatError(f"{path}: images[{i}] needs 'id', 'file_name', 'height' and "
-                              f"'width'") from None
-        if img.coco_id in images:
-            raise FormatError(f"{path}: images[{i}] repeats image id {img.coco_id}")
-        images[img.coco_id] = img
+                              f"'width' (whole numbers, the name as text)")
+        if h <= 0 or w <= 0:
+            raise FormatError(f"{path}: images[{i}] has size {w} x {h}; both must be positive")
+        if iid in images:
+            raise FormatError(f"{path}: images[{i}] repeats image id {iid}")
+        images[iid] = CocoImage(iid, fields[1], h, w)
+    clipped: list[tuple[str, float]] = []
     for i, ann in enumerate(raw["annotations"]):
         where = _where(path, i, ann)
         if not isinstance(ann, dict) or "image_id" not in ann or "segmentation" not in ann:
             raise FormatError(f"{where}: needs 'image_id', 'category_id' and 'segmentation'")
-        img = images.get(ann["image_id"]) if isinstance(ann["image_id"], int) else None
+        iid, cid = _whole(ann["image_id"]), _whole(ann.get("category_id"))
+        img = images.get(iid) if iid is not None else None
         if img is None:
             raise FormatError(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
-        if ann.get("category_id") not in cats:
+        if cid not in cats:
             raise FormatError(f"{where}: category_id {ann.get('category_id')!r} is not in "
                               f"'categories' (known: {sorted(cats)})")
-        _check_segmentation(ann["segmentation"], img, where, tolerance)
+        ann = {**ann, "image_id": iid, "category_id": cid}
+        over = _check_segmentation(ann["segmentation"], img, where)
+        if over > 0:
+            clipped.append((f"annotations[{i}]", over))
         img.anns.append(ann)
-    return CocoFile(path, cats, images)
+    warnings = []
+    if clipped:
+        places = ", ".join(p for p, _ in clipped[:5]) + (", ..." if len(clipped) > 5 else "")
+        warnings.append(f"{path}: {len(clipped)} annotation(s) reach up to "
+                        f"{max(o for _, o in clipped):.2f} px past the image edge ({places}); "
+                        f"clipped to the image")
+    return CocoFile(path, cats, images, warnings)
 
 
-def _check_segmentation(seg: Any, img: CocoImage, where: str, tolerance: float) -> None:
+def rle_runs(counts: str) -> np.ndarray | None:
+    """The run lengths of a compressed COCO RLE string, or None if it is not one.
+
+    Same decoding as pycocotools' rleFrString (5 bits per character from '0', bit 0x20 =
+    more to come, 0x10 in the last = negative, runs from the third on are deltas to the one
+    two before), done here first because pycocotools trusts the string: runs that do not
+    add up to h * w leave part of its output uninitialised.
+    """
+    try:
+        c = np.frombuffer(counts.encode("ascii"), np.uint8).astype(np.int64) - 48
+    except UnicodeEncodeError:
+        return None
+    if c.size == 0 or c.min() < 0 or c.max() > 63 or c[-1] & 0x20:
+        return None
+    ends = np.flatnonzero((c & 0x20) == 0)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    if (ends - starts).max() >= 12:        # more than 60 bits: no image is that large
+        return None
+    pos = np.arange(c.size) - np.repeat(starts, ends - starts + 1)
+    x = np.add.reduceat((c & 0x1F) << (5 * pos), starts)
+    negative = (c[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * (ends - starts + 1)[negative])
+    runs = x.copy()
+    runs[1::2] = np.cumsum(x[1::2])
+    if len(x) > 2:
+        runs[2::2] = np.cumsum(x[2::2])
+    return runs
+
+
+def _check_segmentation(seg: Any, img: CocoImage, where: str) -> float:
+    """Raises FormatError for a segmentation that is not sound; returns how far (px) its
+    polygons reach past the image edge (0 if not), within the slack that is clipped."""
     if isinstance(seg, dict):
-        size = seg.get("size")
-        if not isinstance(size, list) or len(size) != 2 or "counts" not in seg:
-            raise FormatError(f"{where}: RLE segmentation needs 'size' [h, w] and 'counts'")
-        if [int(s) for s in size] != [img.height, img.width]:
-            raise FormatError(f"{where}: RLE size {size} differs from its image "
-                              f"'{img.file_name}' ({img.height} x {img.width}, h x w)")
-        return
+        _check_rle(seg, img, where)
+        return 0.0
     if not isinstance(seg, list) or not seg:
-        raise FormatError(f"{where}: segmentation must be a list of polygons or an RLE object")
+        raise FormatError(f"{where}: segmentation must be a list of polygons or an RLE object, "
+                          f"got {_kind(seg) if seg != [] else 'an empty list'}")
+    over = 0.0
+    slack = (edge_slack(img.width), edge_slack(img.height))
     for k, poly in enumerate(seg):
         if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
-            n = len(poly) if isinstance(poly, list) else type(poly).__name__
+            n = len(poly) if isinstance(poly, list) else _kind(poly)
             raise FormatError(f"{where}: polygon {k} has {n} coordinates; expected an even "
                               f"number, at least 6 (x0, y0, x1, y1, ...)")
-        try:
-            pts = np.asarray(poly, np.float64).reshape(-1, 2)
-        except (TypeError, ValueError):
-            raise FormatError(f"{where}: polygon {k} holds values that are not numbers") from None
-        lo = pts.min(0)
-        hi = pts.max(0)
-        if (lo < -tolerance).any() or hi[0] > img.width + tolerance or hi[1] > img.height + tolerance:
+        if not all(is_number(v) for v in poly):
+            bad = next(v for v in poly if not is_number(v))
+            raise FormatError(f"{where}: polygon {k} holds {bad!r}, which is not a number")
+        pts = np.asarray(poly, np.float64).reshape(-1, 2)
+        if not np.isfinite(pts).all():
+            bad = pts[~np.isfinite(pts)][0]
+            raise FormatError(f"{where}: polygon {k} holds the coordinate {bad}, which is not a "
+                              f"finite number; the annotation was refused")
+        lo, hi = pts.min(0), pts.max(0)
+        past = np.maximum(-lo, hi - (img.width, img.height))     # per axis, px past an edge
+        if (past > slack).any():
             raise FormatError(f"{where}: polygon {k} reaches ({lo[0]:g}, {lo[1]:g})-({hi[0]:g}, "
                               f"{hi[1]:g}), outside its image '{img.file_name}' "
-                              f"({img.width} x {img.height})")
+                              f"({img.width} x {img.height}) by more than the "
+                              f"{slack[0]:g} x {slack[1]:g} px that are clipped")
+        over = max(over, float(past.max()))
+    return over
+
+
+def _check_rle(seg: dict[str, Any], img: CocoImage, where: str) -> None:
+    size, counts = seg.get("size"), seg.get("counts")
+    if not isinstance(size, list) or len(size) != 2 or "counts" not in seg:
+        raise FormatError(f"{where}: RLE segmentation needs 'size' [h, w] and 'counts'")
+    if [_whole(s) for s in size] != [img.height, img.width]:
+        raise FormatError(f"{where}: RLE size {size} differs from its image "
+                          f"'{img.file_name}' ({img.height} x {img.width}, h x w)")
+    pixels = img.height * img.width
+    if isinstance(counts, str):
+        runs = rle_runs(counts)
+        if runs is None:
+            raise FormatError(f"{where}: segmentation.counts is not a COCO RLE string (expected "
+                              f"the characters '0'..'o' that pycocotools writes)")
+    elif isinstance(counts, list) and all(_whole(v) is not None for v in counts):
+        runs = np.array([_whole(v) for v in counts], dtype=object)
+    else:
+        raise FormatError(f"{where}: segmentation.counts must be a list of whole numbers or an "
+                          f"RLE string, got {_kind(counts)}"
+                          + (" holding other values" if isinstance(counts, list) else ""))
+    if len(runs) and min(runs) < 0:
+        raise FormatError(f"{where}: segmentation.counts holds a negative run length")
+    total = int(sum(int(r) for r in runs))
+    if total != pixels:
+        raise FormatError(f"{where}: segmentation.counts covers {total} pixels but its image "
+                          f"'{img.file_name}' has {img.height} x {img.width} = {pixels}")
 
 
 def rasterize(img: CocoImage, class_of: dict[int, int], fill: int) -> np.ndarray:
@@ -158,9 +260,11 @@ def rasterize(img: CocoImage, class_of: dict[int, int], fill: int) -> np.ndarray
     for ann in img.anns:
         seg = ann["segmentation"]
         if isinstance(seg, dict):
-            rle = mu.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else \
-                {"size": seg["size"], "counts": seg["counts"].encode("ascii")
-                 if isinstance(seg["counts"], str) else seg["counts"]}
+            if isinstance(seg["counts"], list):
+                rle = mu.frPyObjects({"size": [h, w], "counts": [int(v) for v in seg["counts"]]},
+                                     h, w)
+            else:
+                rle = {"size": [h, w], "counts": seg["counts"].encode("ascii")}
             m = mu.decode(rle)
         else:
             polys = [np.clip(np.asarray(p, np.float64).reshape(-1, 2), 0, (w, h)).reshape(-1).tolist()

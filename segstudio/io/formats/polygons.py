@@ -93,6 +93,21 @@ def centre_polygon(inst: Instance) -> np.ndarray:
     return pts
 
 
+def edge_slack(size: int) -> float:
+    """Pixels a shape may reach past an image edge and still be clipped (with a warning).
+
+    Tools round outwards or write the far edge itself (labelme: y = 375.77 in a 375 px
+    image), so a little is intent; more than 1 % of the side (at least 2 px) is refused
+    as a wrong image size or wrong coordinates.
+    """
+    return max(2.0, 0.01 * size)
+
+
+def is_number(v: object) -> bool:
+    """A JSON number (bools are ints in Python, but no tool means a coordinate by true)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def fill_centre_polygon(out: np.ndarray, pts: np.ndarray, value: int) -> None:
     """Fill a pixel-centre polygon (Ultralytics / labelme convention) into `out` in place."""
     import cv2

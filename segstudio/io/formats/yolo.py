@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segstudio.core.classes import ClassError, source_class_name
 from segstudio.io.formats import FormatError
-from segstudio.io.formats.polygons import centre_polygon, fill_centre_polygon, instances
+from segstudio.io.formats.polygons import centre_polygon, edge_slack, fill_centre_polygon, instances
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,54 @@ def data_yaml(root: Path, splits: list[str], names: list[str]) -> str:
 
 
 # -- reading ---------------------------------------------------------------------------------
+MAX_YAML_BYTES = 1 << 20     # a data.yaml is a few lines; 1 MiB is generous
+
+
+def _load_yaml(path: Path, text: str) -> object:
+    """yaml.safe_load, refusing aliases: a data.yaml never needs one, and nested aliases
+    ("billion laughs") expand a few hundred bytes into gigabytes of names."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise FormatError(
+                    f"{path}: uses the YAML alias *{event.anchor} (line {event.start_mark.line + 1}); "
+                    f"a data.yaml never needs aliases and they can expand without bound, so it "
+                    f"is refused: write the names out")
+            return super().compose_node(parent, index)
+
+    loader = NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _names_from(path: Path, names: object) -> list[str]:
+    if isinstance(names, dict):
+        keys = [k for k in names if isinstance(k, int) and not isinstance(k, bool)
+                or isinstance(k, str) and k.isdigit()]
+        if len(keys) != len(names):
+            raise FormatError(f"{path}: 'names' keys must be class indices 0, 1, 2, ...")
+        by_index = {int(k): v for k, v in names.items()}
+        if sorted(by_index) != list(range(len(by_index))):
+            raise FormatError(f"{path}: 'names' indices must be 0..{len(by_index) - 1}, each once")
+        items = [by_index[i] for i in range(len(by_index))]
+    elif isinstance(names, list):
+        items = names
+    else:
+        raise FormatError(f"{path}: has no 'names' list or mapping")
+    out = []
+    for i, n in enumerate(items):
+        try:
+            out.append(source_class_name(n))
+        except ClassError as e:
+            raise FormatError(f"{path}: names[{i}]: {e}") from None
+    return out
+
+
 def read_names(root: Path) -> list[str]:
     """Class names from data.yaml (or classes.txt) in a YOLO dataset folder."""
     for name in ("data.yaml", "dataset.yaml", "data.yml"):
@@ -60,24 +109,31 @@ def read_names(root: Path) -> list[str]:
             except ImportError:
                 raise ImportError("reading data.yaml needs PyYAML: `pip install pyyaml`") from None
             try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+                if path.stat().st_size > MAX_YAML_BYTES:
+                    raise FormatError(f"{path}: {path.stat().st_size} bytes is too large for a "
+                                      f"data.yaml (at most {MAX_YAML_BYTES})")
+                data = _load_yaml(path, path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as e:
+                raise FormatError(f"{path}: cannot be read ({e})") from None
             except yaml.YAMLError as e:
                 raise FormatError(f"{path}: not valid YAML ({e})") from None
-            names = data.get("names") if isinstance(data, dict) else None
-            if isinstance(names, dict):
-                try:
-                    keys = sorted(int(k) for k in names)
-                except (TypeError, ValueError):
-                    raise FormatError(f"{path}: 'names' keys must be class indices") from None
-                if keys != list(range(len(keys))):
-                    raise FormatError(f"{path}: 'names' indices must be 0..{len(keys) - 1}")
-                return [str(names.get(k, names.get(str(k)))) for k in keys]
-            if isinstance(names, list):
-                return [str(n) for n in names]
-            raise FormatError(f"{path}: has no 'names' list or mapping")
+            except RecursionError:
+                raise FormatError(f"{path}: nested too deeply to be a data.yaml") from None
+            return _names_from(path, data.get("names") if isinstance(data, dict) else None)
     path = root / "classes.txt"
     if path.exists():
-        return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise FormatError(f"{path}: cannot be read ({e})") from None
+        out = []
+        for no, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    out.append(source_class_name(line))
+                except ClassError as e:
+                    raise FormatError(f"{path}, line {no}: {e}") from None
+        return out
     raise FormatError(f"{root}: no data.yaml (or classes.txt) naming the classes")
 
 
@@ -88,13 +144,21 @@ class YoloObject:
     line: int
 
 
-def read_label_file(path: Path, n_classes: int, tolerance: float = 1e-3) -> list[YoloObject]:
-    """Parse and check one label file; raises FormatError naming the file and line."""
+def read_label_file(path: Path, n_classes: int, shape: tuple[int, int] | None = None,
+                    warnings: list[str] | None = None) -> list[YoloObject]:
+    """Parse and check one label file; raises FormatError naming the file and line.
+
+    Coordinates a little outside 0..1 (polygons.edge_slack for an image of `shape` (h, w),
+    1 % without one) are clipped, with a line in `warnings`; further out they are refused.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"{path}: cannot be read ({e})") from None
-    objects = []
+    h, w = shape if shape is not None else (1, 1)
+    slack = (np.array([edge_slack(w) / w, edge_slack(h) / h]) if shape is not None
+             else np.array([0.01, 0.01]))                        # normalised, per axis
+    objects, clipped = [], []
     for no, raw in enumerate(text.splitlines(), 1):
         parts = raw.split()
         if not parts:
@@ -114,10 +178,22 @@ def read_label_file(path: Path, n_classes: int, tolerance: float = 1e-3) -> list
                               f"needs x y pairs")
         if len(vals) < 6:
             raise FormatError(f"{where}: {len(vals) // 2} point(s); a polygon needs at least 3")
-        if not np.isfinite(vals).all() or vals.min() < -tolerance or vals.max() > 1 + tolerance:
+        if not np.isfinite(vals).all():
+            raise FormatError(f"{where}: holds the coordinate {vals[~np.isfinite(vals)][0]}, "
+                              f"which is not a finite number; the polygon was refused")
+        pts = vals.reshape(-1, 2)
+        past = np.maximum(-pts.min(0), pts.max(0) - 1)
+        if (past > slack).any():
             raise FormatError(f"{where}: coordinates must be normalised to 0..1 (found "
                               f"{vals.min():g}..{vals.max():g}); the polygon is outside the image")
-        objects.append(YoloObject(cls, np.clip(vals, 0, 1).reshape(-1, 2), no))
+        if (past > 0).any():
+            clipped.append((no, float((past * (w, h)).max())))
+        objects.append(YoloObject(cls, np.clip(pts, 0, 1), no))
+    if clipped and warnings is not None:
+        lines = ", ".join(str(n) for n, _ in clipped[:5]) + (", ..." if len(clipped) > 5 else "")
+        warnings.append(f"{path}: {len(clipped)} polygon(s) reach up to "
+                        f"{max(o for _, o in clipped):.2f} px past the image edge (line(s) "
+                        f"{lines}); clipped to the image")
     return objects
 
 
