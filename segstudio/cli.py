@@ -611,7 +611,7 @@ def _train(args: argparse.Namespace) -> int:
     from segstudio.ml.device import DeviceError
     from segstudio.ml.distributed import is_main_process, quiet_other_ranks
     from segstudio.ml.models import ModelError
-    from segstudio.ml.train import TrainingError, train
+    from segstudio.ml.train import TrainingError, cancelled_message, describe_score, train
 
     # under torchrun every rank runs this command; rank 0 alone prints, logs and writes
     quiet_other_ranks()
@@ -636,9 +636,9 @@ def _train(args: argparse.Namespace) -> int:
         result = train(project, cfg, resume=args.resume, init_from=args.init_from,
                        on_progress=None if args.quiet or not main_rank else ProgressBar(),
                        cancel=token)
-    except Cancelled:
+    except Cancelled as e:
         if main_rank:
-            err("cancelled; the run folder keeps best.pt and last.pt (continue with --resume RUN)")
+            err(cancelled_message(e))
         return 130
     except (TrainingError, DataError, CheckpointError, DeviceError, ModelError,
             FileNotFoundError) as e:
@@ -654,10 +654,14 @@ def _train(args: argparse.Namespace) -> int:
     print(f"run: {result.run_dir}")
     print(f"status: {result.status} after {result.epochs} epochs, {result.steps} steps, "
           f"{result.elapsed_s:.0f} s; best epoch {result.best_epoch}")
-    if best:
-        per_class = ", ".join(f"{k[5:]} {v:.3f}" for k, v in best.items() if k.startswith("dice:"))
-        print(f"validation: mean Dice {best['mean_dice']:.3f}, mean IoU {best['mean_iou']:.3f} "
+    score = describe_score(best)
+    if best and score.startswith("mean Dice"):
+        per_class = ", ".join(f"{k[5:]} {v:.3f}" for k, v in best.items()
+                              if k.startswith("dice:") and v == v)
+        print(f"validation: {score}, mean IoU {best['mean_iou']:.3f} "
               f"(Dice per class: {per_class})")
+    else:
+        print(f"validation: {score}")
     return 0
 
 
@@ -670,9 +674,11 @@ def _add_doctor(p: argparse.ArgumentParser) -> None:
 def _run_doctor(args: argparse.Namespace) -> int:
     from segstudio.ml.allocator import allocator_report
     from segstudio.ml.device import doctor
+    from segstudio.ui.app import window_report     # no Qt import: checks the libraries Qt needs
 
     print(doctor())
     print(allocator_report())
+    print(window_report())
     return 0
 
 

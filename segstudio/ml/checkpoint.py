@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segstudio.ml.models import build_model
+from segstudio.ml.models import ModelError, build_model
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +43,106 @@ def save_checkpoint(path: Path | str, config: dict[str, Any], state_dict: dict[s
     os.replace(tmp, path)
 
 
+class NotACheckpointError(CheckpointError):
+    """The file is not a PyTorch file at all (a text file, an image, a folder listing...)."""
+
+
+_ZIP_MAGIC = b"PK\x03\x04"      # torch.save since 1.6
+_PICKLE_MAGIC = b"\x80"          # the legacy format: a pickle, protocol 2 or later
+# globals a weights-only pickle may name; anything else is an object that runs code when loaded
+_SAFE_MODULES = ("torch", "collections", "numpy.core.multiarray", "numpy._core.multiarray")
+
+
+def _pickled_code(path: Path) -> str | None:
+    """The first non-weights global a pickle names ('builtins.print'), read without running it.
+
+    Reads the pickle's opcodes (pickletools), never executes them; in a torch zip file the
+    pickle is the archive's data.pkl.
+    """
+    import io
+    import pickletools
+    import zipfile
+
+    strings: list[str] = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next(n for n in z.namelist() if n.endswith("data.pkl"))
+                raw = z.read(name)
+        else:
+            raw = path.read_bytes()
+        with io.BytesIO(raw) as f:
+            for op, arg, _pos in pickletools.genops(f):
+                if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                    strings.append(str(arg))
+                elif op.name in ("GLOBAL", "INST"):
+                    module, _, name = str(arg).partition(" ")
+                    if not module.startswith(_SAFE_MODULES):
+                        return f"{module}.{name}"
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    module, name = strings[-2], strings[-1]
+                    if not module.startswith(_SAFE_MODULES):
+                        return f"{module}.{name}"
+                elif op.name == "STOP":
+                    break
+    except Exception:          # a damaged pickle: whatever came before was checked
+        return None
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    """The first sentence of an error: torch's zip errors go on for five more."""
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__).split(". ")[0].rstrip(".")
+
+
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
-    """Read a checkpoint on the CPU with weights_only=True; refuses pickled code."""
+    """Read a checkpoint on the CPU with weights_only=True; refuses pickled code.
+
+    Every failure is a CheckpointError saying which of three it is: not a PyTorch file at all,
+    a file with code in it (refused), or a damaged file (cut short, corrupted).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not head:
+        raise CheckpointError(f"{path} is damaged (an empty file): copy it again, or train "
+                              f"again")
+    if not (head == _ZIP_MAGIC or head.startswith(_PICKLE_MAGIC)):
+        raise NotACheckpointError(f"{path} is not a SegStudio checkpoint (not a PyTorch file)")
+    refused = (f"{path} contains code (a pickled object); refused for safety{{}}. Only load "
+               f"checkpoints written by SegStudio or from a source you trust")
+    try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        detail = next((line.split("error:", 1)[1].strip() for line in str(e).splitlines()
-                       if "WeightsUnpickler error:" in line), "")
-        detail = detail or next((line.strip() for line in str(e).splitlines()
-                                 if "Unsupported" in line), "")
-        if "global" in detail.lower():
-            raise CheckpointError(
-                f"{path}: refused to load: the file holds Python objects other than weights and "
-                f"settings ({detail.split('.')[0]}), which could run code on this computer. "
-                f"Only load checkpoints written by SegStudio or from a source you trust") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint: damaged, or not a weights "
-                              f"file ({detail or 'unpickling failed'})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+        text = str(e)
+        glob = _pickled_code(path)
+        if glob is None and "Unsupported global" in text:
+            glob = next((line.split("GLOBAL", 1)[1].split()[0] for line in text.splitlines()
+                         if "Unsupported global" in line and "GLOBAL" in line), "")
+        if glob is not None:
+            raise CheckpointError(refused.format(f": it names {glob}, which would run on loading" if glob else "")) from None
+        raise CheckpointError(f"{path} is damaged (cut short or corrupted: "
+                              f"{_first_line(e)}): copy it again, or train again") from None
+    except Exception as e:      # untrusted bytes: any failure of the reader means "damaged"
+        raise CheckpointError(f"{path} is damaged (cut short or corrupted: "
+                              f"{_first_line(e)}): copy it again, or train again") from None
     if not isinstance(data, dict) or "state_dict" not in data or "config" not in data:
         raise CheckpointError(f"{path}: not a SegStudio checkpoint (no 'config'/'state_dict')")
-    if int(data.get("version", 1)) > CHECKPOINT_VERSION:
+    if not isinstance(data["config"], dict) or not isinstance(data["state_dict"], dict):
+        raise CheckpointError(f"{path}: not a SegStudio checkpoint ('config' and 'state_dict' "
+                              f"must be mappings)")
+    version = data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: not a SegStudio checkpoint (version {version!r})")
+    if version > CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: written by a newer SegStudio (checkpoint version "
-                              f"{data['version']}); update SegStudio to load it")
+                              f"{version}); update SegStudio to load it")
     return data
 
 
@@ -112,7 +186,16 @@ def load_model(path: Path | str, which: str = "best") -> LoadedModel:
     try:
         spec = dict(cfg["model"])
         name = spec.pop("name")
-        model = build_model(name, int(cfg["in_channels"]), int(cfg["num_classes"]), **spec)
+        in_channels, num_classes = cfg["in_channels"], cfg["num_classes"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt_path}: the config does not say which model to build "
+                              f"(missing or malformed {e})") from None
+    try:
+        model = build_model(name, in_channels, num_classes, **spec)   # sizes checked first
+    except ModelError as e:
+        raise CheckpointError(f"{ckpt_path}: cannot build the model its config describes: "
+                              f"{e}") from None
+    try:
         model.load_state_dict(data["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{ckpt_path}: the weights do not fit the model it names ({e})") \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,45 @@ class ModelError(ValueError):
     """An unknown model or preset, or arguments a model does not take."""
 
 
+# Sane bounds, checked before any layer is allocated: a checkpoint's config comes from anyone,
+# and "width": 2048 or 1e9 input channels would try to allocate many gigabytes first.
+MAX_IN_CHANNELS = 1024         # hyperspectral stacks fit; the first conv stays small
+MAX_CLASSES = 255              # class ids are uint8 and 255 means "unlabeled"
+MAX_DEPTH = 8
+MAX_WIDTH = 512
+MAX_BOTTOM_CHANNELS = 4096     # width * 2**depth: "strong" has 512; 4096 is ~1 GB of weights
+
+
+def _whole(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value != int(value):
+        raise ModelError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+    if not lo <= value <= hi:
+        raise ModelError(f"{name} is {int(value)}, outside the sane range {lo}..{hi}")
+    return int(value)
+
+
+def check_model_args(name: str, in_channels: Any, num_classes: Any, **kw: Any
+                     ) -> tuple[int, int, dict[str, Any]]:
+    """Refuse sizes no real model has, naming the field, before building anything.
+
+    Returns (in_channels, num_classes, kw) with the sizes as ints."""
+    in_channels = _whole("in_channels", in_channels, 1, MAX_IN_CHANNELS)
+    num_classes = _whole("num_classes", num_classes, 1, MAX_CLASSES)
+    kw = dict(kw)
+    if "depth" in kw:
+        kw["depth"] = _whole("model depth", kw["depth"], 1, MAX_DEPTH)
+    if "width" in kw:
+        kw["width"] = _whole("model width", kw["width"], 1, MAX_WIDTH)
+    if name == "unet":
+        depth, width = kw.get("depth", 4), kw.get("width", 32)
+        if width * 2**depth > MAX_BOTTOM_CHANNELS:
+            raise ModelError(f"model width {width} with depth {depth} gives {width * 2**depth} "
+                             f"channels at the bottom of the U-Net (at most "
+                             f"{MAX_BOTTOM_CHANNELS}); lower the width or the depth")
+    return in_channels, num_classes, kw
+
+
 def register_model(name: str):
     """Decorator: `@register_model("unet")` on a factory(in_channels, num_classes, **kw)."""
     def add(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -43,6 +83,7 @@ def build_model(name: str, in_channels: int, num_classes: int, **kw: Any) -> nn.
     """A fresh model by registered name; the error lists the known names."""
     if name not in _REGISTRY:
         raise ModelError(f"unknown model {name!r}; known: {known_models()}")
+    in_channels, num_classes, kw = check_model_args(name, in_channels, num_classes, **kw)
     try:
         return _REGISTRY[name](in_channels=in_channels, num_classes=num_classes, **kw)
     except TypeError as e:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from segstudio.core.classes import LabelClass, default_color
-from segstudio.io.runs_index import run_cards
+from segstudio.ml.cards import card_problem, list_run_cards
 from segstudio.ml.checkpoint import MODEL_CARD
 from segstudio.ml.predict import Normalisation
 
@@ -96,8 +96,8 @@ def read_card(run_dir: Path | str) -> dict[str, Any]:
 
 
 def list_runs(runs_dir: Path | str) -> list[dict[str, Any]]:
-    """Every run's card (newest first) with `run_dir` added; unreadable cards are skipped."""
-    return run_cards(runs_dir)
+    """Every run's card (newest first) with `run_dir` added; broken cards are skipped."""
+    return [c for c in list_run_cards(runs_dir) if not c["broken"]]
 
 
 class RunError(Exception):
@@ -113,7 +113,11 @@ def run_folders(project_root: Path | str) -> list[Path]:
     root = runs_dir_of(project_root)
     if not root.is_dir():
         return []
-    runs = [d for d in root.iterdir() if d.is_dir() and any((d / c).is_file() for c in CHECKPOINTS)]
+    runs = [Path(c["run_dir"]) for c in list_run_cards(root) if c["has_checkpoint"] and not c["broken"]]
+    known = {r.name for r in runs}
+    # a checkpoint without a card (copied by hand) is a run too; prediction uses its config alone
+    runs += [d for d in root.iterdir() if d.is_dir() and d.name not in known
+             and not (d / CARD).exists() and any((d / c).is_file() for c in CHECKPOINTS)]
     return sorted(runs, key=lambda d: find_checkpoint(d).stat().st_mtime, reverse=True)
 
 
@@ -146,10 +150,15 @@ def read_model_card(run_dir: Path) -> dict[str, Any]:
         return {}
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(card, dict):
-        raise RunError(f"{path} must hold a JSON object, got {type(card).__name__}")
+    except UnicodeDecodeError:
+        problem = f"{CARD} is not text (not UTF-8)"
+    except ValueError as e:
+        problem = f"{CARD} is not valid JSON ({e})"
+    else:
+        problem = card_problem(card)
+    if problem:
+        raise RunError(f"run {run_dir.name!r} is broken: {problem}; fix or delete {path}, "
+                       f"or train again")
     return card
 
 
@@ -214,31 +223,37 @@ def load_run_model(project_root: Path | str | None, run: str | Path
         name, model_kw = spec.pop("name", None), spec
     else:
         name, model_kw = spec, {}
-    if not name:
+    if not name or not isinstance(name, str):
         raise RunError(f"{ckpt_path}: the config names no 'model'; keys: {sorted(cfg)}")
-    in_channels = int(cfg.get("in_channels", 3))
-    if "num_classes" in cfg:
-        num_classes = int(cfg["num_classes"])
-    elif cfg.get("classes"):
-        num_classes = len(cfg["classes"]) if isinstance(cfg["classes"][0], str) else (
-            max(int(c["id"]) for c in cfg["classes"]) + 1)
-    else:
-        raise RunError(f"{ckpt_path}: the config gives no 'num_classes'; keys: {sorted(cfg)}")
+    try:
+        in_channels = cfg.get("in_channels", 3)
+        if "num_classes" in cfg:
+            num_classes = cfg["num_classes"]
+        elif cfg.get("classes"):
+            num_classes = len(cfg["classes"]) if isinstance(cfg["classes"][0], str) else (
+                max(int(c["id"]) for c in cfg["classes"]) + 1)
+        else:
+            raise RunError(f"{ckpt_path}: the config gives no 'num_classes'; keys: {sorted(cfg)}")
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise RunError(f"{ckpt_path}: 'classes' is malformed ({e})") from None
     try:
         from segstudio.ml.models import build_model
     except ImportError as e:
         raise RunError(f"cannot rebuild model {name!r}: this build has no model registry "
                        f"(segstudio.ml.models: {e})") from None
-    try:
+    try:        # sizes are checked against sane bounds before any layer is allocated
         model = build_model(name, in_channels=in_channels, num_classes=num_classes, **model_kw)
     except (KeyError, ValueError, TypeError) as e:
-        raise RunError(f"{ckpt_path}: {e}") from None
+        raise RunError(f"{ckpt_path}: cannot build the model its config describes: {e}") \
+            from None
+    in_channels, num_classes = int(in_channels), int(num_classes)
     state = ckpt["state_dict"]
-    if state and all(k.startswith("module.") for k in state):       # saved from DataParallel
+    # saved from DataParallel
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, KeyError, AttributeError) as e:
         raise RunError(f"{ckpt_path} does not fit model {name!r} with {in_channels} input "
                        f"channel(s) and {num_classes} classes: {e}") from None
     norm_raw = cfg.get("normalisation", cfg.get("normalization"))
@@ -247,7 +262,7 @@ def load_run_model(project_root: Path | str | None, run: str | Path
             normalise = PerImageNormalisation.from_dict(norm_raw, in_channels)
         else:
             normalise = Normalisation.from_dict(norm_raw, in_channels=in_channels)
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise RunError(f"{run_dir}: normalisation: {e}") from None
     classes = _classes(cfg.get("classes"), num_classes, _project_classes(project_root), run_dir)
     log.info("loaded run %s: %s, %d classes, from %s", run_dir.name, name, num_classes,

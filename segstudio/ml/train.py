@@ -25,7 +25,9 @@ from segstudio.core.classes import BACKGROUND, UNLABELED
 from segstudio.core.jobs import Cancelled, CancelToken, Progress, ProgressFn
 from segstudio.core.metrics import confusion_matrix, iou_dice, mean_over
 from segstudio.ml import distributed
-from segstudio.ml.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from segstudio.ml.cards import NO_SCORE, describe_score  # noqa: F401  (re-exported)
+from segstudio.ml.checkpoint import (NotACheckpointError, load_checkpoint, resolve_checkpoint,
+                                    save_checkpoint)
 from segstudio.ml.data import (Augment, DataError, Normalisation, PatchSampler, Prefetcher,
                                TrainingData, snapshot_project)
 from segstudio.ml.device import describe, pick_device
@@ -39,6 +41,27 @@ SCHEDULES = ("cosine", "onecycle")
 
 class TrainingError(Exception):
     """Training could not go on; the message says why and what to try, in plain words."""
+
+
+class TrainingCancelled(Cancelled):
+    """Cancelled after the run folder existed: which folder, and the checkpoints it keeps."""
+
+    def __init__(self, run_dir: Path, kept: tuple[str, ...]) -> None:
+        super().__init__(f"cancelled; {run_dir.name} keeps {', '.join(kept) or 'nothing'}")
+        self.run_dir = run_dir
+        self.kept = kept
+
+
+def cancelled_message(e: BaseException, resume_hint: bool = True) -> str:
+    """What a cancel kept, truthfully: nothing before the first checkpoint."""
+    kept = getattr(e, "kept", ())
+    run_dir = getattr(e, "run_dir", None)
+    if run_dir is None or not kept:
+        return "cancelled before the first checkpoint; nothing saved"
+    text = f"cancelled; run {run_dir.name} keeps {' and '.join(kept)}"
+    if resume_hint and "last.pt" in kept:
+        text += f" (continue with --resume {run_dir.name})"
+    return text
 
 
 @dataclass(frozen=True)
@@ -226,9 +249,14 @@ def evaluate(model: nn.Module, samples: list, num_classes: int, device: torch.de
 
 
 def metrics_from(cm: np.ndarray, classes: list, val_loss: float) -> dict[str, float]:
-    """Flat metrics: val_loss, mean_dice/mean_iou (non-background), dice:<name>, iou:<name>."""
+    """Flat metrics: val_loss, mean_dice/mean_iou, dice:<name>, iou:<name>.
+
+    The means are over the foreground classes labelled in the validation images: an absent class
+    is NaN and left out, and background alone is no score (NaN), never a perfect 1.0.
+    """
     iou, dice = iou_dice(cm)
-    fg = [c.id for c in classes if c.id != BACKGROUND] or [c.id for c in classes]
+    truth = cm.sum(axis=1)
+    fg = [c.id for c in classes if c.id != BACKGROUND and c.id < len(truth) and truth[c.id] > 0]
     out = {"val_loss": val_loss, "mean_dice": mean_over(dice, fg), "mean_iou": mean_over(iou, fg)}
     for c in classes:
         out[f"dice:{c.name}"] = float(dice[c.id])
@@ -368,6 +396,95 @@ def _friendly(e: BaseException, cfg: TrainConfig, device: torch.device) -> Train
     return None
 
 
+# -- earlier runs: resume and fine-tune ------------------------------------------------------------
+def _first_sentence(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+_EARLIER_KEYS = ("model", "in_channels", "num_classes", "normalisation")
+
+
+def _checked_earlier(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    missing = [k for k in _EARLIER_KEYS if k not in ckpt["config"]]
+    if missing or not isinstance(ckpt["config"].get("normalisation"), dict):
+        raise TrainingError(f"{path} was not written by SegStudio's trainer (its config lacks "
+                            f"{missing or ['normalisation']}); it cannot be continued or "
+                            f"fine-tuned")
+    return ckpt
+
+
+def _resume_checkpoint(runs_dir: Path | None, resume: Path | str) -> tuple[Path, dict[str, Any]]:
+    """The run folder to continue and its last.pt; every failure a one-line TrainingError."""
+    if Path(resume).is_file():
+        raise TrainingError(f"{resume} is a file; resume takes a run folder or run id (its "
+                            f"last.pt is continued); to start from a checkpoint file, fine-tune "
+                            f"with --from {resume}")
+    try:
+        run_dir = find_run(runs_dir, resume)
+    except FileNotFoundError as e:
+        raise TrainingError(str(e)) from None
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        raise TrainingError(f"{run_dir} has no last.pt to continue (not a run folder, or a run "
+                            f"cancelled before its first checkpoint)")
+    ckpt = _checked_earlier(load_checkpoint(last), last)
+    if "optimizer" not in ckpt or "state" not in ckpt or "train" not in ckpt["config"]:
+        raise TrainingError(f"{last} holds weights only, not a training state to continue; "
+                            f"use --from {run_dir.name} to fine-tune from it")
+    return run_dir, ckpt
+
+
+def _init_checkpoint(runs_dir: Path | None, init_from: Path | str) -> dict[str, Any]:
+    """The checkpoint a fine-tune starts from: a checkpoint file, or a run folder's best.pt."""
+    p = Path(init_from)
+    if p.is_file():
+        try:
+            return _checked_earlier(load_checkpoint(p), p)
+        except NotACheckpointError:
+            raise TrainingError(f"{p} is not a run folder or checkpoint") from None
+    try:
+        run_dir = find_run(runs_dir, init_from)
+    except FileNotFoundError as e:
+        raise TrainingError(f"{init_from} is not a run folder or checkpoint ({e})") from None
+    if not any((run_dir / c).is_file() for c in ("best.pt", "last.pt")):
+        raise TrainingError(f"{init_from} is not a run folder or checkpoint (it holds no "
+                            f"best.pt or last.pt)")
+    path = resolve_checkpoint(run_dir, "best")
+    return _checked_earlier(load_checkpoint(path), path)
+
+
+def _check_resumable_classes(run_id: str, ckpt: dict[str, Any], classes: Any) -> None:
+    """A resumed run continues the same head: a project with other classes needs fine-tuning."""
+    if not classes:
+        return
+    now = max(c.id for c in classes) + 1
+    then = int(ckpt["config"]["num_classes"])
+    if now != then:
+        what = "the new class" if now == then + 1 else \
+            "the new classes" if now > then else "the current classes"
+        raise TrainingError(f"run {run_id} was trained with {then} classes, the project now has "
+                            f"{now}; use --from {run_id} to fine-tune it with {what}")
+
+
+def _check_two_classes(data: TrainingData) -> None:
+    """Refuse a run that could only learn one class: its score would say nothing."""
+    counts = data.class_pixels("train")
+    present = [c for c in data.classes if counts.get(c.id)]
+    if len(present) >= 2:
+        return
+    if len(data.classes) < 2:
+        raise TrainingError(
+            f"the project has only one class ('{data.classes[0].name}'): add a class to label "
+            f"(for example the objects to find), paint some of its pixels, then train")
+    others = [c.name for c in data.classes if c not in present]
+    only = f"'{present[0].name}'" if present else "no class"
+    raise TrainingError(
+        f"the labelled pixels of the training images are all {only}: label some pixels of "
+        f"{', '.join(repr(n) for n in others)} too (on images in the 'train' split); a model "
+        f"needs at least two classes to learn to tell them apart")
+
+
 # -- the loop --------------------------------------------------------------------------------------
 def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str | None = None,
           resume: Path | str | None = None, init_from: Path | str | None = None,
@@ -392,16 +509,19 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
     runs_dir = Path(runs_dir) if runs_dir is not None else project_runs
     resumed = init = None
     if resume is not None:
-        resume_dir = find_run(runs_dir, resume)
-        resumed = load_checkpoint(resume_dir / "last.pt")
-        stored = TrainConfig.from_dict(resumed["config"]["train"])
+        resume_dir, resumed = _resume_checkpoint(runs_dir, resume)
+        try:
+            stored = TrainConfig.from_dict(resumed["config"]["train"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise TrainingError(f"run {resume_dir.name}: its last.pt holds no usable training "
+                                f"settings ({e}); start a new run or fine-tune from it") from None
         defaults = TrainConfig()
         cfg = replace(stored, **{k: getattr(cfg, k) for k in ("epochs", "minutes", "device",
                                                               "threads")
                                  if getattr(cfg, k) != getattr(defaults, k)})
+        _check_resumable_classes(resume_dir.name, resumed, getattr(source, "classes", None))
     if init_from is not None:
-        init = load_checkpoint(resolve_checkpoint(
-            init_from if Path(init_from).is_file() else find_run(runs_dir, init_from), "best"))
+        init = _init_checkpoint(runs_dir, init_from)
     earlier = resumed or init
     norm = Normalisation.from_dict(earlier["config"]["normalisation"]) if earlier else None
     report(Progress(0, 1, "reading images and masks"))
@@ -411,6 +531,9 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
     if earlier and int(earlier["config"]["in_channels"]) != data.in_channels:
         raise TrainingError(f"the earlier run was trained on {earlier['config']['in_channels']}-"
                             f"channel images, these are {data.in_channels}-channel")
+    if resumed is not None:
+        _check_resumable_classes(resume_dir.name, resumed, data.classes)
+    _check_two_classes(data)
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -429,7 +552,12 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
                             f"{data.num_classes} classes")
             log.info("fine-tuning: rebuilt %s", rebuilt)
     if resumed is not None:
-        model.load_state_dict(resumed["state_dict"])
+        try:
+            model.load_state_dict(resumed["state_dict"])
+        except RuntimeError as e:
+            raise TrainingError(f"run {resume_dir.name}: its last.pt does not fit the model it "
+                                f"names ({_first_sentence(e)}); use --from {resume_dir.name} to "
+                                f"fine-tune from it instead") from None
 
     weights = cfg.class_weights
     if weights == "balanced":
@@ -568,12 +696,13 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
                 state.update(shared)
             report(Progress(*_done_total(progress_fraction()),
                             f"epoch {state['epoch']}/{cfg.epochs}: loss {last_metrics['loss']:.4f}, "
-                            f"val mean Dice {last_metrics['mean_dice']:.3f}",
+                            f"val {describe_score(last_metrics)}",
                             {**last_metrics, "elapsed_s": time.perf_counter() - started}))
         looped = True
     except Cancelled:
         save("cancelled", last_metrics)
-        raise
+        raise TrainingCancelled(run_dir, tuple(c for c in ("best.pt", "last.pt")
+                                               if (run_dir / c).is_file())) from None
     except (TrainingError, DataError):
         save("failed", last_metrics)
         raise

@@ -93,11 +93,14 @@ class ModelLoop:
         self._predict_generation = 0
         self._predict_job: Job | None = None
         self._warmed = False
+        self._cards: dict[Path, dict] = {}       # run folder -> its card, as last listed
+        self._runs_before: set[Path] = set()     # run folders when training started
         self._build_menu()
         tp, pp, mp = self.train_panel, self.predict_panel, self.metrics_panel
         tp.start_requested.connect(self.start_training)
         tp.cancel_requested.connect(self.cancel_training)
-        tp.run_activated.connect(self.set_active_run)
+        tp.run_activated.connect(self._on_train_panel_run_activated)
+        docks[0].visibilityChanged.connect(self._on_runs_dock_visibility_changed)
         pp.predict_requested.connect(self.predict_current)
         pp.predict_all_requested.connect(self.predict_all)
         pp.accept_requested.connect(self.accept)
@@ -135,29 +138,86 @@ class ModelLoop:
     def project_opened(self, project: Project) -> None:
         self.prediction = None
         self.train_panel.balance.setChecked(len(project.classes) > 2)
-        self.refresh_runs(select_latest=True)
+        try:
+            self.refresh_runs(select_latest=True)
+        except Exception as e:       # a damaged runs folder must never keep a project closed
+            log.exception("listing the runs failed")
+            self.w.report_error("Runs not listed", f"{project.runs_dir}: {e}")
         if not self._warmed:
             self._warmed = True
             QTimer.singleShot(WARM_UP_DELAY_MS, lambda: self.w._start_job(Job(_warm_up_job, name="warm-up")))
 
-    def refresh_runs(self, select_latest: bool = False) -> None:
+    def refresh_runs(self, select_latest: bool = False, dialog: bool = False) -> Path | None:
+        """Re-list the runs from disk; a broken one is listed as broken and never made active.
+
+        Returns the active run when it was deleted from disk meanwhile: it is dropped, the
+        window says so (a dialog when `dialog`, else the status bar) and falls back to the
+        starter model, or to no model.
+        """
         project = self.w.project
         if project is None:
-            return
-        from segstudio.io.runs_index import run_cards
-        cards = run_cards(project.runs_dir)
-        active = self.active_run if self.active_run and self.active_run.exists() else None
-        if select_latest or active is None:
-            usable = [Path(c["run_dir"]) for c in cards if c.get("has_checkpoint")]
+            return None
+        from segstudio.ml.cards import list_run_cards   # no torch: runs show before any model
+
+        cards = list_run_cards(project.runs_dir)
+        self._cards = {Path(c["run_dir"]): c for c in cards}
+        usable = [Path(c["run_dir"]) for c in cards if c.get("has_checkpoint") and not c.get("broken")]
+        active = self.active_run
+        deleted = active if active is not None and not active.exists() else None
+        if deleted is not None:
+            active = self._starter_for(project)
+        elif select_latest or active is None or (self._is_run(active) and active not in usable):
             active = usable[0] if usable else self._starter_for(project)
         self.train_panel.set_runs(cards, active)
         self.set_active_run(active)
+        if deleted is not None:
+            now = f"using the starter model {active.name}" if active is not None else \
+                "no active model now: train one, or pick another run"
+            message = f"run {deleted.name} was deleted; {now}"
+            self.train_panel.status.setText(message)
+            if dialog:
+                self.w.report_error("Run deleted", message)
+            else:
+                self.w.statusBar().showMessage(message, 10000)
+        return deleted
+
+    def _active_ready(self, dialog: bool = False) -> bool:
+        """False (and the window says why) when the active run was deleted from disk."""
+        if self.active_run is None or self.active_run.exists():
+            return True
+        self.refresh_runs(dialog=dialog)
+        return False
+
+    def _on_runs_dock_visibility_changed(self, visible: bool) -> None:
+        if visible and self.w.project is not None:
+            self.refresh_runs()
+
+    def _on_train_panel_run_activated(self, run_dir: Path) -> None:
+        card = self._cards.get(Path(run_dir)) or {}
+        problem = card.get("broken")
+        if problem is None and not Path(run_dir).exists():
+            problem = "its folder was deleted"
+        elif problem is None and not card.get("has_checkpoint", True):
+            problem = "it has no checkpoint yet (best.pt or last.pt)"
+        if problem is not None:
+            message = f"run {Path(run_dir).name} cannot be used: {problem}"
+            self.train_panel.status.setText(message)
+            self.w.statusBar().showMessage(message, 10000)
+            self.train_panel.set_active(self.active_run, emit=False)   # keep the model we had
+            if not Path(run_dir).exists():
+                self.refresh_runs()
+            return
+        self.set_active_run(run_dir)
 
     def _starter_for(self, project: Project) -> Path | None:
         """The bundled starter model, when its classes match the project's."""
         from segstudio.io.runs_index import starter_matches
 
-        return starter_matches(STARTER_MODELS, [c.name for c in project.classes])
+        try:
+            return starter_matches(STARTER_MODELS, [c.name for c in project.classes])
+        except Exception as e:       # a damaged starter card means no starter, not no window
+            log.warning("starter models in %s not usable: %s", STARTER_MODELS, e)
+            return None
 
     def set_active_run(self, run_dir: Path | None) -> None:
         if run_dir == self.active_run:
@@ -175,10 +235,13 @@ class ModelLoop:
         w = self.w
         if w.project is None or self.train_job is not None:
             return
+        if init_from is None and self.train_panel.finetune.isChecked() and not self._active_ready(True):
+            return
         w.save_now()
         values = self.train_panel.config_values()
         if init_from is None and self.train_panel.finetune.isChecked() and self._is_run(self.active_run):
             init_from = self.active_run
+        self._runs_before = self._run_folders()
         job = Job(_train_job, w.project.root, values, init_from, name="Training")
         job.signals.progress.connect(self.train_panel.show_progress)
         job.signals.succeeded.connect(self._on_train_succeeded)
@@ -193,18 +256,29 @@ class ModelLoop:
         return run_dir is not None and self.w.project is not None and \
             self.w.project.runs_dir in run_dir.parents
 
+    def _run_folders(self) -> set[Path]:
+        runs_dir = self.w.project.runs_dir if self.w.project is not None else None
+        try:
+            return {d for d in runs_dir.iterdir() if d.is_dir()} if runs_dir else set()
+        except OSError:
+            return set()
+
     def cancel_training(self) -> None:
         if self.train_job is not None:
             self.train_job.token.cancel()
 
     def retrain(self) -> None:
         """Fine-tune the active run on the masks as they are now, in one click."""
+        if self.w.project is None or self.train_job is not None:
+            return
+        if self.refresh_runs(dialog=True) is not None:      # the active run was deleted
+            return
         self.start_training(init_from=self.active_run if self.active_run else None)
 
     def _on_train_succeeded(self, result) -> None:
-        best = result.best_metrics or {}
-        dice = best.get("mean_dice")
-        summary = f"mean Dice {dice:.3f}" if isinstance(dice, float) and dice == dice else "no validation score"
+        from segstudio.ml.cards import describe_score
+
+        summary = describe_score(result.best_metrics)
         self.w.statusBar().showMessage(
             f"Training finished ({result.status}, {summary}). The prediction is on the image; "
             "Measure in the Metrics panel says how good it is.", 12000)
@@ -215,8 +289,15 @@ class ModelLoop:
         self.set_active_run(result.run_dir)
 
     def _on_train_cancelled(self) -> None:
-        self.train_panel.status.setText("Cancelled; the best checkpoint so far is kept.")
-        self.w.statusBar().showMessage("Training cancelled; the best checkpoint so far is kept", 6000)
+        new = sorted(d for d in self._run_folders() - self._runs_before
+                     if any((d / c).is_file() for c in ("best.pt", "last.pt")))
+        if not new:
+            text = "Cancelled before the first checkpoint; nothing saved."
+        else:
+            kept = [c for c in ("best.pt", "last.pt") if (new[-1] / c).is_file()]
+            text = f"Cancelled; run {new[-1].name} keeps {' and '.join(kept)}."
+        self.train_panel.status.setText(text)
+        self.w.statusBar().showMessage(f"Training {text[0].lower()}{text[1:]}", 8000)
         self.refresh_runs()
 
     def _on_train_finished(self) -> None:
@@ -236,17 +317,19 @@ class ModelLoop:
 
     def predict_current(self) -> None:
         w = self.w
-        if self.active_run is None or w.current is None or w.project is None:
+        if self.active_run is None or w.current is None or w.project is None or not self._active_ready():
             return
         self._predict([w.current.id], name="Predicting")
 
     def predict_all(self) -> None:
         w = self.w
-        if self.active_run is None or w.project is None:
+        if self.active_run is None or w.project is None or not self._active_ready():
             return
         self._predict([e.id for e in w.project.images], name="Predicting all images")
 
     def predict_selected(self, ids: list[str]) -> None:
+        if self.w.project is not None and not self._active_ready():
+            return
         if self.active_run is None or self.w.project is None:
             self.w.statusBar().showMessage("No model yet: train one first", 4000)
             return
@@ -306,6 +389,8 @@ class ModelLoop:
     def measure(self, split: str = "val") -> None:
         measure = _in_worker("segstudio.ml.session", "measure")
         w = self.w
+        if w.project is not None and not self._active_ready():
+            return
         if self.active_run is None or w.project is None:
             w.statusBar().showMessage("No model to measure: train one first", 4000)
             return
@@ -324,7 +409,7 @@ class ModelLoop:
     def rank(self) -> None:
         rank = _in_worker("segstudio.ml.session", "rank")
         w = self.w
-        if self.active_run is None or w.project is None:
+        if self.active_run is None or w.project is None or not self._active_ready():
             return
         job = Job(rank, w.project.root, self.active_run, name="Ranking images")
         job.signals.succeeded.connect(self._on_rank_succeeded)
@@ -351,6 +436,8 @@ class ModelLoop:
     def export_model_dialog(self) -> None:
         from PySide6.QtWidgets import QFileDialog
 
+        if self.w.project is not None and not self._active_ready(dialog=True):
+            return
         if self.active_run is None:
             self.w.statusBar().showMessage("No model to export: train one first", 4000)
             return

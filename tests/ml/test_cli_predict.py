@@ -106,7 +106,7 @@ def test_load_run_errors_teach(sample_copy, registry, monkeypatch):
         load_run_model(sample_copy, "wrong")
     (sample_copy / "runs" / "junk").mkdir()
     (sample_copy / "runs" / "junk" / "last.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(RunError, match="not a readable checkpoint"):
+    with pytest.raises(RunError, match=r"is not a SegStudio checkpoint \(not a PyTorch file\)"):
         load_run_model(sample_copy, "junk")
     monkeypatch.setitem(sys.modules, "segstudio.ml.models", None)     # no registry at all
     with pytest.raises(RunError, match="no model registry"):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout,
                                QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QSpinBox,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
@@ -148,6 +149,8 @@ class TrainPanel(QWidget):
 
     # -- runs ------------------------------------------------------------------------------
     def set_runs(self, cards: list[dict], active: Path | None = None) -> None:
+        """One row per card; a broken card's row says "broken: <reason>" (cards come from
+        segstudio.ml.cards.list_run_cards, so their fields have the types read here)."""
         self.runs.blockSignals(True)
         self.runs.setRowCount(0)
         self._run_dirs = []
@@ -156,25 +159,33 @@ class TrainPanel(QWidget):
             self.runs.insertRow(row)
             best = (card.get("metrics") or {}).get("best") or {}
             dice = best.get("mean_dice")
-            cells = [card.get("run_id", Path(card["run_dir"]).name), card.get("status", "?"),
-                     "—" if dice is None or dice != dice else f"{dice:.3f}",
+            broken = card.get("broken")
+            cells = [str(card.get("run_id") or Path(card["run_dir"]).name),
+                     str(card.get("status", "?")),
+                     f"{dice:.3f}" if isinstance(dice, (int, float)) and dice == dice else "—",
                      str(card.get("epochs", "")), str(card.get("device", ""))]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(card["run_dir"])
+                item.setToolTip(f"{card['run_dir']}\n{broken}" if broken else card["run_dir"])
+                if broken:
+                    item.setForeground(QColor("#B00020"))
                 self.runs.setItem(row, col, item)
             self._run_dirs.append(Path(card["run_dir"]))
         self.runs.blockSignals(False)
         if active is not None:
             self.set_active(active, emit=False)
+        elif self._active not in self._run_dirs:
+            self.runs.clearSelection()
 
     def set_active(self, run_dir: Path | None, emit: bool = True) -> None:
         self._active = run_dir
         self.active_label.setText(f"Active run: {run_dir.name if run_dir else 'none'}")
+        self.runs.blockSignals(True)
         if run_dir in self._run_dirs:
-            self.runs.blockSignals(True)
             self.runs.selectRow(self._run_dirs.index(run_dir))
-            self.runs.blockSignals(False)
+        else:
+            self.runs.clearSelection()
+        self.runs.blockSignals(False)
         if emit and run_dir is not None:
             self.run_activated.emit(run_dir)
 
