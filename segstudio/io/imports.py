@@ -302,11 +302,12 @@ def _class_list(folder: Path) -> tuple[dict[int, str], str] | None:
     if path.exists():
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            entries = doc["classes"]
-            if not isinstance(entries, list):
-                raise TypeError(f"'classes' is {type(entries).__name__}, not a list")
-        except (ValueError, KeyError, TypeError, RecursionError) as e:
-            raise FormatError(f"{path}: not a class list ({e})") from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise FormatError(f"{path}: cannot be read as JSON ({e})") from None
+        entries = doc.get("classes") if isinstance(doc, dict) else None
+        if not isinstance(entries, list):
+            raise FormatError(f"{path}: not a class list (expected {{\"classes\": [{{\"id\": 0, "
+                              f"\"name\": \"background\"}}, ...]}})")
         out: dict[int, str] = {}
         for i, c in enumerate(entries):
             cid = c.get("id") if isinstance(c, dict) else None

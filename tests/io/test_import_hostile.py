@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from segstudio.io.imports import AnnotationImportError, ImportOptions, import_annotations
+from segstudio.io.imports import (AnnotationImportError, ImportOptions, import_annotations,
+                                  preview_import)
 from segstudio.io.project import Project
 
 from .conftest import H, W, fresh_copy, mask_of
@@ -315,6 +316,9 @@ def test_folder_raw_ids_can_be_mapped(project, tmp_path, capsys):
 
     src, _path, m = _folder(project, tmp_path)
     t = fresh_copy(project, tmp_path / "t")
+    preview = preview_import(t, src, ImportOptions(format="folder", mapping={"7": "nucleus"}))
+    assert preview.source_classes == ["background", "cell", "class 254", "class 7"]
+    assert preview.unknown_classes == ["class 254"]
     assert main(["import", str(t.root), str(src), "--format", "folder",
                  "--map", "7=nucleus", "--map", "254=cell"]) == 0
     got = mask_of(Project.open(t.root), t.images[1].id)

@@ -116,7 +116,10 @@ def read_names(root: Path) -> list[str]:
             except (OSError, UnicodeDecodeError) as e:
                 raise FormatError(f"{path}: cannot be read ({e})") from None
             except yaml.YAMLError as e:
-                raise FormatError(f"{path}: not valid YAML ({e})") from None
+                mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+                at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+                why = " ".join(str(problem or e).split())     # one line, whatever PyYAML wrote
+                raise FormatError(f"{path}: not valid YAML ({at}{why})") from None
             except RecursionError:
                 raise FormatError(f"{path}: nested too deeply to be a data.yaml") from None
             return _names_from(path, data.get("names") if isinstance(data, dict) else None)
