@@ -4,6 +4,13 @@ Two phases, so nothing is imported half-way: first every file is read and checke
 geometry, image sizes, class names), and each image gets a plan for building its mask;
 only when all of it is sound are masks written. A failure or a cancel while writing puts
 back the masks (and classes) as they were.
+
+What a file means is taken as meant, what it cannot mean is refused, naming the file and the
+place: a shape up to polygons.edge_slack past the image edge (1 %, at least 2 px) is clipped
+and listed in `warnings`; further out, a NaN or infinite coordinate, a label that is not
+text or no valid class name, and anything malformed is an AnnotationImportError. A mask
+value no class has is the source class "class <v>", mapped by `mapping` ("7": "cell") or
+added with `new_classes`; 255 stays unlabeled.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ class AnnotationImportError(Exception):
 @dataclass(frozen=True)
 class ImportOptions:
     format: str = "folder"
-    mapping: Mapping[str, str] | None = None   # source class name (or raw mask value) -> project class name
+    mapping: Mapping[str, str] | None = None   # source class name (or raw mask value) -> project name
     new_classes: bool = False                  # unknown names become new classes (else an error)
     unannotated: str = "background"            # pixels no shape covers: "background" or "ignore"
     skip_unmatched: bool = False               # files for images not in the project: skip, not fail
