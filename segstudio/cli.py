@@ -561,7 +561,10 @@ class ProgressBar:
         eta = f"ETA {_clock(elapsed * (1 - frac) / frac)}" if frac > 0.01 else "ETA --:--"
         m = p.metrics or {}
         loss = f" loss {m['loss']:.4f}" if "loss" in m else ""
-        dice = f" val Dice {m['mean_dice']:.3f}" if "mean_dice" in m else ""
+        dice = ""
+        if "mean_dice" in m:        # NaN: no foreground class labelled in validation images
+            dice = f" val Dice {m['mean_dice']:.3f}" if m["mean_dice"] == m["mean_dice"] \
+                else " no val score"
         if self._tty:
             now = self._time.perf_counter()
             if now - self._last < 0.1 and "mean_dice" not in m and p.done < p.total:

@@ -63,11 +63,11 @@ XCB_LIBRARIES: tuple[tuple[str, str, str], ...] = (
 SKIP_CHECK_ENV = "SEGSTUDIO_SKIP_QT_CHECK"     # "1": start even if the check below objects
 
 
-def missing_libraries(libraries: Sequence[tuple[str, str, str]] = XCB_LIBRARIES
+def missing_libraries(libraries: Sequence[tuple[str, str, str]] | None = None
                       ) -> list[tuple[str, str, str]]:
-    """The entries whose shared library the dynamic loader cannot load (a real dlopen)."""
+    """The entries (default: XCB_LIBRARIES) whose library the loader cannot load (a real dlopen)."""
     missing = []
-    for entry in libraries:
+    for entry in XCB_LIBRARIES if libraries is None else libraries:
         try:
             ctypes.CDLL(entry[0])
         except OSError:
@@ -84,7 +84,7 @@ def _uses_xcb(env: Mapping[str, str]) -> bool:
 
 
 def qt_platform_problem(env: Mapping[str, str] | None = None, system: str | None = None,
-                        libraries: Sequence[tuple[str, str, str]] = XCB_LIBRARIES) -> str | None:
+                        libraries: Sequence[tuple[str, str, str]] | None = None) -> str | None:
     """What to install when Qt's xcb plugin would fail to load, checked before Qt starts.
 
     Only on Linux with an X display and xcb as the platform; None when all is well or the

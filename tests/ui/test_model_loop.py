@@ -127,3 +127,19 @@ def test_cancel_training_keeps_the_window_responsive(qtbot, win):
     qtbot.waitUntil(lambda: loop.train_job is None, timeout=10_000)
     assert time.monotonic() - t < 2.0
     assert "Cancelled" in panel.status.text()
+    run = next(d for d in w.project.runs_dir.iterdir() if d.is_dir())
+    kept = [c for c in ("best.pt", "last.pt") if (run / c).is_file()]
+    assert kept and panel.status.text() == f"Cancelled; run {run.name} keeps {' and '.join(kept)}."
+
+
+def test_cancel_right_after_train_says_nothing_was_saved(qtbot, win):
+    w = win
+    loop, panel = w.model_loop, w.model_loop.train_panel
+    panel.preset.setCurrentIndex(panel.preset.findData("tiny"))
+    loop.start_training()
+    loop.cancel_training()              # before the job has even read the images
+    qtbot.waitUntil(lambda: loop.train_job is None, timeout=30_000)
+    assert panel.status.text() == "Cancelled before the first checkpoint; nothing saved."
+    runs = w.project.runs_dir
+    assert not runs.exists() or not list(runs.rglob("*.pt"))
+    assert w.errors == [], w.errors

@@ -160,7 +160,9 @@ class TrainPanel(QWidget):
             best = (card.get("metrics") or {}).get("best") or {}
             dice = best.get("mean_dice")
             broken = card.get("broken")
-            cells = [str(card.get("run_id") or Path(card["run_dir"]).name),
+            # the folder's name, not the card's run_id: it is what `--run` takes, and a copied
+            # run keeps the run_id of its original
+            cells = [Path(card["run_dir"]).name,
                      str(card.get("status", "?")),
                      f"{dice:.3f}" if isinstance(dice, (int, float)) and dice == dice else "—",
                      str(card.get("epochs", "")), str(card.get("device", ""))]
