@@ -15,6 +15,9 @@ from PySide6.QtWidgets import QMessageBox
 
 from segstudio.core.jobs import Progress
 from segstudio.io.project import Project
+# no torch in ml.cards (tests/test_layers.py checks the window starts without it): runs are
+# listed, and scores worded, long before any model is loaded
+from segstudio.ml.cards import describe_score, list_run_cards
 from segstudio.ui.panels.metrics_panel import MetricsPanel
 from segstudio.ui.panels.predict_panel import PredictPanel
 from segstudio.ui.panels.train_panel import TrainPanel
@@ -157,8 +160,6 @@ class ModelLoop:
         project = self.w.project
         if project is None:
             return None
-        from segstudio.ml.cards import list_run_cards   # no torch: runs show before any model
-
         cards = list_run_cards(project.runs_dir)
         self._cards = {Path(c["run_dir"]): c for c in cards}
         usable = [Path(c["run_dir"]) for c in cards if c.get("has_checkpoint") and not c.get("broken")]
@@ -276,8 +277,6 @@ class ModelLoop:
         self.start_training(init_from=self.active_run if self.active_run else None)
 
     def _on_train_succeeded(self, result) -> None:
-        from segstudio.ml.cards import describe_score
-
         summary = describe_score(result.best_metrics)
         self.w.statusBar().showMessage(
             f"Training finished ({result.status}, {summary}). The prediction is on the image; "
