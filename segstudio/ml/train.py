@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -574,6 +575,7 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
         state.update(resumed["state"])
         run_dir = resume_dir
     else:
+        cancel.raise_if_cancelled()          # no run folder for a run cancelled before it began
         label = spec["name"] if (cfg.model or init is not None) else cfg.preset
         run_dir = dctx.shared_run_dir(lambda: new_run_dir(
             runs_dir, f"{label}-finetune" if init is not None else label))
@@ -700,6 +702,11 @@ def train(source: Any, cfg: TrainConfig | None = None, *, runs_dir: Path | str |
                             {**last_metrics, "elapsed_s": time.perf_counter() - started}))
         looped = True
     except Cancelled:
+        if resumed is None and state["step"] == 0:
+            # nothing was trained: an untrained last.pt would only be a run to clean up later
+            if dctx.is_main:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         save("cancelled", last_metrics)
         raise TrainingCancelled(run_dir, tuple(c for c in ("best.pt", "last.pt")
                                                if (run_dir / c).is_file())) from None

@@ -191,3 +191,33 @@ def test_balanced_class_weights():
     assert TrainConfig(class_weights="balanced").class_weights == "balanced"
     with pytest.raises(ValueError, match="'balanced'"):
         TrainConfig(class_weights="inverse")
+
+
+def test_a_one_class_project_is_refused_not_scored_perfect(rng, tiny_cfg, tmp_path):
+    only_bg = [LabelClass(0, "background", "#000000")]
+    items = [(f"b{i}", img, np.zeros_like(m), "val" if i >= 2 else "train")
+             for i, (img, m) in enumerate(blobs(rng, 3))]
+    data = build_training_data(items, only_bg)
+    with pytest.raises(TrainingError, match=r"only one class \('background'\): add a class"):
+        train(data, tiny_cfg, runs_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_cancel_says_what_it_kept(tiny_data, tiny_cfg, tmp_path):
+    from segstudio.ml.train import cancelled_message
+
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled) as e:
+        train(tiny_data, tiny_cfg, runs_dir=tmp_path, cancel=token)
+    assert cancelled_message(e.value) == "cancelled before the first checkpoint; nothing saved"
+    assert not any(tmp_path.iterdir())
+
+    token = CancelToken()
+    with pytest.raises(Cancelled) as e:      # cancelled during the first epoch
+        train(tiny_data, replace(tiny_cfg, epochs=100), runs_dir=tmp_path, cancel=token,
+              on_progress=lambda p: p.metrics and "lr" in p.metrics and token.cancel())
+    run = next(tmp_path.iterdir())
+    assert (run / "last.pt").is_file() and not (run / "best.pt").exists()
+    assert cancelled_message(e.value) == (f"cancelled; run {run.name} keeps last.pt "
+                                          f"(continue with --resume {run.name})")
