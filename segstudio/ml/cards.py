@@ -47,9 +47,13 @@ def describe_score(metrics: Any) -> str:
 
 
 def card_problem(card: Any) -> str | None:
-    """Why a parsed model card cannot be shown or used, in plain words; None when it is fine."""
+    """Why a parsed model card cannot be shown or used, in plain words; None when it is fine.
+
+    A phrase without the file's name ("'metrics' is a string ("x"), not an object"): the runs
+    table shows it after "broken: ", messages after "model_card.json: ".
+    """
     if not isinstance(card, dict):
-        return f"{CARD} holds {_kind(card)}, not an object"
+        return f"holds {_kind(card)}, not an object"
     for key, types in _FIELDS.items():
         value = card.get(key)
         if value is None:
@@ -57,40 +61,41 @@ def card_problem(card: Any) -> str | None:
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok:
             wanted = " or ".join(dict.fromkeys(_JSON_NAMES[t] for t in types))
-            return f"{CARD}: '{key}' is {_kind(value)} ({_short(value)}), not {wanted}"
+            return f"'{key}' is {_kind(value)} ({_short(value)}), not {wanted}"
     for part in ("best", "last"):
         scores = (card.get("metrics") or {}).get(part)
         if scores is None:
             continue
         if not isinstance(scores, dict):
-            return f"{CARD}: 'metrics.{part}' is {_kind(scores)}, not an object"
+            return f"'metrics.{part}' is {_kind(scores)}, not an object"
         for key, value in scores.items():
             if value is not None and (isinstance(value, bool) or
                                       not isinstance(value, (int, float))):
-                return (f"{CARD}: 'metrics.{part}.{key}' is {_kind(value)} ({_short(value)}), "
+                return (f"'metrics.{part}.{key}' is {_kind(value)} ({_short(value)}), "
                         f"not a number")
     for c in card.get("classes") or []:
         if isinstance(c, str):
             continue
         if not isinstance(c, dict) or not isinstance(c.get("id"), int) or \
                 isinstance(c.get("id"), bool) or not isinstance(c.get("name"), str):
-            return f"{CARD}: a class entry is {_short(c)}, not {{\"id\": number, \"name\": text}}"
+            return f"a class entry is {_short(c)}, not {{\"id\": number, \"name\": text}}"
     return None
 
 
 def read_run_card(run_dir: Path | str) -> tuple[dict[str, Any] | None, str | None]:
-    """(card, None) for a good card, (None, problem) for a broken one, (None, None) when absent."""
+    """(card, None) for a good card, (None, problem) for a broken one, (None, None) when absent;
+    the problem is a phrase as card_problem's."""
     path = Path(run_dir) / CARD
     if not path.is_file():
         return None, None
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        return None, f"{CARD} is not text (not UTF-8)"
+        return None, "not text (not UTF-8)"
     except ValueError as e:
-        return None, f"{CARD} is not valid JSON ({e})"
+        return None, f"not valid JSON ({e})"
     except OSError as e:
-        return None, f"{CARD} cannot be read ({e.strerror or e})"
+        return None, f"cannot be read ({e.strerror or e})"
     problem = card_problem(card)
     return (None, problem) if problem else (card, None)
 
@@ -99,7 +104,7 @@ def list_run_cards(runs_dir: Path | str) -> list[dict[str, Any]]:
     """Every run's card (newest first) with `run_dir`, `has_checkpoint` and `broken` added.
 
     A broken card comes back as `{"run_id", "run_dir", "status": "broken: <reason>", "broken":
-    reason}` so the runs table can say so; folders without a card (a run still before its first
+    "model_card.json: <reason>"}` so the runs table can say so; folders without a card (a run still before its first
     checkpoint, or not a run) are left out. Never raises for what is inside the folders.
     """
     runs_dir = Path(runs_dir)
@@ -116,7 +121,7 @@ def list_run_cards(runs_dir: Path | str) -> list[dict[str, Any]]:
             continue            # removed while we looked
         if problem is not None:
             out.append({"run_id": d.name, "run_dir": str(d), "has_checkpoint": has_checkpoint,
-                        "status": f"broken: {problem}", "broken": problem})
+                        "status": f"broken: {problem}", "broken": f"{CARD}: {problem}"})
         elif card is not None:
             out.append({**card, "run_dir": str(d), "has_checkpoint": has_checkpoint,
                         "broken": None})

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from segstudio.core.classes import LabelClass, default_color
-from segstudio.ml.cards import card_problem, list_run_cards
+from segstudio.ml.cards import list_run_cards, read_run_card
 from segstudio.ml.checkpoint import MODEL_CARD
 from segstudio.ml.predict import Normalisation
 
@@ -148,18 +148,11 @@ def read_model_card(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         log.warning("%s has no %s; using the checkpoint's config alone", run_dir, CARD)
         return {}
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        problem = f"{CARD} is not text (not UTF-8)"
-    except ValueError as e:
-        problem = f"{CARD} is not valid JSON ({e})"
-    else:
-        problem = card_problem(card)
+    card, problem = read_run_card(run_dir)
     if problem:
-        raise RunError(f"run {run_dir.name!r} is broken: {problem}; fix or delete {path}, "
-                       f"or train again")
-    return card
+        raise RunError(f"run {run_dir.name!r} is broken: {CARD}: {problem}; fix or delete "
+                       f"{path}, or train again")
+    return card or {}
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:

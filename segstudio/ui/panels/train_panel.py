@@ -74,6 +74,11 @@ class TrainPanel(QWidget):
         self.runs = QTableWidget(0, 5)
         self.runs.setHorizontalHeaderLabels(["run", "status", "mean Dice", "epochs", "device"])
         self.runs.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # "broken: <reason>" can be long: the status column keeps its width and elides (the
+        # tooltip has it all)
+        self.runs.setWordWrap(False)
+        self.runs.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
+        self.runs.setColumnWidth(1, 150)
         self.runs.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.runs.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.runs.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
