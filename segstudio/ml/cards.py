@@ -104,8 +104,9 @@ def list_run_cards(runs_dir: Path | str) -> list[dict[str, Any]]:
     """Every run's card (newest first) with `run_dir`, `has_checkpoint` and `broken` added.
 
     A broken card comes back as `{"run_id", "run_dir", "status": "broken: <reason>", "broken":
-    "model_card.json: <reason>"}` so the runs table can say so; folders without a card (a run still before its first
-    checkpoint, or not a run) are left out. Never raises for what is inside the folders.
+    "model_card.json: <reason>"}` so the runs table can say so; folders without a card (a run
+    still before its first checkpoint, or not a run) are left out. Never raises for what is
+    inside the folders.
     """
     runs_dir = Path(runs_dir)
     out: list[dict[str, Any]] = []

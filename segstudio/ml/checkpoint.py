@@ -68,10 +68,10 @@ def _pickled_code(path: Path) -> str | None:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
                 name = next(n for n in z.namelist() if n.endswith("data.pkl"))
-                raw = z.read(name)
+                f = io.BytesIO(z.read(name))
         else:
-            raw = path.read_bytes()
-        with io.BytesIO(raw) as f:
+            f = path.open("rb")     # streamed: a legacy checkpoint may be large
+        with f:
             for op, arg, _pos in pickletools.genops(f):
                 if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
                     strings.append(str(arg))
@@ -88,6 +88,17 @@ def _pickled_code(path: Path) -> str | None:
     except Exception:          # a damaged pickle: whatever came before was checked
         return None
     return None
+
+
+def _zip_without_pickle(path: Path) -> bool:
+    """A readable zip archive with no data.pkl: some other zip (a .docx, an export) renamed."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return not any(n.endswith("data.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False            # unreadable: torch.load says it is damaged
 
 
 def _first_line(e: BaseException) -> str:
@@ -115,6 +126,9 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
                               f"again")
     if not (head == _ZIP_MAGIC or head.startswith(_PICKLE_MAGIC)):
         raise NotACheckpointError(f"{path} is not a SegStudio checkpoint (not a PyTorch file)")
+    if head == _ZIP_MAGIC and _zip_without_pickle(path):
+        raise NotACheckpointError(f"{path} is not a SegStudio checkpoint (a zip archive, not a "
+                                  f"PyTorch file)")
     refused = (f"{path} contains code (a pickled object); refused for safety{{}}. Only load "
                f"checkpoints written by SegStudio or from a source you trust")
     try:
@@ -126,7 +140,8 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
             glob = next((line.split("GLOBAL", 1)[1].split()[0] for line in text.splitlines()
                          if "Unsupported global" in line and "GLOBAL" in line), "")
         if glob is not None:
-            raise CheckpointError(refused.format(f": it names {glob}, which would run on loading" if glob else "")) from None
+            named = f": it names {glob}, which would run on loading" if glob else ""
+            raise CheckpointError(refused.format(named)) from None
         raise CheckpointError(f"{path} is damaged (cut short or corrupted: "
                               f"{_first_line(e)}): copy it again, or train again") from None
     except Exception as e:      # untrusted bytes: any failure of the reader means "damaged"

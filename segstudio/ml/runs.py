@@ -113,7 +113,8 @@ def run_folders(project_root: Path | str) -> list[Path]:
     root = runs_dir_of(project_root)
     if not root.is_dir():
         return []
-    runs = [Path(c["run_dir"]) for c in list_run_cards(root) if c["has_checkpoint"] and not c["broken"]]
+    runs = [Path(c["run_dir"]) for c in list_run_cards(root)
+            if c["has_checkpoint"] and not c["broken"]]
     known = {r.name for r in runs}
     # a checkpoint without a card (copied by hand) is a run too; prediction uses its config alone
     runs += [d for d in root.iterdir() if d.is_dir() and d.name not in known
