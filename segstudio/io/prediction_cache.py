@@ -21,6 +21,10 @@ from segstudio.io.masks import MaskError, decode_mask_png, encode_mask_png
 log = logging.getLogger(__name__)
 
 STAMP = "stamp.json"
+# Masks come first: the cache never writes when it would leave less than this free on the disk
+# (and drops itself when the disk is that full), and never grows past its own budget.
+RESERVE_BYTES = 512 * 1024 * 1024
+BUDGET_BYTES = 2 * 1024 * 1024 * 1024
 
 
 def checkpoint_stamp(path: Path) -> dict:
@@ -42,8 +46,34 @@ def quantise_unit(a: np.ndarray) -> np.ndarray:
 class PredictionCache:
     """One folder per run. Not thread-safe for one image: write it from one worker at a time."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, reserve: int = RESERVE_BYTES,
+                 budget: int = BUDGET_BYTES) -> None:
         self.folder = Path(folder)
+        self.reserve = reserve
+        self.budget = budget
+
+    def _free_bytes(self) -> int:
+        probe = self.folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        return shutil.disk_usage(probe).free
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file()) \
+            if self.folder.is_dir() else 0
+
+    def _room_for(self, nbytes: int) -> bool:
+        """Whether writing `nbytes` leaves the masks their reserve; drops the cache if not."""
+        try:
+            if self._free_bytes() - nbytes < self.reserve:
+                log.warning("disk nearly full: dropping cached predictions so masks keep room")
+                self.forget()
+                return False
+            if self.size_bytes() + nbytes > self.budget:
+                self._trim(self.budget - nbytes)
+        except OSError:
+            return False
+        return True
 
     @classmethod
     def for_project(cls, project) -> PredictionCache:
@@ -69,19 +99,29 @@ class PredictionCache:
         if d.exists():
             log.info("run %s changed; dropping its cached predictions", run_id)
             shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(d / STAMP, stamp)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(d / STAMP, stamp)
+        except OSError as e:        # a read-only project or a full disk: predict without a cache
+            log.info("prediction cache not written (%s)", e)
         return False
 
     def save(self, run_id: str, image_id: str, labels: np.ndarray,
              entropy: np.ndarray | None = None) -> None:
+        """Best effort: a cache that cannot be written (read-only, disk nearly full) is skipped."""
         d = self._run_dir(run_id)
         if not (d / STAMP).exists():
-            raise RuntimeError(f"call validate({run_id!r}, stamp) before saving predictions")
-        atomic_write_bytes(d / f"{image_id}.labels.png", encode_mask_png(labels))
+            return                  # validate() could not write its stamp: no cache this time
+        files = [(d / f"{image_id}.labels.png", encode_mask_png(labels))]
         if entropy is not None:
-            atomic_write_bytes(d / f"{image_id}.uncertainty.png",
-                               encode_mask_png(quantise_unit(entropy)))
+            files.append((d / f"{image_id}.uncertainty.png", encode_mask_png(quantise_unit(entropy))))
+        if not self._room_for(sum(len(data) for _, data in files)):
+            return
+        try:
+            for path, data in files:
+                atomic_write_bytes(path, data)
+        except OSError as e:
+            log.warning("prediction cache not written (%s)", e)
 
     def load(self, run_id: str, image_id: str, shape: tuple[int, int]
              ) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -100,6 +140,18 @@ class PredictionCache:
         if labels.shape != tuple(shape) or (unc is not None and unc.shape != tuple(shape)):
             return None          # the image changed size since: the prediction is of another
         return labels, unc
+
+    def _trim(self, target: int) -> None:
+        """Drop the oldest cached predictions (never a stamp) until the cache fits `target`."""
+        files = sorted((f for f in self.folder.rglob("*.png") if f.is_file()),
+                       key=lambda f: f.stat().st_mtime_ns)
+        size = self.size_bytes()
+        for f in files:
+            if size <= target:
+                break
+            size -= f.stat().st_size
+            f.unlink(missing_ok=True)
+        log.info("prediction cache trimmed to its %d MB budget", self.budget // 2**20)
 
     def forget(self, run_id: str | None = None) -> None:
         """Drop one run's cache, or every run's."""

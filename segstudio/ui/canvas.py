@@ -74,6 +74,7 @@ class MaskCanvas(QWidget):
         self._cursor: QPointF | None = None
         self.outline = False
         self.proposal: Proposal | None = None
+        self.loading: str | None = None     # "Opening x…" while an image loads: input refused
         self._proposal_img: QImage | None = None
         self.tools = make_tools(self)
         self.prediction = PredictionLayer()
@@ -100,6 +101,7 @@ class MaskCanvas(QWidget):
             if self._doc.in_stroke:
                 self._doc.end_stroke()
         self._data, self._doc = data, doc
+        self.set_loading(None)
         self.prediction.labels = self.prediction.uncertainty = None
         self.set_tool(self.tool)          # drops half-built polygons and proposals
         if doc is not None:
@@ -108,6 +110,16 @@ class MaskCanvas(QWidget):
             self._range = display or default_range(data)
         self._last_img = None
         self.fit()
+
+    def set_loading(self, message: str | None) -> None:
+        """While an image opens: say so over the canvas and refuse input (nothing is dropped
+        silently: a press says why it did nothing)."""
+        self.loading = message
+        if message:
+            self.setCursor(Qt.CursorShape.BusyCursor)
+        else:
+            self.unsetCursor()
+        self.update()
 
     def set_display_range(self, rng: DisplayRange) -> None:
         self._range = rng
@@ -399,6 +411,13 @@ class MaskCanvas(QWidget):
             rect = self.proposal.rect
             target = QRectF(self.image_to_widget(rect.y0, rect.x0), self.image_to_widget(rect.y1, rect.x1))
             p.drawImage(target, self._proposal_img)
+        if self.loading:
+            band = QRect(0, self.height() // 2 - 24, self.width(), 48)
+            p.fillRect(band, QColor(0, 0, 0, 170))
+            p.setPen(QColor(255, 255, 255))
+            p.drawText(band, Qt.AlignmentFlag.AlignCenter, self.loading)
+            p.end()
+            return
         tool = self.active_tool
         if tool is not None:
             p.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -459,6 +478,9 @@ class MaskCanvas(QWidget):
                 or (event.button() == Qt.MouseButton.LeftButton and self._space)):
             self._pan_from = pos
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
+            return
+        if self.loading:
+            self.paint_refused.emit(f"{self.loading} Paint once it is shown.")
             return
         tool = self.active_tool
         if tool is not None and self._doc is not None:

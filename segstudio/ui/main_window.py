@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QS
 from segstudio.core.classes import UNLABELED, LabelClass
 from segstudio.core.display import CT_PRESETS, DisplayRange, auto_range, full_range, sample_pixels
 from segstudio.core.document import ImageDocument, ReadOnlyError
-from segstudio.io.autosave import Autosaver
+from segstudio.io.autosave import Autosaver, SaveState
 from segstudio.io.images import LoadedImage
 from segstudio.io.masks import MaskError
 from segstudio.io.project import ImageEntry, Project, ProjectError, labelled_fraction
@@ -86,6 +86,7 @@ class SaverSignals(QObject):
 
     saved = Signal(str, int)
     failed = Signal(str)
+    state_changed = Signal(object)      # SaveState
 
 
 class MainWindow(FileMenuMixin, QMainWindow):
@@ -104,7 +105,10 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self._autosaver: Autosaver | None = None
         self._saver_signals = SaverSignals()
         self._saver_signals.saved.connect(self._on_saver_saved)
-        self._saver_signals.failed.connect(lambda m: self.report_error("Saving failed", m))
+        self._saver_signals.failed.connect(self._on_saver_failed)
+        self._saver_signals.state_changed.connect(self._on_saver_state_changed)
+        self._manifest_dirty = False        # cached label status not yet in project.json
+        self._manifest_error: str | None = None
         self._jobs: set[Job] = set()
         self._load_generation = 0
         self._restore_view: dict | None = None
@@ -154,7 +158,8 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.canvas.hovered.connect(self._on_canvas_hovered)
         self.canvas.view_changed.connect(self._on_canvas_view_changed)
         self.canvas.stroke_finished.connect(self._on_canvas_stroke_finished)
-        self.canvas.paint_refused.connect(lambda why: self.report_error("This mask is read-only", why))
+        self.canvas.paint_refused.connect(self._on_canvas_paint_refused)
+        self._last_refusal = ""
         self._status_timer = QTimer(self, singleShot=True, interval=600)
         self._status_timer.timeout.connect(self._refresh_current_status)
         left, right, display = self._docks_to_size
@@ -184,7 +189,12 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.value_label = QLabel("")
         self.class_label = QLabel("")
         self.zoom_label = QLabel("")
-        for w in (self.position_label, self.value_label, self.class_label, self.zoom_label):
+        # one persistent word on what is not on disk (or cannot be), instead of a box per stroke
+        self.save_state_label = QLabel("")
+        self.save_state_label.setStyleSheet("color: #b00020; font-weight: bold;")
+        self.save_state_label.hide()
+        for w in (self.save_state_label, self.position_label, self.value_label,
+                  self.class_label, self.zoom_label):
             self.statusBar().addPermanentWidget(w)
 
     def _action(self, menu, text: str, slot, shortcut=None, checkable=False, tip="") -> QAction:
@@ -262,10 +272,19 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.pages.setCurrentIndex(1)
         is_sample = project.root == (data_dir() / "sample-project").resolve()
         self.hint.setVisible(is_sample and not value(self.settings, "hint_dismissed", False, bool))
-        self.setWindowTitle(f"{project.name} — SegStudio")
-        self._autosaver = Autosaver(
-            project.masks, delay=self._autosave_delay,
-            on_saved=self._saver_signals.saved.emit, on_error=self._saver_signals.failed.emit)
+        project.lock_for_writing("SegStudio window")
+        if project.read_only:
+            self.setWindowTitle(f"{project.name} (read-only) — SegStudio")
+            self.statusBar().showMessage(f"Read-only: {project.read_only}", 15000)
+            log.warning("opened read-only: %s", project.read_only)
+        else:
+            self.setWindowTitle(f"{project.name} — SegStudio")
+            self._autosaver = Autosaver(
+                project.masks, delay=self._autosave_delay,
+                on_saved=self._saver_signals.saved.emit, on_error=self._saver_signals.failed.emit,
+                on_state=self._saver_signals.state_changed.emit)
+        self._manifest_error = None
+        self._show_save_state()
         self.class_panel.set_classes(project.classes)
         self.canvas.set_classes(project.classes)
         self.images.set_entries(project.images)
@@ -291,10 +310,14 @@ class MainWindow(FileMenuMixin, QMainWindow):
         if self.project is None:
             return
         self._leave_current()
+        self._flush_manifest()
         self._save_view()
         if self._autosaver is not None:
-            self._autosaver.close()
+            if not self._autosaver.close():
+                log.error("closed %s with %d stroke(s) not saved: %s", self.project.root,
+                          self._autosaver.state.unsaved, self._autosaver.state.error)
             self._autosaver = None
+        self.project.release_lock()
         self.project = None
         self.current = None
         self.loaded = None
@@ -335,8 +358,11 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self._load_generation += 1
         generation = self._load_generation
         self.statusBar().showMessage(f"Opening {entry.display_name}…")
+        self.canvas.set_loading(f"Opening {entry.display_name}…")
+        # strokes not on disk yet (a full disk): the reloaded mask gets them back on top
+        unsaved = self._autosaver.pending(entry.id) if self._autosaver is not None else []
         job = Job(load_item, self.project, entry, name=f"Opening {entry.display_name}")
-        job.signals.succeeded.connect(partial(self._on_item_loaded, generation, entry.id))
+        job.signals.succeeded.connect(partial(self._on_item_loaded, generation, entry.id, unsaved))
         job.signals.failed.connect(partial(self._on_item_failed, generation, entry))
         self._start_job(job, report_failure=False)
         self.images.select(image_id, emit=False)
@@ -348,13 +374,30 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.canvas.set_content(None, None)
         self.current, self.loaded = None, None
 
-    def _on_item_loaded(self, generation: int, image_id: str, result) -> None:
+    def _on_item_loaded(self, generation: int, image_id: str, unsaved: list, result) -> None:
         if generation != self._load_generation or self.project is None:
             return  # the user moved on to another image meanwhile
+        try:
+            self._show_item(image_id, unsaved, result)
+        except Exception as e:      # e.g. pixels no display can show: say so, keep running
+            log.exception("showing %s failed", image_id)
+            entry = self.project.entry(image_id)
+            self.report_error(f"Cannot show {entry.display_name}", str(e) or type(e).__name__)
+            self.canvas.set_content(None, None)
+            self.current, self.loaded = None, None
+
+    def _show_item(self, image_id: str, unsaved: list, result) -> None:
         loaded, mask, problem = result
         entry = self.project.entry(image_id)
-        doc = ImageDocument(mask, history=self.editing.history_for(entry.id), read_only=problem and (
-            f"{problem}. The mask file was left untouched; fix or remove it to paint on this image."))
+        for tiles in unsaved:       # replaying absolute tiles in order is idempotent
+            for rect, values in tiles:
+                mask[rect.slices] = values
+        if self.project.read_only and not problem:
+            read_only = f"Read-only: {self.project.read_only}"
+        else:
+            read_only = problem and (f"{problem}. The mask file was left untouched; fix or "
+                                     f"remove it to paint on this image.")
+        doc = ImageDocument(mask, history=self.editing.history_for(entry.id), read_only=read_only)
         doc.history_changed.connect(self._on_doc_history_changed)
         doc.edited.connect(partial(self._on_doc_edited, entry.id, mask.shape))
         self.current, self.loaded = entry, loaded
@@ -376,6 +419,8 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.statusBar().showMessage(f"{entry.display_name}: {w} x {h}, {loaded.data.dtype}", 4000)
         if problem:
             self.report_error("Mask not loaded", doc.read_only or problem)
+        for note in self.project.masks.take_problems(image_id):
+            self.report_error("Part of the mask's journal could not be read", note)
         self.image_shown.emit(image_id)
 
     def _leave_current(self) -> None:
@@ -386,7 +431,15 @@ class MainWindow(FileMenuMixin, QMainWindow):
         if doc.in_stroke:
             doc.end_stroke()
         self._refresh_current_status()
-        if self._autosaver is not None and self.project.masks.journal_bytes(self.current.id):
+        self._flush_manifest()
+        if self._autosaver is None:
+            return
+        if self._autosaver.has_unsaved(self.current.id):
+            state = self._autosaver.state
+            self.statusBar().showMessage(
+                f"{self.current.display_name}: {state.unsaved} stroke(s) are not on disk yet "
+                f"({state.error}); they are kept and saved as soon as the disk allows", 10000)
+        if self.project.masks.journal_bytes(self.current.id) or self._autosaver.has_unsaved(self.current.id):
             self._autosaver.compact(self.current.id, doc.shape)
 
     def step_image(self, delta: int) -> None:
@@ -422,16 +475,35 @@ class MainWindow(FileMenuMixin, QMainWindow):
             return
         frac = labelled_fraction(doc.mask)
         if abs(frac - self.current.labelled) > 1e-9:
+            # a cached figure: written when leaving the image or saving, not after each stroke
             self.current = self.project.update_entry(self.current.id, labelled=frac)
             self.images.update_entry(self.current)
+            self._manifest_dirty = True
+
+    def _flush_manifest(self) -> None:
+        if self._manifest_dirty and self.project is not None:
             self._save_manifest()
 
-    def _save_manifest(self) -> None:
+    def _save_manifest(self) -> bool:
+        """Write project.json; a failure joins the one 'not saved' state, never a box per edit."""
+        assert self.project is not None
+        if self.project.read_only:
+            return False
         try:
-            assert self.project is not None
             self.project.save()
-        except OSError as e:
-            self.report_error("Could not save the project file", str(e))
+        except (OSError, ProjectError) as e:
+            first = self._manifest_error is None
+            self._manifest_error = f"could not save {self.project.root / 'project.json'}: {e}"
+            self._manifest_dirty = True
+            if first:
+                self.report_error("Could not save the project file", self._manifest_error)
+            self._show_save_state()
+            return False
+        self._manifest_dirty = False
+        if self._manifest_error is not None:
+            self._manifest_error = None
+            self._show_save_state()
+        return True
 
     # -- editing ---------------------------------------------------------------------------
     def _on_doc_edited(self, image_id: str, shape, tiles) -> None:
@@ -440,7 +512,55 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self._status_timer.start()
 
     def _on_saver_saved(self, image_id: str, n: int) -> None:
-        self.statusBar().showMessage(f"Saved {n} change(s) to {image_id}", 1500)
+        if self._autosaver is not None and self._autosaver.state.ok:
+            self.statusBar().showMessage(f"Saved {n} change(s) to {image_id}", 1500)
+
+    def _on_saver_failed(self, message: str) -> None:
+        """Once when saving starts failing: one box; the label then keeps the state."""
+        if "disk is full" in message and self.project is not None:
+            from segstudio.io.prediction_cache import PredictionCache
+
+            PredictionCache.for_project(self.project).forget()   # masks before cached overlays
+        self.report_error("Not saved", f"{message}. Your strokes are kept in memory and saved "
+                          f"as soon as the disk allows (SegStudio retries; File ▸ Save retries now).")
+
+    def _on_saver_state_changed(self, _state: SaveState) -> None:
+        self._show_save_state()
+        if _state.ok and self._manifest_dirty:
+            self._save_manifest()
+
+    def _show_save_state(self) -> None:
+        """The persistent 'not saved' / 'read-only' word in the status bar and the title."""
+        parts = []
+        state = self._autosaver.state if self._autosaver is not None else SaveState(0, None)
+        if not state.ok:
+            parts.append(f"Not saved: {state.unsaved} stroke(s) — {state.error}")
+        if self._manifest_error:
+            parts.append(f"Not saved: {self._manifest_error}")
+        if self.project is not None and self.project.read_only:
+            parts.append("Read-only")
+        label = self.save_state_label
+        label.setText("  |  ".join(parts))
+        label.setToolTip(self.project.read_only if self.project is not None and
+                         self.project.read_only else "Free some space; File ▸ Save retries now")
+        label.setVisible(bool(parts))
+        if self.project is not None:
+            flag = " (read-only)" if self.project.read_only else (" — NOT SAVED" if len(parts) else "")
+            self.setWindowTitle(f"{self.project.name}{flag} — SegStudio")
+
+    def unsaved_summary(self) -> str | None:
+        """What closing now would lose, in words, or None."""
+        if self._autosaver is None or self._autosaver.state.ok:
+            return None
+        st = self._autosaver.state
+        return f"{st.unsaved} stroke(s) are not on disk: {st.error}"
+
+    def _on_canvas_paint_refused(self, why: str) -> None:
+        self.statusBar().showMessage(why, 8000)
+        # a box once per reason: a read-only project must not answer every stroke with one
+        if why != self._last_refusal and not why.startswith("Opening "):
+            self._last_refusal = why
+            self.report_error("This mask is read-only", why)
 
     def _on_doc_history_changed(self, can_undo: bool, can_redo: bool) -> None:
         self.undo_action.setEnabled(can_undo)
@@ -575,11 +695,24 @@ class MainWindow(FileMenuMixin, QMainWindow):
         from segstudio import __version__
         QMessageBox.about(self, "About SegStudio", f"SegStudio {__version__}\nBSD-3-Clause licence.")
 
-    def save_now(self) -> None:
+    def save_now(self) -> bool:
+        """Write everything now (retrying what failed) and say truthfully whether it worked."""
+        if self.project is None:
+            return True
+        if self.project.read_only:
+            self.statusBar().showMessage(f"Read-only: {self.project.read_only}; nothing to save", 6000)
+            return False
         self._refresh_current_status()
-        if self._autosaver is not None and self._autosaver.flush():
+        manifest_ok = self._save_manifest() if (self._manifest_dirty or self._manifest_error) else True
+        strokes_ok = self._autosaver is None or self._autosaver.flush()
+        self._show_save_state()
+        if strokes_ok and manifest_ok:
             self._save_view()
             self.statusBar().showMessage("All changes are on disk", 3000)
+            return True
+        self.statusBar().showMessage("Not saved: " + (self.unsaved_summary() or self._manifest_error
+                                                     or "see the log"), 10000)
+        return False
 
     # -- settings --------------------------------------------------------------------------
     def _restore_settings(self) -> None:
@@ -620,6 +753,18 @@ class MainWindow(FileMenuMixin, QMainWindow):
             dock.show()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if (self.project is not None and not self.project.read_only and not self.save_now()
+                and (self.unsaved_summary() or self._manifest_error)):
+            lose = self.unsaved_summary() or self._manifest_error
+            answer = QMessageBox.warning(
+                self, "Close without saving?",
+                f"{lose}.\n\nFree some disk space and choose Retry, or close and lose them.",
+                QMessageBox.StandardButton.Retry | QMessageBox.StandardButton.Discard
+                | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Retry)
+            if answer == QMessageBox.StandardButton.Cancel or (
+                    answer == QMessageBox.StandardButton.Retry and not self.save_now()):
+                event.ignore()
+                return
         self._save_settings()
         self.close_project()
         for job in list(self._jobs):

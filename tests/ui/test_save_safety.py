@@ -1,0 +1,203 @@
+"""The window never loses acknowledged work: full disk, read-only folders, two writers, torn
+journals, strokes before the image is shown. Real mouse events throughout."""
+
+import errno
+import os
+import shutil
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QMessageBox
+
+from segstudio.io import masks as masks_module
+from segstudio.io.project import Project
+
+IMAGE = "nuclei_07"     # unlabeled in the sample
+
+
+def _stroke(qtbot, w, y, x0, x1):
+    c = w.canvas
+    a, b = c.image_to_widget(y, x0), c.image_to_widget(y, x1)
+    pts = [QPoint(int(a.x() + (b.x() - a.x()) * t / 6), int(a.y())) for t in range(7)]
+    qtbot.mousePress(c, Qt.MouseButton.LeftButton, pos=pts[0])
+    for p in pts[1:]:
+        QTest.mouseMove(c, p)
+    qtbot.mouseRelease(c, Qt.MouseButton.LeftButton, pos=pts[-1])
+
+
+def _show(qtbot, w, image_id):
+    w.show_image(image_id)
+    qtbot.waitUntil(lambda: w.current is not None and w.current.id == image_id
+                    and w.canvas.document is not None and not w.canvas.loading, timeout=10_000)
+    w.class_panel.select_id(1)
+    w.set_brush_radius(2)
+
+
+def _boxes(w):
+    return [b for b in w.findChildren(QMessageBox) if b.isVisible()]
+
+
+class DiskFull:
+    """ENOSPC from the saver's write call while set: the OS boundary, nothing of ours faked."""
+
+    def __init__(self, monkeypatch):
+        self.full = threading.Event()
+        real = masks_module._write_all
+
+        def write_all(fd, data):
+            if self.full.is_set():
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(fd, data)
+        monkeypatch.setattr(masks_module, "_write_all", write_all)
+
+
+def test_strokes_painted_on_a_full_disk_survive_switching_images_and_reach_disk(
+        qtbot, open_window, sample_copy, monkeypatch):
+    disk = DiskFull(monkeypatch)
+    w = open_window(sample_copy, size=(1000, 700))
+    _show(qtbot, w, IMAGE)
+    disk.full.set()
+    for k in range(43):
+        _stroke(qtbot, w, 10 + 5 * k, 20, 60)
+    painted = w.canvas.document.mask.copy()
+    qtbot.waitUntil(lambda: w.save_state_label.isVisible(), timeout=10_000)
+    assert "Not saved: 43 stroke(s)" in w.save_state_label.text()
+    assert "disk is full" in w.save_state_label.text()
+    assert len(_boxes(w)) <= 1, "one report, not a box per stroke"
+    assert not w.save_now()                                      # Save tells the truth
+    assert "NOT SAVED" in w.windowTitle()
+    _show(qtbot, w, "nuclei_08")                                 # leave the image ...
+    _show(qtbot, w, IMAGE)                                       # ... and come back
+    assert np.array_equal(w.canvas.document.mask, painted), "strokes were dropped on reload"
+    disk.full.clear()                                            # space returns
+    assert w.save_now()
+    assert not w.save_state_label.isVisible() and "NOT SAVED" not in w.windowTitle()
+    w.close()
+    assert np.array_equal(Project.open(sample_copy).masks.load(IMAGE, painted.shape), painted)
+
+
+def _mount(args):
+    r = subprocess.run(["mount", *args], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+@pytest.fixture
+def read_only_copy(tmp_path, sample_copy):
+    """The sample on a really read-only filesystem (root: a tmpfs remounted ro), or chmod'ed."""
+    if os.geteuid() == 0:
+        mnt = tmp_path / "ro"
+        mnt.mkdir()
+        if not _mount(["-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)]):
+            pytest.skip("cannot mount a tmpfs here")
+        shutil.copytree(sample_copy, mnt / "proj")
+        assert _mount(["-o", "remount,ro", str(mnt)])
+        yield mnt / "proj"
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    else:
+        for p in [sample_copy, *sample_copy.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o555)
+        yield sample_copy
+        for p in [sample_copy, *sample_copy.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o755)
+
+
+def test_a_read_only_project_says_so_at_open_and_refuses_paint_once(qtbot, open_window,
+                                                                     read_only_copy):
+    w = open_window(read_only_copy, size=(1000, 700))
+    assert "(read-only)" in w.windowTitle()
+    assert w.save_state_label.isVisible() and "Read-only" in w.save_state_label.text()
+    assert str(read_only_copy) in w.project.read_only
+    _show(qtbot, w, IMAGE)
+    for k in range(5):
+        _stroke(qtbot, w, 20 + 10 * k, 20, 80)
+    assert (w.canvas.document.mask == 255).all()
+    assert len(_boxes(w)) == 1 and str(read_only_copy) in _boxes(w)[0].text()
+    assert "Read-only" in w.statusBar().currentMessage()
+
+
+def test_a_second_window_opens_read_only_and_cannot_overwrite_the_first(qtbot, open_window,
+                                                                         sample_copy):
+    a = open_window(sample_copy, size=(1000, 700))
+    _show(qtbot, a, IMAGE)
+    b = open_window(sample_copy, size=(1000, 700))
+    assert "(read-only)" in b.windowTitle() and "SegStudio window" in b.project.read_only
+    _show(qtbot, b, IMAGE)
+    _stroke(qtbot, a, 30, 20, 120)
+    _stroke(qtbot, a, 40, 20, 120)
+    _stroke(qtbot, b, 35, 20, 120)                              # the same tile row
+    assert a.save_now()
+    a_mask = a.canvas.document.mask.copy()
+    b.close()
+    a.close()
+    on_disk = Project.open(sample_copy).masks.load(IMAGE, a_mask.shape)
+    assert np.array_equal(on_disk, a_mask), "window B's stale tile replaced A's strokes"
+
+
+def test_cli_import_is_refused_while_a_window_edits_the_project(qtbot, open_window, sample_copy,
+                                                                tmp_path, capsys):
+    import cv2
+
+    from segstudio.cli import main
+
+    w = open_window(sample_copy, size=(1000, 700))
+    src = tmp_path / "masks_in"
+    src.mkdir()
+    cv2.imwrite(str(src / f"{IMAGE}.png"), np.ones(w.canvas.document.shape, np.uint8))
+    rc = main(["import", str(sample_copy), str(src), "--format", "folder", "--new-classes"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "SegStudio window" in err and "nothing was changed" in err
+    _show(qtbot, w, IMAGE)
+    _stroke(qtbot, w, 30, 20, 120)
+    w.close()
+    assert main(["import", str(sample_copy), str(src), "--format", "folder"]) == 0   # now it may
+
+
+def test_a_torn_journal_tail_does_not_hide_the_next_strokes(qtbot, open_window, sample_copy):
+    w = open_window(sample_copy, size=(1000, 700))
+    _show(qtbot, w, IMAGE)
+    _stroke(qtbot, w, 20, 20, 100)
+    w.close()
+    journal = sample_copy / "masks" / f"{IMAGE}.journal"
+    with open(journal, "ab") as f:                            # the crash, mid-append
+        f.write(b"SSJ1\x40\x00\x00\x00torn")
+    w = open_window(sample_copy, size=(1000, 700))
+    _show(qtbot, w, IMAGE)
+    for y in (40, 60, 80):
+        _stroke(qtbot, w, y, 20, 100)
+    painted = w.canvas.document.mask.copy()
+    assert w.save_now()
+    _show(qtbot, w, "nuclei_08")
+    _show(qtbot, w, IMAGE)
+    assert np.array_equal(w.canvas.document.mask, painted)
+    w.close()
+    assert np.array_equal(Project.open(sample_copy).masks.load(IMAGE, painted.shape), painted)
+
+
+def test_strokes_before_the_image_is_shown_are_refused_visibly(qtbot, sample_copy):
+    from segstudio.ui.app import build_main_window
+
+    w = build_main_window(Project.open(sample_copy))
+    qtbot.addWidget(w)
+    w.resize(1000, 700)
+    w.show()
+    qtbot.waitExposed(w)
+    if w.canvas.document is None:       # still opening: a press must say why it did nothing
+        assert w.canvas.loading and "Opening" in w.canvas.loading
+        qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=QPoint(300, 300))
+        qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=QPoint(300, 300))
+        assert "Paint once it is shown" in w.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: w.canvas.document is not None and not w.canvas.loading, timeout=10_000)
+    w.show_image(IMAGE)                 # switching: the old image is not painted meanwhile
+    assert w.canvas.loading
+    before = w.canvas.document.mask.copy()
+    qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=QPoint(300, 300))
+    qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=QPoint(300, 300))
+    assert np.array_equal(w.canvas.document.mask, before)
+    assert "Paint once it is shown" in w.statusBar().currentMessage()
