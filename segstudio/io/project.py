@@ -515,8 +515,12 @@ class Project:
             validate_classes(classes)
         except ClassError as e:
             raise ProjectError(str(e)) from None
-        self.classes = list(classes)
-        self.save()
+        old, self.classes = self.classes, list(classes)
+        try:
+            self.save()
+        except BaseException:
+            self.classes = old       # not on disk: not changed in memory either
+            raise
 
     def add_class(self, name: str, color: str | None = None) -> LabelClass:
         cid = next_class_id(self.classes)

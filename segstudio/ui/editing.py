@@ -160,7 +160,7 @@ class Editing:
             return False
         prev = project.images[i - 1]
         try:
-            w._autosaver.flush()
+            w.saver.flush()
             mask = project.load_mask(prev, doc.shape)
         except Exception as e:   # MaskError: another size, or an unreadable file
             w.report_error("Mask not copied", f"{prev.display_name}: {e}")

@@ -6,7 +6,7 @@ import logging
 from functools import partial
 
 import numpy as np
-from PySide6.QtCore import QObject, QThreadPool, QTimer, Qt, Signal
+from PySide6.QtCore import QThreadPool, QTimer, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QStackedWidget,
                                QVBoxLayout, QWidget)
@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QS
 from segstudio.core.classes import UNLABELED, LabelClass
 from segstudio.core.display import CT_PRESETS, DisplayRange, auto_range, full_range, sample_pixels
 from segstudio.core.document import ImageDocument, ReadOnlyError
-from segstudio.io.autosave import Autosaver, SaveState
 from segstudio.io.images import LoadedImage
 from segstudio.io.masks import MaskError
 from segstudio.io.project import ImageEntry, Project, ProjectError, labelled_fraction
@@ -27,6 +26,7 @@ from segstudio.ui.file_menu import FileMenuMixin
 from segstudio.ui.jobs_view import JobsIndicator
 from segstudio.ui.logging_setup import install_file_log
 from segstudio.ui.model_loop import ModelLoop
+from segstudio.ui.saving import ProjectSaver
 from segstudio.ui.settings import app_settings, value
 from segstudio.ui.welcome import HintBanner, WelcomePage
 from segstudio.ui.panels.class_panel import ClassPanel
@@ -81,14 +81,6 @@ def plain_error(details: str) -> str:
 _TELLING_ERRORS = {"MemoryError", "PermissionError", "FileNotFoundError", "OSError"}
 
 
-class SaverSignals(QObject):
-    """Carries the autosave thread's reports to the GUI thread."""
-
-    saved = Signal(str, int)
-    failed = Signal(str)
-    state_changed = Signal(object)      # SaveState
-
-
 class MainWindow(FileMenuMixin, QMainWindow):
     image_shown = Signal(str)            # after an image and its mask are on the canvas
 
@@ -101,14 +93,9 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.current: ImageEntry | None = None
         self.loaded: LoadedImage | None = None
         self.errors: list[str] = []
-        self._autosave_delay = autosave_delay
-        self._autosaver: Autosaver | None = None
-        self._saver_signals = SaverSignals()
-        self._saver_signals.saved.connect(self._on_saver_saved)
-        self._saver_signals.failed.connect(self._on_saver_failed)
-        self._saver_signals.state_changed.connect(self._on_saver_state_changed)
-        self._manifest_dirty = False        # cached label status not yet in project.json
-        self._manifest_error: str | None = None
+        self.saver = ProjectSaver(self.report_error, autosave_delay=autosave_delay)
+        self.saver.saved.connect(self._on_saver_saved)
+        self.saver.changed.connect(self._on_saver_changed)
         self._jobs: set[Job] = set()
         self._load_generation = 0
         self._restore_view: dict | None = None
@@ -190,9 +177,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.class_label = QLabel("")
         self.zoom_label = QLabel("")
         # one persistent word on what is not on disk (or cannot be), instead of a box per stroke
-        self.save_state_label = QLabel("")
-        self.save_state_label.setStyleSheet("color: #b00020; font-weight: bold;")
-        self.save_state_label.hide()
+        self.save_state_label = self.saver.label
         for w in (self.save_state_label, self.position_label, self.value_label,
                   self.class_label, self.zoom_label):
             self.statusBar().addPermanentWidget(w)
@@ -272,19 +257,9 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.pages.setCurrentIndex(1)
         is_sample = project.root == (data_dir() / "sample-project").resolve()
         self.hint.setVisible(is_sample and not value(self.settings, "hint_dismissed", False, bool))
-        project.lock_for_writing("SegStudio window")
+        self.saver.attach(project)
         if project.read_only:
-            self.setWindowTitle(f"{project.name} (read-only) — SegStudio")
             self.statusBar().showMessage(f"Read-only: {project.read_only}", 15000)
-            log.warning("opened read-only: %s", project.read_only)
-        else:
-            self.setWindowTitle(f"{project.name} — SegStudio")
-            self._autosaver = Autosaver(
-                project.masks, delay=self._autosave_delay,
-                on_saved=self._saver_signals.saved.emit, on_error=self._saver_signals.failed.emit,
-                on_state=self._saver_signals.state_changed.emit)
-        self._manifest_error = None
-        self._show_save_state()
         self.class_panel.set_classes(project.classes)
         self.canvas.set_classes(project.classes)
         self.images.set_entries(project.images)
@@ -310,14 +285,8 @@ class MainWindow(FileMenuMixin, QMainWindow):
         if self.project is None:
             return
         self._leave_current()
-        self._flush_manifest()
         self._save_view()
-        if self._autosaver is not None:
-            if not self._autosaver.close():
-                log.error("closed %s with %d stroke(s) not saved: %s", self.project.root,
-                          self._autosaver.state.unsaved, self._autosaver.state.error)
-            self._autosaver = None
-        self.project.release_lock()
+        self.saver.detach()
         self.project = None
         self.current = None
         self.loaded = None
@@ -360,7 +329,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.statusBar().showMessage(f"Opening {entry.display_name}…")
         self.canvas.set_loading(f"Opening {entry.display_name}…")
         # strokes not on disk yet (a full disk): the reloaded mask gets them back on top
-        unsaved = self._autosaver.pending(entry.id) if self._autosaver is not None else []
+        unsaved = self.saver.pending(entry.id)
         job = Job(load_item, self.project, entry, name=f"Opening {entry.display_name}")
         job.signals.succeeded.connect(partial(self._on_item_loaded, generation, entry.id, unsaved))
         job.signals.failed.connect(partial(self._on_item_failed, generation, entry))
@@ -431,16 +400,13 @@ class MainWindow(FileMenuMixin, QMainWindow):
         if doc.in_stroke:
             doc.end_stroke()
         self._refresh_current_status()
-        self._flush_manifest()
-        if self._autosaver is None:
-            return
-        if self._autosaver.has_unsaved(self.current.id):
-            state = self._autosaver.state
+        self.saver.flush_manifest()
+        if self.saver.has_unsaved(self.current.id):
+            state = self.saver.state
             self.statusBar().showMessage(
                 f"{self.current.display_name}: {state.unsaved} stroke(s) are not on disk yet "
                 f"({state.error}); they are kept and saved as soon as the disk allows", 10000)
-        if self.project.masks.journal_bytes(self.current.id) or self._autosaver.has_unsaved(self.current.id):
-            self._autosaver.compact(self.current.id, doc.shape)
+        self.saver.compact(self.current.id, doc.shape)
 
     def step_image(self, delta: int) -> None:
         ids = self.images.visible_ids()
@@ -463,7 +429,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
             self.images.update_entry(entry)
             if self.current and self.current.id == image_id:
                 self.current = entry
-        self._save_manifest()
+        self.saver.save_manifest()
 
     def _toggle_current_reviewed(self) -> None:
         if self.current is not None:
@@ -478,82 +444,25 @@ class MainWindow(FileMenuMixin, QMainWindow):
             # a cached figure: written when leaving the image or saving, not after each stroke
             self.current = self.project.update_entry(self.current.id, labelled=frac)
             self.images.update_entry(self.current)
-            self._manifest_dirty = True
-
-    def _flush_manifest(self) -> None:
-        if self._manifest_dirty and self.project is not None:
-            self._save_manifest()
-
-    def _save_manifest(self) -> bool:
-        """Write project.json; a failure joins the one 'not saved' state, never a box per edit."""
-        assert self.project is not None
-        if self.project.read_only:
-            return False
-        try:
-            self.project.save()
-        except (OSError, ProjectError) as e:
-            first = self._manifest_error is None
-            self._manifest_error = f"could not save {self.project.root / 'project.json'}: {e}"
-            self._manifest_dirty = True
-            if first:
-                self.report_error("Could not save the project file", self._manifest_error)
-            self._show_save_state()
-            return False
-        self._manifest_dirty = False
-        if self._manifest_error is not None:
-            self._manifest_error = None
-            self._show_save_state()
-        return True
+            self.saver.mark_manifest_dirty()
 
     # -- editing ---------------------------------------------------------------------------
     def _on_doc_edited(self, image_id: str, shape, tiles) -> None:
-        if self._autosaver is not None:
-            self._autosaver.submit(image_id, shape, tiles)
+        self.saver.submit(image_id, shape, tiles)
         self._status_timer.start()
 
     def _on_saver_saved(self, image_id: str, n: int) -> None:
-        if self._autosaver is not None and self._autosaver.state.ok:
+        if self.saver.state.ok:
             self.statusBar().showMessage(f"Saved {n} change(s) to {image_id}", 1500)
 
-    def _on_saver_failed(self, message: str) -> None:
-        """Once when saving starts failing: one box; the label then keeps the state."""
-        if "disk is full" in message and self.project is not None:
-            from segstudio.io.prediction_cache import PredictionCache
-
-            PredictionCache.for_project(self.project).forget()   # masks before cached overlays
-        self.report_error("Not saved", f"{message}. Your strokes are kept in memory and saved "
-                          f"as soon as the disk allows (SegStudio retries; File ▸ Save retries now).")
-
-    def _on_saver_state_changed(self, _state: SaveState) -> None:
-        self._show_save_state()
-        if _state.ok and self._manifest_dirty:
-            self._save_manifest()
-
-    def _show_save_state(self) -> None:
-        """The persistent 'not saved' / 'read-only' word in the status bar and the title."""
-        parts = []
-        state = self._autosaver.state if self._autosaver is not None else SaveState(0, None)
-        if not state.ok:
-            parts.append(f"Not saved: {state.unsaved} stroke(s) — {state.error}")
-        if self._manifest_error:
-            parts.append(f"Not saved: {self._manifest_error}")
-        if self.project is not None and self.project.read_only:
-            parts.append("Read-only")
-        label = self.save_state_label
-        label.setText("  |  ".join(parts))
-        label.setToolTip(self.project.read_only if self.project is not None and
-                         self.project.read_only else "Free some space; File ▸ Save retries now")
-        label.setVisible(bool(parts))
+    def _on_saver_changed(self) -> None:
         if self.project is not None:
-            flag = " (read-only)" if self.project.read_only else (" — NOT SAVED" if len(parts) else "")
+            flag = " (read-only)" if self.project.read_only else (
+                " — NOT SAVED" if self.saver.describe() else "")
             self.setWindowTitle(f"{self.project.name}{flag} — SegStudio")
 
     def unsaved_summary(self) -> str | None:
-        """What closing now would lose, in words, or None."""
-        if self._autosaver is None or self._autosaver.state.ok:
-            return None
-        st = self._autosaver.state
-        return f"{st.unsaved} stroke(s) are not on disk: {st.error}"
+        return self.saver.unsaved_summary()
 
     def _on_canvas_paint_refused(self, why: str) -> None:
         self.statusBar().showMessage(why, 8000)
@@ -611,11 +520,14 @@ class MainWindow(FileMenuMixin, QMainWindow):
         """The deleted class's pixels become unlabeled, on screen and in every saved mask."""
         if self.project is None:
             return
+        if self.project.read_only:
+            self.report_error("Class not deleted", f"Read-only: {self.project.read_only}")
+            self.class_panel.set_classes(self.project.classes)
+            return
         doc = self.canvas.document
         if doc is not None and not doc.read_only:
             doc.apply(clear_class(doc.mask, class_id), "Delete class")
-        if self._autosaver is not None:
-            self._autosaver.flush()
+        self.saver.flush()
         changed = self.project.clear_class_from_masks(class_id)
         self.editing.forget_histories(keep=self.current.id if self.current else None)
         self.statusBar().showMessage(f"Class removed from {changed} saved mask(s)", 4000)
@@ -703,15 +615,11 @@ class MainWindow(FileMenuMixin, QMainWindow):
             self.statusBar().showMessage(f"Read-only: {self.project.read_only}; nothing to save", 6000)
             return False
         self._refresh_current_status()
-        manifest_ok = self._save_manifest() if (self._manifest_dirty or self._manifest_error) else True
-        strokes_ok = self._autosaver is None or self._autosaver.flush()
-        self._show_save_state()
-        if strokes_ok and manifest_ok:
+        if self.saver.save_now():
             self._save_view()
             self.statusBar().showMessage("All changes are on disk", 3000)
             return True
-        self.statusBar().showMessage("Not saved: " + (self.unsaved_summary() or self._manifest_error
-                                                     or "see the log"), 10000)
+        self.statusBar().showMessage(f"Not saved: {self.unsaved_summary()}", 10000)
         return False
 
     # -- settings --------------------------------------------------------------------------
@@ -754,8 +662,8 @@ class MainWindow(FileMenuMixin, QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if (self.project is not None and not self.project.read_only and not self.save_now()
-                and (self.unsaved_summary() or self._manifest_error)):
-            lose = self.unsaved_summary() or self._manifest_error
+                and self.unsaved_summary()):
+            lose = self.unsaved_summary()
             answer = QMessageBox.warning(
                 self, "Close without saving?",
                 f"{lose}.\n\nFree some disk space and choose Retry, or close and lose them.",

@@ -354,7 +354,7 @@ class ModelLoop:
             entry = w.project.entry(r.image_id)
             if not entry.predicted:
                 w.images.update_entry(w.project.update_entry(r.image_id, predicted=True))
-        w._save_manifest()
+        w.saver.save_manifest()
         current = next((r for r in results if w.current is not None and r.image_id == w.current.id), None)
         if current is not None and w.canvas.image_shape == current.labels.shape and \
                 (generation == self._predict_generation or len(results) > 1):

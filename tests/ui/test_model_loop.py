@@ -56,7 +56,7 @@ def test_starter_model_predicts_and_accept_is_one_undo_step(qtbot, win):
     w.undo_action.trigger()
     assert (doc.mask == 255).all()
     w.redo_action.trigger()
-    w._autosaver.flush()
+    w.saver.flush()
     assert np.array_equal(Project.open(w.project.root).masks.load("nuclei_07", doc.shape), labels)
     assert w.project.entry("nuclei_07").predicted
     # predicting a selection from the image list marks those images as predicted

@@ -34,7 +34,7 @@ def main(root: str, first: int) -> None:
             acked[0] += n
             print(f"acked {acked[0]}", flush=True)
 
-    w._saver_signals.saved.connect(on_saved)
+    w.saver.saved.connect(on_saved)
     state = {"k": first}
 
     def paint_next() -> None:
