@@ -11,7 +11,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QStackedWidget,
                                QVBoxLayout, QWidget)
 
-from segstudio.core.classes import UNLABELED, LabelClass
+from segstudio.core.classes import UNLABELED, LabelClass, default_color
 from segstudio.core.display import CT_PRESETS, DisplayRange, auto_range, full_range, sample_pixels
 from segstudio.core.document import ImageDocument, ReadOnlyError
 from segstudio.io.images import LoadedImage
@@ -38,14 +38,17 @@ log = logging.getLogger(__name__)
 
 
 def load_item(project: Project, entry: ImageEntry, *, on_progress=None, cancel=None):
-    """Job body: the image's pixels and its saved mask (or why the mask is unusable)."""
+    """Job body: the image's pixels, its saved mask (or why it is unusable), and the ids in the
+    mask that no class of the project has (a mask written by another tool)."""
     loaded = project.read_image(entry)
     shape = loaded.data.shape[:2]
     try:
         mask, problem = project.load_mask(entry, shape), None
     except (MaskError, OSError) as e:
         mask, problem = np.full(shape, UNLABELED, np.uint8), str(e)
-    return loaded, mask, problem
+    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+    known = {c.id for c in project.classes} | {UNLABELED}
+    return loaded, mask, problem, [int(i) for i in present if int(i) not in known]
 
 
 def default_preset(loaded: LoadedImage) -> str:
@@ -356,7 +359,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
             self.current, self.loaded = None, None
 
     def _show_item(self, image_id: str, unsaved: list, result) -> None:
-        loaded, mask, problem = result
+        loaded, mask, problem, stray = result
         entry = self.project.entry(image_id)
         for tiles in unsaved:       # replaying absolute tiles in order is idempotent
             for rect, values in tiles:
@@ -390,7 +393,43 @@ class MainWindow(FileMenuMixin, QMainWindow):
             self.report_error("Mask not loaded", doc.read_only or problem)
         for note in self.project.masks.take_problems(image_id):
             self.report_error("Part of the mask's journal could not be read", note)
+        if stray and not doc.read_only:
+            self._offer_stray_ids(entry, stray)
         self.image_shown.emit(image_id)
+
+    def _offer_stray_ids(self, entry: ImageEntry, stray: list[int]) -> QMessageBox:
+        """A mask with class ids the project lacks: say so and offer to add or clear them."""
+        ids = ", ".join(map(str, stray))
+        box = QMessageBox(QMessageBox.Icon.Warning, "Unknown class ids in the mask",
+                          f"The mask of {entry.display_name} holds class id(s) {ids} that the "
+                          f"project has no class for. Add them as classes, or make those pixels "
+                          f"unlabeled (one undo step)?", QMessageBox.StandardButton.NoButton, self)
+        add = box.addButton("Add as classes", QMessageBox.ButtonRole.AcceptRole)
+        clear = box.addButton("Make unlabeled", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Leave as is", QMessageBox.ButtonRole.RejectRole)
+        add.clicked.connect(partial(self._add_stray_classes, stray))
+        clear.clicked.connect(partial(self._clear_stray_ids, entry.id, stray))
+        box.setModal(False)
+        box.show()
+        self._message_boxes.append(box)
+        log.warning("mask of %s holds unknown class ids %s", entry.id, ids)
+        return box
+
+    def _add_stray_classes(self, stray: list[int]) -> None:
+        if self.project is None:
+            return
+        have = {c.id for c in self.project.classes}
+        new = [LabelClass(i, f"class {i}", default_color(i)) for i in stray if i not in have]
+        self._on_classes_edited([*self.project.classes, *new])
+        self.class_panel.set_classes(self.project.classes)
+
+    def _clear_stray_ids(self, image_id: str, stray: list[int]) -> None:
+        doc = self.canvas.document
+        if doc is None or self.current is None or self.current.id != image_id:
+            return
+        new = doc.mask.copy()
+        new[np.isin(new, stray)] = UNLABELED
+        doc.apply(new, "Unknown class ids to unlabeled")
 
     def _leave_current(self) -> None:
         """Finish the stroke, fold the image's journal into its PNG, update its status."""

@@ -201,3 +201,50 @@ def test_strokes_before_the_image_is_shown_are_refused_visibly(qtbot, sample_cop
     qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=QPoint(300, 300))
     assert np.array_equal(w.canvas.document.mask, before)
     assert "Paint once it is shown" in w.statusBar().currentMessage()
+
+
+def test_a_mask_with_unknown_class_ids_is_named_and_can_be_cleared(qtbot, sample_copy):
+    import cv2
+
+    from segstudio.ui.app import build_main_window
+
+    shape = (256, 256)
+    mask = np.full(shape, 255, np.uint8)
+    mask[10:20, 10:20] = 7
+    mask[30:40, 30:40] = 254
+    mask[50:60, 50:60] = 1
+    cv2.imwrite(str(sample_copy / "masks" / f"{IMAGE}.png"), mask)
+    w = build_main_window(Project.open(sample_copy))
+    qtbot.addWidget(w)
+    w.show()
+    _show(qtbot, w, IMAGE)
+    box = next(b for b in _boxes(w) if "Unknown class ids" in b.windowTitle())
+    assert "7, 254" in box.text() and IMAGE in box.text()
+    clear = next(b for b in box.buttons() if b.text() == "Make unlabeled")
+    qtbot.mouseClick(clear, Qt.MouseButton.LeftButton)
+    doc = w.canvas.document
+    assert not np.isin(doc.mask, [7, 254]).any() and (doc.mask[50:60, 50:60] == 1).all()
+    doc.undo()                                              # one undo step brings them back
+    assert (doc.mask[10:20, 10:20] == 7).all()
+    doc.redo()
+    assert w.save_now()
+    assert not np.isin(Project.open(sample_copy).masks.load(IMAGE, shape), [7, 254]).any()
+
+
+def test_unknown_class_ids_can_become_classes(qtbot, sample_copy):
+    import cv2
+
+    from segstudio.ui.app import build_main_window
+
+    mask = np.full((256, 256), 255, np.uint8)
+    mask[10:20, 10:20] = 7
+    cv2.imwrite(str(sample_copy / "masks" / f"{IMAGE}.png"), mask)
+    w = build_main_window(Project.open(sample_copy))
+    qtbot.addWidget(w)
+    w.show()
+    _show(qtbot, w, IMAGE)
+    box = next(b for b in _boxes(w) if "Unknown class ids" in b.windowTitle())
+    qtbot.mouseClick(next(b for b in box.buttons() if b.text() == "Add as classes"),
+                     Qt.MouseButton.LeftButton)
+    assert "class 7" in [c.name for c in Project.open(sample_copy).classes]
+    assert (w.canvas.document.mask[10:20, 10:20] == 7).all()
