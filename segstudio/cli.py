@@ -324,7 +324,11 @@ def _run_import(args: argparse.Namespace) -> int:
     def run(progress):
         nonlocal project
         project = Project.open(args.project)
-        return import_annotations(project, args.src, options, on_progress=progress)
+        project.require_writable("segstudio-cli import")   # not while a window edits it
+        try:
+            return import_annotations(project, args.src, options, on_progress=progress)
+        finally:
+            project.release_lock()
 
     result = _with_progress("importing", (ProjectError, AnnotationImportError, ImportError, OSError), run)
     if result is None:
@@ -406,11 +410,16 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not args.source.exists():
         err(f"{args.source} does not exist")
         return 2
+    from segstudio.io.outdir import OutputFolderError, check_output_folder
+
     try:
         project_root, items = _prediction_sources(args.source, args.out)
+        check_output_folder(args.out, protect=[project_root] if project_root else [],
+                            overwrite=False, marker="predictions.json", marker_key=None,
+                            what="prediction folder", replaces=False)
         model, normalise, classes = load_run_model(project_root, args.run)
         options = _tile_options(args)
-    except (ProjectError, RunError, ValueError) as e:
+    except (ProjectError, RunError, ValueError, OutputFolderError) as e:
         err(str(e))
         return 2
     if not items:
