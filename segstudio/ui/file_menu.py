@@ -113,7 +113,15 @@ class FileMenuMixin:
         from segstudio.io.export import export_dataset
         from segstudio.workers.job import Job
 
+        from segstudio.io.outdir import OutputFolderError, check_output_folder
+
         if self.project is None:
+            return None
+        try:        # at once, before any work: the same rule the export itself applies
+            check_output_folder(out, protect=[self.project.root], overwrite=options.overwrite,
+                                marker="export.json", marker_key="format", what="dataset export")
+        except OutputFolderError as e:
+            self.report_error("Export refused", str(e))
             return None
         self.save_now()
         job = Job(export_dataset, Project.open(self.project.root), out, options,

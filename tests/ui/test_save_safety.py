@@ -248,3 +248,19 @@ def test_unknown_class_ids_can_become_classes(qtbot, sample_copy):
                      Qt.MouseButton.LeftButton)
     assert "class 7" in [c.name for c in Project.open(sample_copy).classes]
     assert (w.canvas.document.mask[10:20, 10:20] == 7).all()
+
+
+def test_the_export_dialog_refuses_the_projects_own_folders(qtbot, open_window, sample_copy):
+    from dataclasses import replace
+
+    from segstudio.io.export import ExportOptions
+
+    w = open_window(sample_copy, size=(1000, 700))
+    before = sorted(p.relative_to(sample_copy) for p in sample_copy.rglob("*")
+                    if ".segstudio" not in p.parts)
+    for out in (sample_copy.parent, sample_copy, sample_copy / "runs"):
+        assert w.run_export(out, replace(ExportOptions(format="png"), overwrite=True)) is None
+        assert any(str(out.resolve()) in b.text() for b in _boxes(w))
+    after = sorted(p.relative_to(sample_copy) for p in sample_copy.rglob("*")
+                   if ".segstudio" not in p.parts)
+    assert after == before
