@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from segstudio.cli.base import command, err
+from segstudio.io.formats import readers as _readers, writers as _writers  # noqa: F401 (register)
+from segstudio.io.formats.base import (COCO_MODES, IMAGE_MODES, READERS, UNLABELED_MODES, WRITERS,
+                                       labels, using)
 
 # -- export / import -----------------------------------------------------------------------------
 class _ProgressLine:
@@ -47,18 +50,21 @@ def _parse_split(text: str) -> tuple[str, tuple[float, float, float]]:
     return "ratios", (parts[0], parts[1], parts[2])
 
 
-def _add_export(p: argparse.ArgumentParser) -> None:
-    from segstudio.io.export import FORMATS
+def _only(registry, option: str) -> str:
+    return ", ".join(f.label for f in using(registry, option))
 
+
+def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("project", type=Path)
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=list(WRITERS),
+                   help="; ".join(f"{f.name}: {f.description}" for f in WRITERS.values()))
     p.add_argument("--out", required=True, type=Path, help="new dataset folder")
     p.add_argument("--split", default="project", type=_parse_split,
                    help="'project' (each image's split) or ratios train,val[,test], e.g. 0.8,0.1,0.1")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed for --split ratios")
-    p.add_argument("--images", choices=("copy", "link", "none"), default="copy",
+    p.add_argument("--images", choices=IMAGE_MODES, default="copy",
                    help="copy images, symlink them, or write masks only")
-    p.add_argument("--unlabeled", choices=("ignore", "background"), default="ignore",
+    p.add_argument("--unlabeled", choices=UNLABELED_MODES, default="ignore",
                    help="unlabeled pixels as 255 (ignore) or as background 0")
     p.add_argument("--only-fully-labelled", action="store_true")
     p.add_argument("--include-unmasked", action="store_true",
@@ -66,12 +72,13 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", help="comma-separated class names to keep (others -> background)")
     p.add_argument("--keep-ids", action="store_true",
                    help="keep project class ids instead of renumbering to 1..n")
-    p.add_argument("--coco-mode", choices=("polygon", "rle"), default="polygon")
+    p.add_argument("--coco-mode", choices=COCO_MODES, default="polygon",
+                   help=f"polygons, or lossless RLE ({_only(WRITERS, 'coco_mode')} only)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT once the export is complete")
     p.add_argument("--workers", type=int, default=0, help="threads (0: automatic)")
 
 
-@command("export", "write the project as a dataset (PNG, COCO, YOLO, VOC, NIfTI, DICOM-SEG)")(_add_export)
+@command("export", f"write the project as a dataset ({labels(WRITERS)})")(_add_export)
 def _run_export(args: argparse.Namespace) -> int:
     from segstudio.io.export import ExportError, ExportOptions, export_dataset
     from segstudio.io.project import Project, ProjectError
@@ -119,22 +126,21 @@ def _parse_map(text: str) -> tuple[str, str]:
 
 
 def _add_import(p: argparse.ArgumentParser) -> None:
-    from segstudio.io.imports import IMPORT_FORMATS
-
     p.add_argument("project", type=Path)
     p.add_argument("src", type=Path, help="folder or file to import from")
-    p.add_argument("--format", required=True, choices=IMPORT_FORMATS)
+    p.add_argument("--format", required=True, choices=list(READERS),
+                   help="; ".join(f"{f.name}: {f.description}" for f in READERS.values()))
     p.add_argument("--map", action="append", type=_parse_map, default=[], metavar="OLD=NEW",
                    help="source class name OLD is project class NEW (repeatable)")
     p.add_argument("--new-classes", action="store_true",
                    help="add unknown class names to the project instead of failing")
     p.add_argument("--unannotated", choices=("background", "ignore"), default="background",
-                   help="pixels no polygon covers (COCO, YOLO, labelme)")
+                   help=f"pixels no polygon covers ({_only(READERS, 'unannotated')})")
     p.add_argument("--skip-unmatched", action="store_true",
                    help="skip files for images the project does not have instead of failing")
 
 
-@command("import", "read masks from a folder, COCO, YOLO-seg or labelme into a project")(_add_import)
+@command("import", f"read masks into a project ({labels(READERS)})")(_add_import)
 def _run_import(args: argparse.Namespace) -> int:
     from segstudio.io.imports import AnnotationImportError, ImportOptions, import_annotations
     from segstudio.io.project import Project, ProjectError

@@ -1,10 +1,11 @@
-"""Export a project as a dataset folder: indexed PNG, COCO, YOLO-seg, Pascal VOC, NIfTI, DICOM-SEG.
+"""Export a project as a dataset folder, in any format of `io.formats.base.WRITERS`.
 
 `export_dataset(project, out, options)` plans everything first (which images, which split,
 which class ids), then writes into a hidden temporary folder beside `out` and renames it to
 `out` only when every file is written: an interrupted or cancelled export leaves nothing
 half-written. Per-image work (mask decode, class remapping, encoding) runs on a few
-threads; OpenCV and zlib release the GIL, so this scales with cores.
+threads; OpenCV and zlib release the GIL, so this scales with cores. What a format writes is
+its writer's business (`io.formats.writers`); both sides meet in `io.formats.base`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -26,63 +27,19 @@ import numpy as np
 
 from segstudio.core.classes import BACKGROUND, UNLABELED
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
-from segstudio.io.images import ImageInfo, suffix_of
-from segstudio.io.masks import read_mask_file
+from segstudio.io.formats import writers as _writers  # noqa: F401 (fills WRITERS)
+from segstudio.io.formats.base import (WRITERS, ClassPlan, ExportContext, ExportedClass,
+                                       ExportError, ExportOptions, Item, Skip, Writer)
 from segstudio.io.outdir import OutputFolderError, check_output_folder
 from segstudio.io.project import SPLITS, ImageEntry, Project
 
+__all__ = ["WRITERS", "ClassPlan", "ExportContext", "ExportError", "ExportOptions",
+           "ExportResult", "ExportedClass", "Item", "Skip", "assign_splits", "export_dataset",
+           "plan_classes", "select_entries", "writer_for"]
+
 log = logging.getLogger(__name__)
 
-FORMATS = ("png", "coco", "yolo", "voc", "nifti", "dicom-seg")
-IMAGE_MODES = ("copy", "link", "none")
-UNLABELED_MODES = ("ignore", "background")
-SPLIT_MODES = ("project", "ratios")
 PARTIAL = ".partial-"
-
-
-class ExportError(Exception):
-    """An export that cannot start or finish; the message says why."""
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """What to export and how; the GUI edits a copy with `dataclasses.replace`."""
-
-    format: str = "png"
-    split: str = "project"                   # "project": each image's own; "ratios": shuffled
-    ratios: tuple[float, float, float] = (0.8, 0.2, 0.0)   # train, val, test (split="ratios")
-    seed: int = 0
-    images: str = "copy"                     # "copy", "link" (symlink) or "none" (masks only)
-    unlabeled: str = "ignore"                # "ignore": 255 in masks; "background": 0
-    only_fully_labelled: bool = False        # skip images with any unlabeled pixel
-    include_unmasked: bool = False           # also images that have no mask at all
-    classes: tuple[str, ...] | None = None   # class names to keep (None: all); others -> background
-    renumber: bool = True                    # kept classes become 1..n (background stays 0)
-    coco_mode: str = "polygon"               # "polygon" or "rle"
-    overwrite: bool = False                  # replace `out` if it exists (only once complete)
-    workers: int = 0                         # threads; 0 = min(4, cpu count)
-
-    def check(self) -> None:
-        for name, value, known in (("format", self.format, FORMATS),
-                                   ("images", self.images, IMAGE_MODES),
-                                   ("unlabeled", self.unlabeled, UNLABELED_MODES),
-                                   ("split", self.split, SPLIT_MODES),
-                                   ("coco_mode", self.coco_mode, ("polygon", "rle"))):
-            if value not in known:
-                raise ExportError(f"unknown {name} {value!r}; known: {list(known)}")
-        if self.split == "ratios":
-            r = self.ratios
-            if len(r) != 3 or any(v < 0 for v in r) or sum(r) <= 0:
-                raise ExportError(f"split ratios must be three non-negative numbers (train, val, "
-                                  f"test) with a positive sum, got {r}")
-
-
-@dataclass(frozen=True)
-class ExportedClass:
-    id: int            # id in the exported masks
-    name: str
-    color: str
-    source_id: int     # id in the project
 
 
 @dataclass
@@ -92,17 +49,6 @@ class ExportResult:
     counts: dict[str, int]                   # items written per split
     classes: list[ExportedClass]
     skipped: list[str] = field(default_factory=list)   # "image: why", for the user to read
-
-
-@dataclass(frozen=True)
-class ClassPlan:
-    lut: np.ndarray                  # 256 uint8: project id -> exported id
-    classes: list[ExportedClass]     # background first when present
-    unlabeled_value: int
-
-    @property
-    def foreground(self) -> list[ExportedClass]:
-        return [c for c in self.classes if c.id != BACKGROUND]
 
 
 def plan_classes(project: Project, options: ExportOptions) -> ClassPlan:
@@ -154,142 +100,12 @@ def select_entries(project: Project, options: ExportOptions) -> list[ImageEntry]
 
 
 # -- the work ----------------------------------------------------------------------------------
-class Skip(Exception):
-    """This item is left out of the export; the message says why."""
-
-
-@dataclass
-class Item:
-    """One unit of work: an image, or every slice of one volume file (NIfTI, DICOM-SEG)."""
-
-    key: str
-    split: str
-    entries: list[ImageEntry]
-
-
-class ExportContext:
-    """What the format writers share: project, options, classes and the temporary root."""
-
-    def __init__(self, project: Project, options: ExportOptions, plan: ClassPlan, root: Path,
-                 final: Path) -> None:
-        self.project = project
-        self.options = options
-        self.plan = plan
-        self.root = root            # temporary folder being written
-        self.final = final          # where it will be once complete
-        self.notes: list[str] = []   # items a writer left out while planning
-        self._made: set[Path] = set()
-
-    def folder(self, *parts: str) -> Path:
-        d = self.root.joinpath(*parts)
-        if d not in self._made:
-            d.mkdir(parents=True, exist_ok=True)
-            self._made.add(d)
-        return d
-
-    def image_folder(self, *parts: str) -> Path:
-        """Like folder(), but made only when images are written (not for images="none")."""
-        if self.options.images == "none":
-            return self.root.joinpath(*parts)
-        return self.folder(*parts)
-
-    def info(self, entry: ImageEntry) -> ImageInfo:
-        return self.project.probe(entry)
-
-    def mask(self, entry: ImageEntry, info: ImageInfo) -> np.ndarray:
-        """The exported mask of an entry: class ids remapped, unlabeled as chosen."""
-        shape = (info.height, info.width)
-        store = self.project.masks
-        if not store.has_mask(entry.id):
-            raw = np.full(shape, UNLABELED, np.uint8)
-        elif store.journal_path(entry.id).exists():
-            raw = self.project.load_mask(entry, shape)
-        else:
-            # No journal: the PNG is replaced atomically, so it can be read without the
-            # store's lock, which would otherwise serialise every decode on one thread.
-            raw = read_mask_file(store.png_path(entry.id), shape)
-        if self.options.only_fully_labelled and (raw == UNLABELED).any():
-            raise Skip(f"{entry.display_name}: has unlabeled pixels (only fully labelled "
-                       f"images were asked for)")
-        import cv2
-
-        return cv2.LUT(raw, self.plan.lut)        # ~4x faster than numpy fancy indexing
-
-    def put_image(self, entry: ImageEntry, info: ImageInfo, dest_dir: Path,
-                  jpeg: bool = False) -> str:
-        """Copy, link or convert one image into dest_dir; returns its file name there."""
-        src = self.project.image_path(entry)
-        ext = suffix_of(src)
-        whole_file = entry.frame is None and info.kind in ("raster", "tiff")
-        if jpeg:
-            whole_file = whole_file and ext in (".jpg", ".jpeg")
-            ext = ".jpg"
-        elif not whole_file:
-            ext = ".tif" if info.dtype.startswith("float") else ".png"
-        name = f"{entry.id}{ext}"
-        if self.options.images == "none":
-            return name
-        dest = dest_dir / name
-        if whole_file:
-            place_file(src, dest, self.options.images)
-        else:
-            write_frame(self.project.read_image(entry).data, dest)
-        return name
-
-    def put_source_file(self, entry: ImageEntry, dest_dir: Path, stem: str) -> str:
-        """Copy or link a whole source file (a volume) as `<stem><its suffix>`."""
-        src = self.project.image_path(entry)
-        name = f"{stem}{suffix_of(src)}"
-        if self.options.images != "none":
-            place_file(src, dest_dir / name, self.options.images)
-        return name
-
-
-def place_file(src: Path, dest: Path, mode: str) -> None:
-    """Copy or symlink; where symlinks are not allowed, a hard link, else a copy."""
-    if mode == "link":
-        try:
-            os.symlink(src.resolve(), dest)
-            return
-        except OSError:
-            try:
-                os.link(src, dest)
-                return
-            except OSError:
-                log.warning("cannot link %s; copying it instead", src)
-    shutil.copy2(src, dest)
-
-
-def to_uint8(data: np.ndarray) -> np.ndarray:
-    if data.dtype == np.uint8:
-        return data
-    lo, hi = float(np.min(data)), float(np.max(data))
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    return ((data.astype(np.float32) - lo) * scale).astype(np.uint8)
-
-
-def write_frame(data: np.ndarray, dest: Path) -> None:
-    """One decoded frame as a file: PNG (8/16-bit), TIFF (float) or JPEG (8-bit, by suffix)."""
-    import cv2
-
-    if dest.suffix == ".tif":
-        import tifffile
-
-        tifffile.imwrite(dest, np.asarray(data, np.float32))
-        return
-    arr = np.asarray(data)
-    if dest.suffix == ".jpg" or arr.dtype not in (np.uint8, np.uint16):
-        arr = to_uint8(arr)
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        # JPEG has no alpha channel
-        code = cv2.COLOR_RGBA2BGR if dest.suffix == ".jpg" else cv2.COLOR_RGBA2BGRA
-        arr = cv2.cvtColor(arr, code)
-    elif arr.ndim == 3:
-        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(dest.suffix, arr)
-    if not ok:
-        raise OSError(f"could not encode {dest.name}")
-    dest.write_bytes(buf.tobytes())
+def writer_for(name: str) -> Writer:
+    """A new writer for format `name`; the error lists the registered formats."""
+    try:
+        return WRITERS[name].make()
+    except KeyError:
+        raise ExportError(f"unknown format {name!r}; known: {list(WRITERS)}") from None
 
 
 def _class_files(ctx: ExportContext) -> None:
@@ -361,12 +177,10 @@ def export_dataset(project: Project, out: Path | str, options: ExportOptions | N
                    on_progress: ProgressFn | None = None,
                    cancel: CancelToken | None = None) -> ExportResult:
     """Write the dataset to `out` (which must not exist unless options.overwrite)."""
-    from segstudio.io.formats import writers
-
     options = options or ExportOptions()
     options.check()
     cancel = cancel or CancelToken()
-    writer = writers.for_format(options.format)     # raises ImportError for a missing package
+    writer = writer_for(options.format)
     try:
         out = check_output_folder(out, protect=[project.root], overwrite=options.overwrite,
                                   marker="export.json", marker_key="format", what="dataset export")
@@ -421,7 +235,3 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     else:
         os.replace(tmp, out)
 
-
-def iter_split_names(items: Iterable[Item]) -> list[str]:
-    present = {it.split for it in items}
-    return [s for s in SPLITS if s in present]

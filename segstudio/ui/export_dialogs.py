@@ -1,4 +1,8 @@
-"""Export and Import dialogs: they edit option dataclasses; the window runs the jobs."""
+"""Export and Import dialogs: they edit option dataclasses; the window runs the jobs.
+
+The format lists, and which option rows apply to which format, come from the registries
+(io.formats.base.WRITERS / READERS).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QListWidget, QListWidgetItem, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from segstudio.io.export import FORMATS, ExportOptions
+from segstudio.io.export import WRITERS, ExportOptions
+from segstudio.io.imports import READERS, ImportOptions
 
-FORMAT_TEXT = {"png": "Indexed PNG masks (VOC palette)", "coco": "COCO JSON (polygons or RLE)",
-               "yolo": "YOLO segmentation (Ultralytics)", "voc": "Pascal VOC layout",
-               "nifti": "NIfTI .nii.gz (medical)", "dicom-seg": "DICOM-SEG (medical)"}
-IMPORT_TEXT = {"folder": "Folder of mask images (matched by file name)", "coco": "COCO JSON",
-               "yolo": "YOLO segmentation labels", "labelme": "labelme JSON files"}
 NEW_CLASS = "(new class)"
 
 
@@ -37,8 +37,8 @@ class ExportDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Export dataset")
         self.format = QComboBox()
-        for f in FORMATS:
-            self.format.addItem(FORMAT_TEXT.get(f, f), f)
+        for f in WRITERS.values():
+            self.format.addItem(f.description, f.name)
         self.out = QLineEdit(str(default_out))
         self.split = QComboBox()
         self.split.addItem("the project's train/validation split", "project")
@@ -90,6 +90,12 @@ class ExportDialog(QDialog):
         for w in (self.only_full, self.coco_rle, self.overwrite):
             layout.addWidget(w)
         layout.addWidget(buttons)
+        self.format.currentIndexChanged.connect(self._on_format_changed)
+        self._on_format_changed()
+
+    def _on_format_changed(self, _index: int = 0) -> None:
+        """Options only some formats read are enabled for those (the registry says which)."""
+        self.coco_rle.setEnabled("coco_mode" in WRITERS[self.format.currentData()].options)
 
     def _pick_out(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export into", self.out.text())
@@ -120,8 +126,8 @@ class ImportDialog(QDialog):
         self._preview_fn = preview_fn
         self._project_classes = project_classes
         self.format = QComboBox()
-        for key, text in IMPORT_TEXT.items():
-            self.format.addItem(text, key)
+        for f in READERS.values():
+            self.format.addItem(f.description, f.name)
         self.src = QLineEdit()
         self.unannotated = QComboBox()
         self.unannotated.addItem("background (0)", "background")
@@ -151,18 +157,22 @@ class ImportDialog(QDialog):
         layout.addWidget(self.mapping, 1)
         layout.addWidget(self.buttons)
         self.resize(560, 480)
+        self.format.currentIndexChanged.connect(self._on_format_changed)
+        self._on_format_changed()
+
+    def _on_format_changed(self, _index: int = 0) -> None:
+        self.unannotated.setEnabled("unannotated" in READERS[self.format.currentData()].options)
 
     def _pick_src(self) -> None:
-        if self.format.currentData() in ("coco",):
-            path, _ = QFileDialog.getOpenFileName(self, "COCO JSON", "", "JSON (*.json)")
+        fmt = READERS[self.format.currentData()]
+        if fmt.file_filter:
+            path, _ = QFileDialog.getOpenFileName(self, fmt.description, "", fmt.file_filter)
         else:
             path = QFileDialog.getExistingDirectory(self, "Folder to import")
         if path:
             self.src.setText(path)
 
-    def options(self, mapping: dict[str, str] | None = None):
-        from segstudio.io.imports import ImportOptions
-
+    def options(self, mapping: dict[str, str] | None = None) -> tuple[Path, ImportOptions]:
         mapping = self.current_mapping() if mapping is None else mapping
         new = any(v == NEW_CLASS for v in mapping.values())
         return Path(self.src.text()), ImportOptions(

@@ -1,5 +1,8 @@
 """One writer per export format: how items are formed, what each writes, what closes the folder.
 
+Each class registers itself (`@register_writer`, io.formats.base): a new format is a class
+here (or in its own module imported by io.export) and nothing else lists it.
+
 A writer has `items(ctx, entries, splits)` (units of work, in order), `write_item(ctx, item)`
 (runs on a worker thread, writes only its own files) and `finish(ctx, results)` (runs once on
 the calling thread: indexes, JSON, data.yaml).
@@ -16,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from segstudio.io.export import ExportContext, ExportError, Item, Skip, iter_split_names
+from segstudio.io.formats.base import (ExportContext, ExportError, Item, Skip, iter_split_names,
+                                       register_writer)
 from segstudio.io.formats.indexed_png import class_palette, encode_indexed_png
 from segstudio.io.images import suffix_of
 from segstudio.io.project import ImageEntry
@@ -47,6 +51,7 @@ def _write_lists(ctx: ExportContext, folder: Path, results: list[tuple[Item, Any
         (folder / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
 
 
+@register_writer("png", label="PNG", description="Indexed PNG masks (VOC palette)")
 class PngWriter:
     """images/<split>/<id>.<ext>, masks/<split>/<id>.png (indexed), <split>.txt lists."""
 
@@ -72,19 +77,8 @@ class PngWriter:
         _write_lists(ctx, ctx.root, results)
 
 
-class VocWriter(PngWriter):
-    """Pascal VOC: JPEGImages/, SegmentationClass/ (indexed PNG), ImageSets/Segmentation/*.txt."""
-
-    def _mask_folder(self, ctx: ExportContext, split: str) -> Path:
-        return ctx.folder("SegmentationClass")
-
-    def _put_image(self, ctx: ExportContext, entry: ImageEntry, info, split: str) -> str:
-        return ctx.put_image(entry, info, ctx.image_folder("JPEGImages"), jpeg=True)
-
-    def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
-        _write_lists(ctx, ctx.folder("ImageSets", "Segmentation"), results, trainval=True)
-
-
+@register_writer("coco", label="COCO", description="COCO JSON (polygons or RLE)",
+                 options=("coco_mode",))
 class CocoWriter:
     """images/<split>/, annotations/instances_<split>.json; background is not a category."""
 
@@ -126,6 +120,7 @@ class CocoWriter:
                 json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
 
 
+@register_writer("yolo", label="YOLO", description="YOLO segmentation (Ultralytics)")
 class YoloWriter:
     """Ultralytics: images/<split>/, labels/<split>/<id>.txt, data.yaml."""
 
@@ -153,6 +148,20 @@ class YoloWriter:
             ctx.image_folder("images", split)
         text = data_yaml(ctx.final, splits, [c.name for c in ctx.plan.foreground])
         (ctx.root / "data.yaml").write_text(text, encoding="utf-8")
+
+
+@register_writer("voc", label="VOC", description="Pascal VOC layout")
+class VocWriter(PngWriter):
+    """Pascal VOC: JPEGImages/, SegmentationClass/ (indexed PNG), ImageSets/Segmentation/*.txt."""
+
+    def _mask_folder(self, ctx: ExportContext, split: str) -> Path:
+        return ctx.folder("SegmentationClass")
+
+    def _put_image(self, ctx: ExportContext, entry: ImageEntry, info, split: str) -> str:
+        return ctx.put_image(entry, info, ctx.image_folder("JPEGImages"), jpeg=True)
+
+    def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
+        _write_lists(ctx, ctx.folder("ImageSets", "Segmentation"), results, trainval=True)
 
 
 def _slug(text: str) -> str:
@@ -198,6 +207,7 @@ def _masks_of(ctx: ExportContext, item: Item) -> dict[int | None, np.ndarray]:
     return masks
 
 
+@register_writer("nifti", label="NIfTI", description="NIfTI .nii.gz (medical)")
 class NiftiWriter:
     """masks/<split>/<name>.nii.gz: one volume per NIfTI/DICOM file, with its geometry."""
 
@@ -241,6 +251,7 @@ class NiftiWriter:
         _write_lists(ctx, ctx.root, results)
 
 
+@register_writer("dicom-seg", label="DICOM-SEG", description="DICOM-SEG (medical)")
 class DicomSegWriter:
     """masks/<split>/<name>.seg.dcm: one BINARY DICOM-SEG per DICOM file; others are skipped."""
 
@@ -271,13 +282,3 @@ class DicomSegWriter:
     def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
         _write_lists(ctx, ctx.root, results)
 
-
-_WRITERS = {"png": PngWriter, "voc": VocWriter, "coco": CocoWriter, "yolo": YoloWriter,
-            "nifti": NiftiWriter, "dicom-seg": DicomSegWriter}
-
-
-def for_format(name: str):
-    try:
-        return _WRITERS[name]()
-    except KeyError:
-        raise ExportError(f"unknown format {name!r}; known: {sorted(_WRITERS)}") from None

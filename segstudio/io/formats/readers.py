@@ -1,0 +1,221 @@
+"""Import readers, one per format: folder of label images, COCO JSON, YOLO-seg, labelme JSON.
+
+Each registers itself with `@register_reader` (io.formats.base) and follows the contract in
+io.formats.import_base: read and check everything, write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from segstudio.core.classes import UNLABELED, ClassError, source_class_name
+from segstudio.core.jobs import CancelToken
+from segstudio.io.formats import FormatError
+from segstudio.io.formats.base import register_reader
+from segstudio.io.formats.import_base import (AnnotationImportError, Found, ImportOptions, Matcher,
+                                              Planned, check_shape, image_shape, list_files,
+                                              unmatched)
+from segstudio.io.project import Project
+
+LABEL_EXTS = (".png", ".tif", ".tiff", ".bmp")
+
+
+def class_list(folder: Path) -> tuple[dict[int, str], str] | None:
+    """value -> name from classes.json (our export) or classes.txt (line i = class i), and
+    the file it came from."""
+    path = folder / "classes.json"
+    if path.exists():
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as e:
+            raise FormatError(f"{path}: cannot be read as JSON ({e})") from None
+        entries = doc.get("classes") if isinstance(doc, dict) else None
+        if not isinstance(entries, list):
+            raise FormatError(f"{path}: not a class list (expected {{\"classes\": [{{\"id\": 0, "
+                              f"\"name\": \"background\"}}, ...]}})")
+        out: dict[int, str] = {}
+        for i, c in enumerate(entries):
+            cid = c.get("id") if isinstance(c, dict) else None
+            if isinstance(cid, bool) or not isinstance(cid, int) or not 0 <= cid <= UNLABELED:
+                raise FormatError(f"{path}: classes[{i}] needs an 'id' from 0 to 254 and a 'name'")
+            try:
+                name = source_class_name(c.get("name"))
+            except ClassError as e:
+                raise FormatError(f"{path}: classes[{i}].name: {e}") from None
+            if cid in out:
+                raise FormatError(f"{path}: classes[{i}] repeats id {cid}")
+            if cid != UNLABELED:
+                out[cid] = name
+        return out, str(path)
+    path = folder / "classes.txt"
+    if path.exists():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise FormatError(f"{path}: cannot be read ({e})") from None
+        out = {}
+        for i, line in enumerate(lines[:UNLABELED]):
+            if line.strip() and not line.strip().startswith("_unused_"):
+                try:
+                    out[i] = source_class_name(line)
+                except ClassError as e:
+                    raise FormatError(f"{path}, line {i + 1}: {e}") from None
+        return out, str(path)
+    return None
+
+
+@register_reader("folder", label="folder of label images", description="Folder of mask images (matched by file name)")
+def plan_folder(project: Project, src: Path, fill: int, options: ImportOptions,
+                 found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
+    from segstudio.io.formats.indexed_png import LabelImageError, read_label_image
+
+    if not src.is_dir():
+        raise FormatError(f"{src}: expected a folder of label images")
+    folder = next((src / s for s in ("SegmentationClass", "masks") if (src / s).is_dir()), src)
+    listed = class_list(src)
+    if listed is not None:
+        by_value, found.listing = dict(listed[0]), listed[1]
+    else:
+        by_value = {c.id: c.name for c in project.classes}
+    # a value no class has is the source class "class <v>": mapped (--map 7=cell, see
+    # _mapping) or added (new classes) like any other name; named later in this dict
+    names_of = dict(by_value)
+    matcher = Matcher(project)
+    plans, used = [], set()
+    for path in list_files(folder, LABEL_EXTS):
+        cancel.raise_if_cancelled()
+        entry = matcher.find(path.stem, path.name)
+        if entry is None:
+            unmatched(str(path), options, found)
+            continue
+        shape = image_shape(project, entry)
+        try:
+            arr = read_label_image(path)
+        except LabelImageError as e:
+            raise FormatError(str(e)) from None
+        check_shape(path, arr.shape[:2], entry, shape)
+        values = set(np.unique(arr).tolist()) - {UNLABELED}
+        unnamed = sorted(values - set(by_value))
+        if unnamed:
+            found.unnamed[str(path)] = unnamed
+            for v in unnamed:
+                names_of[v] = f"class {v}"
+                found.unnamed_names.add(f"class {v}")
+        used |= values
+
+        def build(class_of: dict[str, int], path: Path = path) -> np.ndarray:
+            lut = np.full(256, UNLABELED, np.uint8)
+            for v, name in names_of.items():
+                if name in class_of:
+                    lut[v] = class_of[name]
+            return lut[read_label_image(path)]
+        plans.append(Planned(entry, str(path), build))
+    found.raw_ids.update({str(v): names_of[v] for v in used})
+    return plans, {names_of[v] for v in used}
+
+
+@register_reader("coco", label="COCO", description="COCO JSON", options=("unannotated",),
+                 file_filter="JSON (*.json)")
+def plan_coco(project: Project, src: Path, fill: int, options: ImportOptions,
+               found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
+    from segstudio.io.formats.coco import rasterize, read_coco, require_pycocotools
+
+    try:
+        require_pycocotools()
+    except ImportError as e:
+        raise AnnotationImportError(str(e)) from None
+    if src.is_file():
+        files = [src]
+    else:
+        files = sorted((src / "annotations").glob("*.json")) or sorted(src.glob("*.json"))
+    if not files:
+        raise FormatError(f"{src}: no COCO JSON file (looked in annotations/ and the folder)")
+    matcher = Matcher(project)
+    plans, used = [], set()
+    for f in files:
+        cancel.raise_if_cancelled()
+        coco = read_coco(f)
+        found.warnings += coco.warnings
+        for img in coco.images.values():
+            name = Path(img.file_name.replace("\\", "/")).name
+            entry = matcher.find(name, name.split(".")[0], Path(name).stem)
+            what = f"{f}: image '{img.file_name}' (id {img.coco_id})"
+            if entry is None:
+                unmatched(what, options, found)
+                continue
+            shape = image_shape(project, entry)
+            if (img.height, img.width) != shape:
+                raise FormatError(f"{what} is declared {img.width} x {img.height} but the "
+                                  f"project's image is {shape[1]} x {shape[0]}")
+            used |= {coco.categories[a["category_id"]] for a in img.anns}
+
+            def build(class_of: dict[str, int], img=img, cats=coco.categories) -> np.ndarray:
+                return rasterize(img, {cid: class_of[n] for cid, n in cats.items()
+                                       if n in class_of}, fill)
+            plans.append(Planned(entry, what, build))
+    return plans, used
+
+
+@register_reader("yolo", label="YOLO-seg", description="YOLO segmentation labels",
+                 options=("unannotated",))
+def plan_yolo(project: Project, src: Path, fill: int, options: ImportOptions,
+               found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
+    from segstudio.io.formats.yolo import rasterize, read_label_file, read_names
+
+    if not src.is_dir():
+        raise FormatError(f"{src}: expected a YOLO dataset folder (with data.yaml and labels/)")
+    try:
+        names = read_names(src)
+    except ImportError as e:
+        raise AnnotationImportError(str(e)) from None
+    labels = src / "labels" if (src / "labels").is_dir() else src
+    matcher = Matcher(project)
+    plans, used = [], set()
+    for path in list_files(labels, (".txt",), skip=("classes.txt",)):
+        cancel.raise_if_cancelled()
+        entry = matcher.find(path.stem)
+        if entry is None:
+            unmatched(str(path), options, found)
+            continue
+        shape = image_shape(project, entry)
+        objects = read_label_file(path, len(names), shape, found.warnings)
+        used |= {names[o.class_index] for o in objects}
+
+        def build(class_of: dict[str, int], objects=objects, shape=shape) -> np.ndarray:
+            return rasterize(objects, shape, [class_of.get(n, fill) for n in names], fill)
+        plans.append(Planned(entry, str(path), build))
+    return plans, used
+
+
+@register_reader("labelme", label="labelme", description="labelme JSON files",
+                 options=("unannotated",))
+def plan_labelme(project: Project, src: Path, fill: int, options: ImportOptions,
+                  found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
+    from segstudio.io.formats.labelme import rasterize, read_labelme
+
+    files = [src] if src.is_file() else list_files(src, (".json",))
+    if not files:
+        raise FormatError(f"{src}: no labelme .json files")
+    matcher = Matcher(project)
+    plans, used = [], set()
+    for path in files:
+        cancel.raise_if_cancelled()
+        first = read_labelme(path)
+        image_name = Path(first.image_path.replace("\\", "/")).name
+        keys = [k for k in (image_name, image_name.split(".")[0], path.stem) if k]
+        entry = matcher.find(*keys)
+        if entry is None:
+            unmatched(str(path), options, found)
+            continue
+        shape = image_shape(project, entry)
+        parsed = read_labelme(path, shape)
+        found.warnings += parsed.warnings
+        used |= {s.label for s in parsed.shapes}
+
+        def build(class_of: dict[str, int], parsed=parsed, shape=shape) -> np.ndarray:
+            return rasterize(parsed, shape, class_of, fill)
+        plans.append(Planned(entry, str(path), build))
+    return plans, used
