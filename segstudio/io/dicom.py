@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segstudio.io.images import ImageInfo, ImageReadError, fail
+from segstudio.io.image_base import ImageInfo, ImageReadError, fail
 
 log = logging.getLogger(__name__)
 

@@ -4,77 +4,37 @@
 returns the pixels as stored (16-bit stays 16-bit; DICOM gets its rescale slope/intercept),
 memory-mapped where the file allows it so huge images open without copying; `verify` probes and
 decodes, for `segstudio-cli check`. Whatever a file holds, the three raise only ImageReadError,
-with one line naming the file: the readers' own exceptions are wrapped.
+with one line naming the file: the readers' own exceptions are wrapped. Each file type is one
+record at the bottom of this module (`io.image_base.IMAGE_READERS`): its suffixes, probe and
+decoder; the supported-suffix check and the Add Images dialog's filter are built from it.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from segstudio.io.dicom import looks_like_dicom, probe_dicom, read_dicom
+from segstudio.io.image_base import (IMAGE_READERS, ImageInfo, ImageReader, ImageReadError,
+                                     ImageTooLargeError, LoadedImage, fail, image_file_filter,
+                                     reader_for, register_image_reader, suffix_of,
+                                     supported_suffixes)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 1 << 30  # ~1.07 gigapixels per 2-D image (a 32768 x 32768 image)
 
-RASTER_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
-TIFF_EXTS = {".tif", ".tiff"}
-DICOM_EXTS = {".dcm", ".dicom"}
-NIFTI_EXTS = {".nii", ".nii.gz"}
-SUPPORTED_EXTS = RASTER_EXTS | TIFF_EXTS | DICOM_EXTS | NIFTI_EXTS
-
-
-class ImageReadError(Exception):
-    """An image that cannot be opened; the message names the file and says why."""
-
-
-class ImageTooLargeError(ImageReadError):
-    """An image larger than the configured pixel limit."""
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the header says about one 2-D item (a page, a slice or a whole image)."""
-
-    path: Path
-    frame: int | None          # page / slice / frame index inside a multi-item file
-    height: int
-    width: int
-    channels: int
-    dtype: str
-    kind: str                  # "raster", "tiff", "dicom", "nifti"
-    window: tuple[float, float] | None = None       # DICOM (centre, width) display default
-    extra: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def pixels(self) -> int:
-        return self.height * self.width
-
-
-@dataclass
-class LoadedImage:
-    info: ImageInfo
-    data: np.ndarray  # (h, w) or (h, w, c); may be a read-only memory map
-
-
-def suffix_of(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_READERS", "ImageInfo", "ImageReadError", "ImageReader",
+           "ImageTooLargeError", "LoadedImage", "fail", "image_file_filter", "is_supported", "probe",
+           "read_image", "suffix_of", "supported_suffixes", "verify"]
 
 
 def is_supported(path: Path) -> bool:
-    return suffix_of(Path(path)) in SUPPORTED_EXTS
-
-
-_NEWLINES = re.compile(r"\s*\n\s*")
-
-
-def fail(path: Path, why: str) -> ImageReadError:
-    """The error for one file: '<path>: <why>', on one line (decoder messages span several)."""
-    return ImageReadError(f"{path}: {_NEWLINES.sub('; ', str(why).strip())}")
+    """Whether a registered reader owns the file's suffix (DICOM without one: see reader_for)."""
+    return suffix_of(Path(path)) in supported_suffixes()
 
 
 _fail = fail
@@ -119,34 +79,21 @@ def probe(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[ImageI
         raise _unexpected(path, e) from None
 
 
-def _kind_of(path: Path) -> str:
+def _reader_of(path: Path) -> ImageReader:
+    reader = reader_for(path)
+    if reader is not None:
+        return reader
     ext = suffix_of(path)
-    for kind, exts in (("raster", RASTER_EXTS), ("tiff", TIFF_EXTS), ("dicom", DICOM_EXTS),
-                       ("nifti", NIFTI_EXTS)):
-        if ext in exts:
-            return kind
-    from segstudio.io.dicom import looks_like_dicom
-
-    if looks_like_dicom(path):   # scanners often write DICOM without a suffix (or as .IMA)
-        return "dicom"
     what = f"'{ext}'" if ext else "(the name has no suffix)"
+    sniffed = [r.label for r in IMAGE_READERS.values() if r.sniff is not None]
     raise fail(path, f"unsupported file type {what}: not a supported image type "
-                     f"(supported: {', '.join(sorted(SUPPORTED_EXTS))}, and DICOM by its contents)")
+                     f"(supported: {', '.join(sorted(supported_suffixes()))}"
+                     + (f", and {' and '.join(sniffed)} by its contents)" if sniffed else ")"))
 
 
 def _probe(path: Path, max_pixels: int) -> list[ImageInfo]:
     _check_file(path)
-    kind = _kind_of(path)
-    if kind == "raster":
-        infos = _probe_raster(path)
-    elif kind == "tiff":
-        infos = _probe_tiff(path)
-    elif kind == "dicom":
-        from segstudio.io.dicom import probe_dicom
-
-        infos = probe_dicom(path)
-    else:
-        infos = _probe_nifti(path)
+    infos = _reader_of(path).probe(path)
     if not infos:
         raise fail(path, "holds no images")
     for info in infos:
@@ -319,20 +266,7 @@ def _read_item(path: Path, infos: list[ImageInfo], frame: int | None) -> LoadedI
         if not matches:
             raise _fail(path, f"has no frame {frame} (it holds {len(infos)})")
         info = matches[0]
-    if info.kind == "raster":
-        data = _read_raster(path, info)
-    elif info.kind == "tiff":
-        data = _read_tiff(path, info.frame or 0)
-        if data.dtype == bool:
-            # a binary image: 0/255, not 0/1, so it shows black and white with no contrast
-            # setting and scales like any 8-bit image for the models
-            data = np.where(data, np.uint8(255), np.uint8(0))
-    elif info.kind == "dicom":
-        from segstudio.io.dicom import read_dicom
-
-        data = read_dicom(path, info)
-    else:
-        data = _read_nifti(path, info.frame)
+    data = IMAGE_READERS[info.kind].read(path, info)
     if data.ndim not in (2, 3):
         raise fail(path, f"decoded pixels have shape {data.shape}; expected a 2-D grey or colour image")
     if data.shape[:2] != (info.height, info.width):
@@ -361,6 +295,15 @@ def _read_raster(path: Path, info: ImageInfo) -> np.ndarray:
     if data.ndim == 3:
         code = cv2.COLOR_BGRA2RGBA if data.shape[2] == 4 else cv2.COLOR_BGR2RGB
         data = cv2.cvtColor(data, code)
+    return data
+
+
+def _read_tiff_item(path: Path, info: ImageInfo) -> np.ndarray:
+    data = _read_tiff(path, info.frame or 0)
+    if data.dtype == bool:
+        # a binary image: 0/255, not 0/1, so it shows black and white with no contrast
+        # setting and scales like any 8-bit image for the models
+        data = np.where(data, np.uint8(255), np.uint8(0))
     return data
 
 
@@ -400,3 +343,14 @@ def _read_nifti(path: Path, frame: int | None) -> np.ndarray:
         data = data.astype(data.dtype.newbyteorder("="))
     # NIfTI stores (i, j): show j as rows so the slice appears as in common viewers
     return np.ascontiguousarray(data.T)
+
+
+# -- the file types, one record each (io.image_base.IMAGE_READERS) -------------------------------
+register_image_reader(ImageReader("raster", "PNG, JPEG, BMP", (".png", ".jpg", ".jpeg", ".bmp"),
+                                  _probe_raster, _read_raster))
+register_image_reader(ImageReader("tiff", "TIFF", (".tif", ".tiff"), _probe_tiff, _read_tiff_item))
+# scanners often write DICOM without a suffix (or as .IMA): recognised by its contents too
+register_image_reader(ImageReader("dicom", "DICOM", (".dcm", ".dicom"), probe_dicom, read_dicom,
+                                  sniff=looks_like_dicom))
+register_image_reader(ImageReader("nifti", "NIfTI", (".nii", ".nii.gz"), _probe_nifti,
+                                  lambda path, info: _read_nifti(path, info.frame)))

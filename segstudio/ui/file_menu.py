@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from segstudio.io.images import is_supported
+from segstudio.io.images import image_file_filter, is_supported
 from segstudio.io.project import MANIFEST, ImageEntry, Project, ProjectError
 from segstudio.io.userdirs import recent_projects, sample_project
 
@@ -52,7 +52,7 @@ class FileMenuMixin:
 
     def add_images_dialog(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
-            self, "Add images", "", "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.dcm *.nii *.nii.gz);;All files (*)")
+            self, "Add images", "", image_file_filter())
         if files:
             self.add_images([Path(f) for f in files])
 
