@@ -1,6 +1,7 @@
 """Export and import from the window: dialogs, jobs with progress, results on disk."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import Qt
@@ -78,3 +79,38 @@ def test_import_dialog_reports_bad_input_and_offers_new_classes(qtbot, sample_co
     assert dlg.current_mapping() == {"mitosis": NEW_CLASS}
     _src, opts = dlg.options()
     assert opts.new_classes and opts.mapping == {"mitosis": "mitosis"}
+
+
+def test_dialogs_list_the_registered_formats_and_their_options(qtbot):
+    from segstudio.io.export import WRITERS
+    from segstudio.io.imports import READERS
+
+    dlg = ExportDialog(["background", "cell"], Path("/tmp/ds"))
+    qtbot.addWidget(dlg)
+    assert [dlg.format.itemData(i) for i in range(dlg.format.count())] == list(WRITERS)
+    assert dlg.format.itemText(dlg.format.findData("voc")) == "Pascal VOC layout"
+    for fmt, rle_applies in (("png", False), ("coco", True), ("yolo", False)):
+        dlg.format.setCurrentIndex(dlg.format.findData(fmt))
+        assert dlg.coco_rle.isEnabled() == rle_applies, fmt
+    imp = ImportDialog(["background", "cell"], lambda src, opts: None)
+    qtbot.addWidget(imp)
+    assert [imp.format.itemData(i) for i in range(imp.format.count())] == list(READERS)
+    for fmt, fill_applies in (("folder", False), ("coco", True), ("labelme", True)):
+        imp.format.setCurrentIndex(imp.format.findData(fmt))
+        assert imp.unannotated.isEnabled() == fill_applies, fmt
+
+
+def test_add_images_dialog_offers_every_suffix_the_readers_take(qtbot, sample_copy, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    from segstudio.io.images import IMAGE_READERS
+
+    w = _window(qtbot, sample_copy)
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames",
+                        staticmethod(lambda *args, **kw: (asked.append(args[3]), ([], ""))[1]))
+    w.add_images_dialog()
+    images, everything = asked[0].split(";;")
+    offered = images.removeprefix("Images (").removesuffix(")").split()
+    assert offered == [f"*{s}" for r in IMAGE_READERS.values() for s in r.suffixes]
+    assert "*.dicom" in offered and "*.nii.gz" in offered and everything == "All files (*)"
