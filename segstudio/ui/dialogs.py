@@ -1,53 +1,51 @@
-"""Small dialogs: shortcuts help, error reports."""
+"""Small dialogs: the shortcuts help (from the action registry), error reports."""
 
 from __future__ import annotations
 
 import logging
+from html import escape
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QMessageBox, QTextBrowser, QVBoxLayout, QWidget
 
+from segstudio.ui.actions import MENUS, ActionRegistry, keys_label
+
 log = logging.getLogger(__name__)
 
-SHORTCUTS = [
-    ("File", [("Ctrl+Shift+N", "New project from a folder of images"), ("Ctrl+O", "Open project"),
-              ("Ctrl+I", "Add images"), ("Ctrl+S", "Save now (everything is saved automatically)"),
-              ("Ctrl+Q", "Quit")]),
-    ("Edit", [("Ctrl+Z", "Undo"), ("Ctrl+Shift+Z / Ctrl+Y", "Redo")]),
-    ("Mask", [("Ctrl+Shift+H", "Fill holes in the selected class"),
-              ("Mask menu", "Remove islands, dilate, erode, fill unlabeled, clear class, copy previous")]),
-    ("Tools", [("B", "Brush"), ("E", "Eraser"), ("G", "Fill a region (click)"),
-               ("L", "Polygon: click corners, double-click or Enter closes; drag for a lasso"),
-               ("R", "Rectangle (drag)"), ("W", "Magic wand (click; tolerance in the tool bar)"),
-               ("C", "GrabCut (drag a box around an object)"),
-               ("S", "Watershed (left-click object seeds, right-click background seeds)"),
-               ("T", "Threshold in a box (Shift: dark pixels)"),
-               ("Enter / Esc", "Keep / drop a smart tool's proposal"),
-               ("[ / ]", "Smaller / larger brush"),
-               ("Ctrl+wheel", "Brush size"), ("0 … 9", "Select the class with that id"),
-               ("P", "Protect other classes (paint only over unlabeled or the same class)")]),
-    ("View", [("Wheel", "Zoom at the cursor"), ("Ctrl++ / Ctrl+-", "Zoom in / out"),
-              ("Ctrl+0", "Fit the image to the window"), ("Ctrl+1", "Actual size (1:1)"),
-              ("Space+drag, middle drag, arrows", "Pan"), ("M", "Show / hide the mask"), ("O", "Outline only"),
-              ("Page Down / Page Up", "Next / previous image"),
-              ("Ctrl+R", "Mark the image as reviewed (right-click the list for more)")]),
-    ("Help", [("F1", "This list")]),
-]
+
+def shortcut_rows(actions: ActionRegistry) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(heading, [(keys, text), ...]) for every action with a key or a gesture, by menu.
+
+    Menu items first in each heading, then the keys with no menu item (class ids, canvas keys).
+    """
+    headings = [*MENUS, *dict.fromkeys(a.heading for a in actions if a.heading not in MENUS)]
+    groups = []
+    for heading in headings:
+        listed = [a for a in actions if a.heading == heading and (a.shortcuts or a.standard or a.gesture)]
+        listed.sort(key=lambda a: not a.menu)
+        rows = [(keys_label(a), a.text.rstrip("…")) for a in listed]
+        rows = [(k, t) for k, t in rows if k]
+        if rows:
+            groups.append((heading, rows))
+    return groups
 
 
-def shortcuts_html() -> str:
+def shortcuts_html(actions: ActionRegistry) -> str:
     rows = []
-    for group, items in SHORTCUTS:
-        rows.append(f"<tr><td colspan=2><b>{group}</b></td></tr>")
-        rows += [f"<tr><td><code>{k}</code>&nbsp;&nbsp;</td><td>{v}</td></tr>" for k, v in items]
+    for group, items in shortcut_rows(actions):
+        rows.append(f"<tr><td colspan=2><b>{escape(group)}</b></td></tr>")
+        rows += [f"<tr><td><code>{escape(k)}</code>&nbsp;&nbsp;</td><td>{escape(v)}</td></tr>"
+                 for k, v in items]
     return "<table>" + "".join(rows) + "</table>"
 
 
 class ShortcutsDialog(QDialog):
-    def __init__(self, parent: QWidget | None = None) -> None:
+    """Every key of the window, generated from its action registry (so it cannot drift)."""
+
+    def __init__(self, actions: ActionRegistry, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
         self.text = QTextBrowser()
-        self.text.setHtml(shortcuts_html())
+        self.text.setHtml(shortcuts_html(actions))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)

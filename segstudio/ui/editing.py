@@ -1,66 +1,98 @@
-"""The Tools and Mask menus, the tool bar and tool options of the main window."""
+"""Editing: the Tools and Mask menus' work, the tool bar, and each image's undo history.
+
+It works on a canvas and the document shown there and knows nothing of the window: problems go
+to `report_error`, notes to `show_message`, the open project and image come from `image`, and
+`flush` puts pending strokes on disk before a mask is read back. So it is built and tested
+with a bare MaskCanvas (tests/ui/test_editing.py).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
-from PySide6.QtGui import QAction, QActionGroup
-from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QInputDialog, QLabel, QSpinBox, QToolBar
+from PySide6.QtGui import QActionGroup
+from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QInputDialog, QLabel, QSpinBox, QToolBar, QWidget
 
+from segstudio.core.document import ImageDocument
 from segstudio.core.history import History
 from segstudio.edit import maskops
+from segstudio.io.project import ImageEntry, Project
+from segstudio.ui.actions import Action, ActionRegistry
+from segstudio.ui.canvas import CANVAS_KEYS, MaskCanvas
+from segstudio.ui.tools import tool_entries
 
-# name, menu text, shortcut
-TOOL_ENTRIES = [("brush", "Brush", "B"), ("eraser", "Eraser", "E"), ("fill", "Fill", "G"),
-                ("polygon", "Polygon / Lasso", "L"), ("rectangle", "Rectangle", "R"),
-                ("wand", "Magic Wand", "W"), ("grabcut", "GrabCut", "C"),
-                ("watershed", "Watershed", "S"), ("threshold", "Threshold", "T")]
 HISTORY_BUDGET = 256 * 2**20     # all images' undo histories together
+
+MASK_OPS = (("fill_holes", "Fill Holes in Class", ("Ctrl+Shift+H",)),
+            ("remove_islands", "Remove Small Islands of Class…", ()),
+            ("dilate", "Dilate Class…", ()),
+            ("erode", "Erode Class…", ()),
+            ("unlabeled_to_background", "Fill Unlabeled as Background", ()),
+            ("clear_class", "Clear Class", ()))
+
+EDITING_ACTIONS = (
+    *(Action(f"tools.{name}", text, (key,), menu="Tools", toolbar=True, checkable=True, tip=hint)
+      for name, text, key, hint in tool_entries()),
+    Action("tools.smaller_brush", "Smaller Brush", ("[",), menu="Tools", separator=True),
+    Action("tools.larger_brush", "Larger Brush", ("]",), menu="Tools"),
+    Action("tools.protect", "Protect Other Classes", ("P",), menu="Tools", toolbar=True,
+           checkable=True, tip="Paint only over unlabeled pixels or the selected class"),
+    *(Action(f"mask.{op}", text, keys, menu="Mask", separator=op == "unlabeled_to_background")
+      for op, text, keys in MASK_OPS),
+    Action("mask.copy_previous", "Copy Mask from Previous Image", menu="Mask"),
+    *CANVAS_KEYS,
+)
 
 
 class Editing:
-    """Builds and serves the editing actions; the window keeps one of these."""
+    """Declares the editing actions in `actions`, binds them, and builds the tool bar."""
 
-    def __init__(self, window) -> None:
-        self.w = window
-        self.canvas = window.canvas
+    def __init__(self, canvas: MaskCanvas, actions: ActionRegistry, *,
+                 report_error: Callable[[str, str], None],
+                 show_message: Callable[[str, int], None] = lambda text, ms: None,
+                 image: Callable[[], tuple[Project | None, ImageEntry | None]] = lambda: (None, None),
+                 flush: Callable[[], object] = lambda: True,
+                 document: Callable[[], ImageDocument | None] | None = None,
+                 parent: QWidget | None = None) -> None:
+        self.canvas = canvas
+        self.actions = actions
+        self.report_error = report_error
+        self.show_message = show_message
+        self.image = image
+        self.flush = flush
+        self.document = document or (lambda: canvas.document)
+        self.parent = parent or canvas
         self.histories: dict[str, History] = {}
-        self._build_tools()
-        self._build_mask_menu()
+        actions.add(*EDITING_ACTIONS)
+        self._bind_tools()
+        self._bind_mask_ops()
+        self.toolbar = self._build_toolbar()
 
     # -- tools -----------------------------------------------------------------------------
-    def _build_tools(self) -> None:
-        w = self.w
-        menu = w.menuBar().addMenu("&Tools")
-        group = QActionGroup(w)
-        self.tool_actions: dict[str, QAction] = {}
-        for name, text, key in TOOL_ENTRIES:
-            act = w._action(menu, text, partial(self.set_tool, name), key, checkable=True)
-            tool = self.canvas.tools.get(name)
-            if tool is not None:
-                act.setStatusTip(tool.hint)
+    def _bind_tools(self) -> None:
+        bind = self.actions.bind
+        group = QActionGroup(self.parent)
+        self.tool_actions = {}
+        for name, *_ in tool_entries():
+            act = self.tool_actions[name] = bind(f"tools.{name}", partial(self.set_tool, name))
             group.addAction(act)
-            self.tool_actions[name] = act
         self.tool_actions["brush"].setChecked(True)
-        menu.addSeparator()
-        w._action(menu, "Smaller Brush", lambda: self.set_brush_radius(self.canvas.brush_radius / 1.25), "[")
-        w._action(menu, "Larger Brush", lambda: self.set_brush_radius(self.canvas.brush_radius * 1.25), "]")
-        self.protect_action = w._action(menu, "Protect Other Classes", self._on_protect_toggled, "P",
-                                        checkable=True,
-                                        tip="Paint only over unlabeled pixels or the selected class")
+        bind("tools.smaller_brush", lambda: self.set_brush_radius(self.canvas.brush_radius / 1.25))
+        bind("tools.larger_brush", lambda: self.set_brush_radius(self.canvas.brush_radius * 1.25))
+        self.protect_action = bind("tools.protect", self._on_protect_toggled)
 
+    def _build_toolbar(self) -> QToolBar:
+        """The tools, then their options, then Protect (the registry's tool-bar actions)."""
         bar = QToolBar("Tools")
         bar.setObjectName("toolbarTools")
-        for act in self.tool_actions.values():
-            bar.addAction(act)
-        bar.addSeparator()
+        self.actions.fill_toolbar(bar)
         self.size_spin = QSpinBox()
         self.size_spin.setRange(1, 500)
         self.size_spin.setPrefix("size ")
         self.size_spin.setToolTip("Brush radius in image pixels ([ and ], Ctrl+wheel)")
         self.size_spin.setValue(int(self.canvas.brush_radius))
         self.size_spin.valueChanged.connect(lambda v: self.set_brush_radius(float(v)))
-        bar.addWidget(self.size_spin)
         self.canvas.brush_changed.connect(self._on_canvas_brush_changed)
         self.tolerance_spin = QDoubleSpinBox()
         self.tolerance_spin.setRange(0, 65535)
@@ -68,16 +100,16 @@ class Editing:
         self.tolerance_spin.setPrefix("tolerance ")
         self.tolerance_spin.setToolTip("Magic wand: how far from the clicked value a pixel may be")
         self.tolerance_spin.valueChanged.connect(self._on_tolerance_changed)
-        bar.addWidget(self.tolerance_spin)
         self.connect8 = QCheckBox("8-connected fill")
         self.connect8.setToolTip("Fill through diagonal neighbours too")
         self.connect8.toggled.connect(self._on_connectivity_toggled)
-        bar.addWidget(self.connect8)
-        bar.addAction(self.protect_action)
+        before = self.protect_action
+        bar.insertSeparator(before)
+        for widget in (self.size_spin, self.tolerance_spin, self.connect8):
+            bar.insertWidget(before, widget)
         self.hint_label = QLabel("")
         bar.addWidget(self.hint_label)
-        w.addToolBar(bar)
-        self.toolbar = bar
+        return bar
 
     def set_tool(self, name: str) -> None:
         self.canvas.set_tool(name)
@@ -104,29 +136,22 @@ class Editing:
         self.canvas.tools["fill"].connectivity = 8 if on else 4
 
     # -- mask operations -------------------------------------------------------------------
-    def _build_mask_menu(self) -> None:
-        w = self.w
-        menu = w.menuBar().addMenu("&Mask")
-        w._action(menu, "Fill Holes in Class", lambda: self.run_op("fill_holes"), "Ctrl+Shift+H")
-        w._action(menu, "Remove Small Islands of Class…", lambda: self.run_op("remove_islands"))
-        w._action(menu, "Dilate Class…", lambda: self.run_op("dilate"))
-        w._action(menu, "Erode Class…", lambda: self.run_op("erode"))
-        menu.addSeparator()
-        w._action(menu, "Fill Unlabeled as Background", lambda: self.run_op("unlabeled_to_background"))
-        w._action(menu, "Clear Class", lambda: self.run_op("clear_class"))
-        w._action(menu, "Copy Mask from Previous Image", self.copy_previous_mask)
+    def _bind_mask_ops(self) -> None:
+        for op, *_ in MASK_OPS:
+            self.actions.bind(f"mask.{op}", partial(self.run_op, op))
+        self.actions.bind("mask.copy_previous", self.copy_previous_mask)
 
     def _ask_int(self, title: str, label: str, value: int) -> int | None:
-        n, ok = QInputDialog.getInt(self.w, title, label, value, 1, 10_000)
+        n, ok = QInputDialog.getInt(self.parent, title, label, value, 1, 10_000)
         return n if ok else None
 
     def run_op(self, op: str, amount: int | None = None) -> bool:
         """Apply a mask operation to the selected class; True if the mask changed."""
-        doc = self.canvas.document
+        doc = self.document()
         if doc is None:
             return False
         if doc.read_only:
-            self.w.report_error("This mask is read-only", doc.read_only)
+            self.report_error("This mask is read-only", doc.read_only)
             return False
         c = self.canvas.class_value
         asks = {"remove_islands": ("Remove small islands", "Smallest island to keep (pixels):", 50),
@@ -144,31 +169,30 @@ class Editing:
                "clear_class": lambda m: maskops.clear_class(m, c)}
         edit = doc.apply(fns[op](doc.mask), op.replace("_", " ").capitalize())
         if edit is None:
-            self.w.statusBar().showMessage("Nothing to change", 3000)
+            self.show_message("Nothing to change", 3000)
             return False
-        self.w._on_canvas_stroke_finished()
         return True
 
     def copy_previous_mask(self) -> bool:
-        w = self.w
-        doc, project, current = self.canvas.document, w.project, w.current
+        """The previous image's saved mask becomes this one's, as one undo step."""
+        doc = self.document()
+        project, current = self.image()
         if doc is None or project is None or current is None:
             return False
         i = project.index_of(current.id)
         if i == 0:
-            w.report_error("No previous image", f"{current.display_name} is the first image")
+            self.report_error("No previous image", f"{current.display_name} is the first image")
             return False
         prev = project.images[i - 1]
         try:
-            w.saver.flush()
+            self.flush()
             mask = project.load_mask(prev, doc.shape)
         except Exception as e:   # MaskError: another size, or an unreadable file
-            w.report_error("Mask not copied", f"{prev.display_name}: {e}")
+            self.report_error("Mask not copied", f"{prev.display_name}: {e}")
             return False
         if doc.apply(mask, "Copy previous mask") is None:
-            w.statusBar().showMessage("The masks are the same already", 3000)
+            self.show_message("The masks are the same already", 3000)
             return False
-        w._on_canvas_stroke_finished()
         return True
 
     # -- undo history per image ------------------------------------------------------------

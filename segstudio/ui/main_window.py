@@ -7,9 +7,9 @@ from functools import partial
 
 import numpy as np
 from PySide6.QtCore import QThreadPool, QTimer, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QStackedWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMenu, QMessageBox,
+                               QStackedWidget, QVBoxLayout, QWidget)
 
 from segstudio.core.classes import UNLABELED, LabelClass, default_color
 from segstudio.core.display import CT_PRESETS, DisplayRange, auto_range, full_range, sample_pixels
@@ -19,6 +19,7 @@ from segstudio.io.masks import MaskError
 from segstudio.io.project import ImageEntry, Project, ProjectError, labelled_fraction
 from segstudio.io.userdirs import add_recent_project, data_dir, recent_projects
 from segstudio.edit.maskops import clear_class
+from segstudio.ui.actions import MODEL_ACTIONS, WINDOW_ACTIONS, Action, ActionRegistry
 from segstudio.ui.canvas import MaskCanvas, zoom_percent
 from segstudio.ui.dialogs import ShortcutsDialog, error_box
 from segstudio.ui.editing import Editing
@@ -185,69 +186,61 @@ class MainWindow(FileMenuMixin, QMainWindow):
                   self.class_label, self.zoom_label):
             self.statusBar().addPermanentWidget(w)
 
-    def _action(self, menu, text: str, slot, shortcut=None, checkable=False, tip="") -> QAction:
-        act = QAction(text, self)
-        if shortcut is not None:
-            seqs = shortcut if isinstance(shortcut, list) else [shortcut]
-            act.setShortcuts([QKeySequence(s) for s in seqs])
-        act.setCheckable(checkable)
-        if tip:
-            act.setStatusTip(tip)
-        act.triggered.connect(slot)
-        menu.addAction(act)
-        self.addAction(act)
-        return act
-
     def _build_actions(self) -> None:
-        mb = self.menuBar()
-        f = mb.addMenu("&File")
-        self._action(f, "New Project from Folder…", self.new_project_dialog, "Ctrl+Shift+N")
-        self._action(f, "Open Project…", self.open_project_dialog, QKeySequence.StandardKey.Open)
-        self.recent_menu = f.addMenu("Open Recent")
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
-        self._action(f, "Open Sample Project", self.open_sample)
-        f.addSeparator()
-        self._action(f, "Add Images…", self.add_images_dialog, "Ctrl+I")
-        self._action(f, "Import Masks…", self.import_masks_dialog, "Ctrl+Shift+I",
-                     tip="Masks from a folder, COCO, YOLO-seg or labelme")
-        self._action(f, "Export Dataset…", self.export_dataset_dialog, "Ctrl+E",
-                     tip="Indexed PNG, COCO, YOLO-seg, VOC, NIfTI or DICOM-SEG")
-        self._action(f, "Save", self.save_now, QKeySequence.StandardKey.Save,
-                     tip="Everything is saved after each stroke; this waits until it is on disk")
-        f.addSeparator()
-        self._action(f, "Quit", self.close, QKeySequence.StandardKey.Quit)
-
-        e = mb.addMenu("&Edit")
-        self.undo_action = self._action(e, "Undo", self.undo, QKeySequence.StandardKey.Undo)
-        self.redo_action = self._action(e, "Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
+        """The menus, the tool bar and the F1 dialog, all from one registry (segstudio/ui/actions.py)."""
+        reg = self.action_registry = ActionRegistry((*WINDOW_ACTIONS, *MODEL_ACTIONS), owner=self)
+        bind = reg.bind
+        for action_id, slot in (
+                ("file.new", self.new_project_dialog), ("file.open", self.open_project_dialog),
+                ("file.sample", self.open_sample), ("file.add_images", self.add_images_dialog),
+                ("file.import_masks", self.import_masks_dialog),
+                ("file.export", self.export_dataset_dialog), ("file.save", self.save_now),
+                ("file.quit", self.close),
+                ("view.zoom_in", lambda: self.canvas.zoom_by(1.25)),
+                ("view.zoom_out", lambda: self.canvas.zoom_by(0.8)),
+                ("view.fit", self.canvas.fit), ("view.actual_size", self.canvas.actual_size),
+                ("view.reset_layout", self.reset_layout),
+                ("view.next_image", lambda: self.step_image(1)),
+                ("view.previous_image", lambda: self.step_image(-1)),
+                ("view.reviewed", self._toggle_current_reviewed),
+                ("help.shortcuts", self.show_shortcuts), ("help.about", self._about),
+                ("classes.select", self.class_panel.select_id)):
+            bind(action_id, slot)
+        self.undo_action = bind("edit.undo", self.undo)
+        self.redo_action = bind("edit.redo", self.redo)
         self.undo_action.setEnabled(False)
         self.redo_action.setEnabled(False)
-        self.editing = Editing(self)       # the Tools and Mask menus and the tool bar
+        self.mask_action = bind("view.mask", self.canvas.set_mask_visible)
+        self.mask_action.setChecked(True)
+        self.outline_action = bind("view.outline", self.canvas.set_outline)
+        # the Tools and Mask menus' work and the tool bar
+        self.editing = Editing(self.canvas, reg, report_error=self.report_error,
+                               show_message=self.statusBar().showMessage,
+                               image=lambda: (self.project, self.current),
+                               flush=self.saver.flush, parent=self)
         self.tool_actions = self.editing.tool_actions
         self.size_spin = self.editing.size_spin
         self.model_loop = ModelLoop(self)  # the Model menu, Training/Prediction/Metrics panels
+        menus = reg.build_menus(self.menuBar())
+        self.recent_menu = QMenu("Open Recent", self)
+        menus["File"].insertMenu(reg.qaction("file.sample"), self.recent_menu)
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self.addToolBar(self.editing.toolbar)
 
-        v = mb.addMenu("&View")
-        self._action(v, "Zoom In", lambda: self.canvas.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
-        self._action(v, "Zoom Out", lambda: self.canvas.zoom_by(0.8), QKeySequence.StandardKey.ZoomOut)
-        self._action(v, "Fit to Window", self.canvas.fit, "Ctrl+0")
-        self._action(v, "Actual Size", self.canvas.actual_size, "Ctrl+1")
-        self.mask_action = self._action(v, "Show Mask", self.canvas.set_mask_visible, "M", checkable=True)
-        self.mask_action.setChecked(True)
-        self.outline_action = self._action(v, "Outline Only", self.canvas.set_outline, "O", checkable=True)
-        self._action(v, "Reset Layout", self.reset_layout, tip="Put the panels back where they started")
-        v.addSeparator()
-        self._action(v, "Next Image", lambda: self.step_image(1), "PgDown")
-        self._action(v, "Previous Image", lambda: self.step_image(-1), "PgUp")
-        self._action(v, "Mark Image as Reviewed", self._toggle_current_reviewed, "Ctrl+R",
-                     tip="Reviewed images are shown as such in the image list")
-
-        h = mb.addMenu("&Help")
-        self._action(h, "Keyboard Shortcuts", self.show_shortcuts, QKeySequence.StandardKey.HelpContents)
-        self._action(h, "About SegStudio", self._about)
-
-        for k in range(10):
-            QShortcut(QKeySequence(str(k)), self, activated=partial(self.class_panel.select_id, k))
+    def _action(self, menu, text: str, slot, shortcut=None, checkable=False, tip="") -> QAction:
+        """For ModelLoop, which still builds its own Model menu: binds `slot` to the action
+        declared with this menu and text (the declaration's keys win) and hides `menu`, since
+        the registry builds the real one. A ModelLoop that calls `action_registry.bind(id, slot)`
+        needs none of this."""
+        title = menu.title().replace("&", "")
+        menu.menuAction().setVisible(False)
+        action = self.action_registry.find(title, text)
+        if action is None:      # not declared: declare it, so the F1 dialog still lists it
+            keys = shortcut if isinstance(shortcut, list) else [shortcut] if isinstance(shortcut, str) else []
+            action = Action(f"{title.lower()}.{text.lower()}", text, tuple(keys), menu=title,
+                            checkable=checkable, tip=tip)
+            self.action_registry.add(action)
+        return self.action_registry.bind(action.id, slot)
 
     # -- project ---------------------------------------------------------------------------
     def show_welcome(self) -> None:
@@ -638,7 +631,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self._message_boxes.append(error_box(self, title, message, details))
 
     def show_shortcuts(self) -> ShortcutsDialog:
-        dlg = ShortcutsDialog(self)
+        dlg = ShortcutsDialog(self.action_registry, self)
         dlg.show()
         return dlg
 

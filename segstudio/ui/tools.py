@@ -18,7 +18,9 @@ Point = tuple[float, float]   # (y, x) in image pixels
 
 class Tool:
     name = ""
-    label = ""
+    label = ""                  # names its undo step
+    text = ""                   # its menu and tool-bar entry
+    shortcut = ""               # its key (portable text)
     smart = False               # shows a proposal that waits for Enter / Esc
     hint = ""
 
@@ -54,6 +56,7 @@ class Tool:
 
 class FillTool(Tool):
     name, label, hint = "fill", "Fill", "Click a region of the mask to fill it with the class"
+    text, shortcut = "Fill", "G"
     connectivity = 4
 
     def press(self, pt, button, modifiers) -> None:
@@ -65,6 +68,7 @@ class FillTool(Tool):
 
 class PolygonTool(Tool):
     name, label = "polygon", "Polygon / lasso"
+    text, shortcut = "Polygon / Lasso", "L"
     hint = "Click corners and double-click (or Enter) to close, or drag freehand; Esc cancels"
 
     def __init__(self, canvas) -> None:
@@ -180,6 +184,7 @@ class BoxTool(Tool):
 
 class RectangleTool(BoxTool):
     name, label, hint = "rectangle", "Rectangle", "Drag a box to fill it with the class"
+    text, shortcut = "Rectangle", "R"
 
     def finish(self, p0, p1) -> None:
         self.commit(regions.rectangle(self.canvas.image_shape, p0, p1), "Rectangle")
@@ -202,6 +207,7 @@ class SmartTool(Tool):
 
 class WandTool(SmartTool):
     name, label = "wand", "Magic wand"
+    text, shortcut = "Magic Wand", "W"
     hint = "Click: pixels like this one (tolerance in the toolbar); Enter keeps, Esc drops"
     tolerance = 10.0
 
@@ -215,6 +221,7 @@ class WandTool(SmartTool):
 
 class GrabCutTool(SmartTool, BoxTool):
     name, label = "grabcut", "GrabCut"
+    text, shortcut = "GrabCut", "C"
     hint = "Drag a box around an object; Enter keeps the proposal, Esc drops it"
 
     def finish(self, p0, p1) -> None:
@@ -226,6 +233,7 @@ class GrabCutTool(SmartTool, BoxTool):
 
 class ThresholdTool(SmartTool, BoxTool):
     name, label = "threshold", "Threshold"
+    text, shortcut = "Threshold", "T"
     hint = "Drag a box: its bright pixels (Shift: dark) by Otsu's threshold; Enter keeps, Esc drops"
 
     def finish(self, p0, p1) -> None:
@@ -238,6 +246,7 @@ class ThresholdTool(SmartTool, BoxTool):
 
 class WatershedTool(SmartTool):
     name, label = "watershed", "Watershed"
+    text, shortcut = "Watershed", "S"
     hint = "Left-click object seeds, right-click background seeds; Enter keeps, Esc drops"
 
     def __init__(self, canvas) -> None:
@@ -272,6 +281,16 @@ TOOL_CLASSES = (FillTool, PolygonTool, RectangleTool, WandTool, GrabCutTool, Wat
                 ThresholdTool)
 
 
+# the brush and the eraser have no Tool object (the canvas paints with them itself):
+# (name, menu text, key, hint), like the classes above
+PAINT_TOOLS = (("brush", "Brush", "B", ""), ("eraser", "Eraser", "E", ""))
+
+
 def make_tools(canvas) -> dict[str, Tool]:
     return {cls.name: cls(canvas) for cls in TOOL_CLASSES}
+
+
+def tool_entries() -> list[tuple[str, str, str, str]]:
+    """(name, menu text, key, hint) of every tool, in menu order: the Tools menu's source."""
+    return [*PAINT_TOOLS, *((c.name, c.text, c.shortcut, c.hint) for c in TOOL_CLASSES)]
 
