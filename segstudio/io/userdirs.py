@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 
 from segstudio.io.atomic import atomic_write_json
+from segstudio.io.bundled import sample_source
 
 MAX_RECENT = 10
-SAMPLE_SOURCE = Path(__file__).resolve().parents[2] / "resources" / "sample_project"
 
 
 def config_dir() -> Path:
@@ -52,10 +52,12 @@ def add_recent_project(root: Path) -> None:
     atomic_write_json(config_dir() / "recent.json", [str(root), *map(str, items)][:MAX_RECENT])
 
 
-def sample_project(source: Path = SAMPLE_SOURCE) -> Path:
+def sample_project(source: Path | None = None) -> Path:
     """A private copy of the bundled sample project (made on first use), so the app's files stay clean."""
+    source = sample_source() if source is None else source
     if not (source / "project.json").exists():
-        raise FileNotFoundError(f"the bundled sample project is missing at {source}")
+        raise FileNotFoundError(f"the bundled sample project is missing at {source}; reinstall "
+                                f"SegStudio (pip install .) or open a project of your own")
     dest = data_dir() / "sample-project"
     if not (dest / "project.json").exists():
         tmp = dest.with_name(dest.name + ".partial")

@@ -14,6 +14,7 @@ from PySide6.QtCore import QTimer, Qt
 from PySide6.QtWidgets import QMessageBox
 
 from segstudio.core.jobs import Progress
+from segstudio.io.bundled import starter_models
 from segstudio.io.project import Project
 # no torch in ml.cards (tests/test_layers.py checks the window starts without it): runs are
 # listed, and scores worded, long before any model is loaded
@@ -25,7 +26,7 @@ from segstudio.workers.job import Job
 
 log = logging.getLogger(__name__)
 
-STARTER_MODELS = Path(__file__).resolve().parents[2] / "models"
+STARTER_MODELS = starter_models()     # inside the installed package (io/bundled.py)
 AUTO_PREDICT_MAX_PIXELS = 4_000_000     # bigger images are predicted on request only
 WARM_UP_DELAY_MS = 1500
 
