@@ -91,6 +91,10 @@ def test_readme_lists_every_format():
         listed = re.search(rf"segstudio-cli {command} PROJECT .*?--format ([\w|-]+)", text)
         assert listed, f"README: no `segstudio-cli {command} ... --format a|b` line"
         assert listed.group(1).split("|") == list(registry), command
+    image_formats = re.search(r"- \*\*Formats\*\*: (.*?)\n- ", text, re.S).group(1)
+    for reader in IMAGE_READERS.values():
+        for name in reader.label.split(", "):
+            assert name in image_formats, f"README's Formats line lacks {name} ({reader.kind})"
 
 
 def test_image_filter_lists_every_suffix_the_readers_take():
