@@ -79,6 +79,23 @@ def test_every_package_folder_is_listed_for_the_wheel():
         assert package in listed and (REPO / folder / "__init__.py").is_file()
 
 
+def test_the_editable_install_maps_the_top_level_folders():
+    """`pip install -e .` (make setup) serves resources/ and models/ as the bundled packages."""
+    from importlib import resources
+
+    from segstudio.io.bundled import sample_source, starter_models
+
+    try:
+        found = Path(str(resources.files("segstudio._resources")))
+    except ModuleNotFoundError:
+        pytest.fail("segstudio._resources is not importable: the editable install predates the "
+                    "package-dir mapping in pyproject.toml; run pip install -e .[dev]")
+    assert found == REPO / "resources"
+    assert sample_source() == REPO / "resources" / "sample_project"
+    assert starter_models() == REPO / "models"
+    assert (starter_models() / "starter-nuclei" / "best.pt").is_file()
+
+
 @pytest.mark.slow
 def test_non_editable_install_opens_the_sample_with_the_starter_model(tmp_path):
     from importlib.metadata import PackageNotFoundError, version
