@@ -1,4 +1,6 @@
-"""Dataset formats, one module each: writers used by `io.export`, readers used by `io.imports`.
+"""Dataset formats: `base` (the registries and the export contract), `import_base` (the import
+contract), `writers` and `readers` (one registered class or function per format), and one
+module per format's own code (coco, yolo, labelme, indexed_png, medical, polygons).
 
 Everything here is pure numpy/OpenCV on in-memory masks; folders, splits, temporary
 directories and progress live in `io.export` / `io.imports`.
