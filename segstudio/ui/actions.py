@@ -79,10 +79,15 @@ class ActionRegistry:
 
     # -- declarations ----------------------------------------------------------------------
     def add(self, *actions: Action) -> None:
-        """Declare actions; an id or a key already declared is refused (one key, one action)."""
+        """Declare actions; an id or a key already declared is refused (one key, one action).
+
+        The same declaration twice is one: a controller may add its actions where the window
+        already did."""
         for action in actions:
+            if self._actions.get(action.id) == action:
+                continue
             if action.id in self._actions:
-                raise ValueError(f"action {action.id!r} is declared twice")
+                raise ValueError(f"action {action.id!r} is declared twice, differently")
             for key in action.shortcuts:
                 other = self.find_key(key)
                 if other is not None:

@@ -92,6 +92,8 @@ def test_a_second_action_on_a_taken_key_is_refused():
         reg.add(Action("tools.bucket", "Bucket", ("B",), menu="Tools"))
     with pytest.raises(ValueError, match="declared twice"):
         reg.add(Action("tools.brush", "Brush again"))
+    reg.add(Action("tools.brush", "Brush", ("B",), menu="Tools"))     # the same one: no change
+    assert [a.id for a in reg] == ["tools.brush"]
 
 
 def test_key_presses_trigger_the_registered_actions(qtbot, window):
