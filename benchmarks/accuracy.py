@@ -152,28 +152,23 @@ def main() -> int:
 
 def report(args, project, classes, images, test, labelled, total, wall, cpu0, cpu1) -> int:
     """Score the run's best checkpoint on the held-out test images; print the JSON line."""
-    from segstudio.core.metrics import confusion_matrix, iou_dice, mean_over
+    from segstudio.core.metrics import class_scores, confusion_matrix
+    from segstudio.ml.predict import predict_tiled
+    from segstudio.ml.runs import list_runs, load_run_model
 
-    import torch
-
-    from segstudio.ml.checkpoint import load_model
-    from segstudio.ml.data import prepare_image
-    from segstudio.ml.runs import list_runs
-    from segstudio.ml.train import predict_logits
-
+    # the one predictor and the one loader: what Predict and Measure run, so the numbers match
     card = list_runs(project.runs_dir)[0]
-    loaded = load_model(card["run_dir"])
-    n = int(loaded.config["num_classes"])
+    loaded = load_run_model(project.root, card["run_dir"])
+    n = loaded.num_classes
     cm = np.zeros((n, n), np.int64)
-    with torch.inference_mode():
-        for image_id, truth in test:
-            data = project.read_image(project.entry(image_id)).data
-            x = torch.from_numpy(prepare_image(data, loaded.normalisation, loaded.in_channels))
-            pred = predict_logits(loaded.model, x[None]).argmax(1)[0].numpy().astype(np.uint8)
-            cm += confusion_matrix(truth, pred, n)
-    iou, dice = iou_dice(cm)
+    for image_id, truth in test:
+        data = project.read_image(project.entry(image_id)).data
+        pred = predict_tiled(loaded.model, data, loaded.normalise, uncertainty=False)
+        cm += confusion_matrix(truth, pred.labels, n)
+    scores = class_scores(cm)
+    iou, dice = scores.iou, scores.dice
     ignore = args.ignore_class
-    scored = [i for i, _ in classes if i not in (0, ignore)]
+    unscored = (0,) if ignore is None else (0, ignore)
     per_class = {name: {"dice": None if np.isnan(dice[i]) else round(float(dice[i]), 4),
                         "iou": None if np.isnan(iou[i]) else round(float(iou[i]), 4)}
                  for i, name in classes if i != ignore and i < n}
@@ -183,7 +178,8 @@ def report(args, project, classes, images, test, labelled, total, wall, cpu0, cp
         "labelled_fraction": round(labelled / max(total, 1), 4),
         "images": {s: sum(split_of(p.stem) == s for p in images) for s in ("train", "val", "test")},
         "per_class": per_class,
-        "mean_dice": round(mean_over(dice, scored), 4), "mean_iou": round(mean_over(iou, scored), 4),
+        "mean_dice": round(scores.mean("dice", unscored), 4),
+        "mean_iou": round(scores.mean("iou", unscored), 4),
         "epochs": card["epochs"], "steps": card["steps"], "status": card["status"],
         "device": card["device"], "train_wall_s": round(wall, 1),
         "train_cpu_s": round(cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime, 1),

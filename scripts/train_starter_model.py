@@ -4,7 +4,7 @@
 
 Trains on a temporary copy (the repository's sample project is never written), then copies
 the run's best.pt and model_card.json to --out. A new user gets predictions from it before
-training anything; the app loads it like any run (segstudio.ml.checkpoint.load_model(folder)).
+training anything; the app loads it like any run (segstudio.ml.runs.load_run_model(None, folder)).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> int:
 
     from segstudio.io.project import Project
     from segstudio.ml.allocator import tune_allocator
+    from segstudio.ml.events import EpochDone
     from segstudio.ml.train import TrainConfig, train
 
     tune_allocator()
@@ -42,7 +43,7 @@ def main() -> int:
                           device="cpu", seed=0)
 
         def show(p) -> None:
-            if p.metrics and "mean_dice" in p.metrics:
+            if isinstance(p, EpochDone):
                 print(p.message, flush=True)
 
         result = train(project, cfg, on_progress=show)

@@ -90,7 +90,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         check_output_folder(args.out, protect=[project_root] if project_root else [],
                             overwrite=False, marker="predictions.json", marker_key=None,
                             what="prediction folder", replaces=False)
-        model, normalise, classes = load_run_model(project_root, args.run)
+        loaded = load_run_model(project_root, args.run)
         options = _tile_options(args)
     except (ProjectError, RunError, ValueError, OutputFolderError) as e:
         err(str(e))
@@ -107,7 +107,8 @@ def _run_predict(args: argparse.Namespace) -> int:
             err(f"{label}: {e}")
             failed += 1
             continue
-        pred = predict_tiled(model, image, normalise, options, probabilities=args.probabilities)
+        pred = predict_tiled(loaded.model, image, loaded.normalise, options,
+                             probabilities=args.probabilities)
         atomic_write_bytes(args.out / f"{iid}.png", encode_mask_png(pred.labels))
         row = {"id": iid, "source": label, "mask": f"{iid}.png",
                "height": int(image.shape[0]), "width": int(image.shape[1])}
@@ -122,7 +123,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         print(f"[{k}/{len(items)}] {label} -> {args.out / row['mask']}", file=sys.stderr)
     atomic_write_json(args.out / "predictions.json", {
         "run": str(args.run), "classes": [{"id": c.id, "name": c.name, "color": c.color}
-                                          for c in classes], "images": summary})
+                                          for c in loaded.classes], "images": summary})
     print(f"wrote {len(summary)} mask(s) to {args.out}" + (f"; {failed} failed" if failed else ""))
     return 1 if failed else 0
 
@@ -162,12 +163,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         return 2
     try:
         project = Project.open(args.project)
-        model, normalise, classes = load_run_model(project.root, args.run)
+        loaded = load_run_model(project.root, args.run)
         options = _tile_options(args)
     except (ProjectError, RunError, ValueError) as e:
         err(str(e))
         return 2
-    report = evaluate_project(project, model, normalise, classes, split=args.split,
+    report = evaluate_project(project, loaded.model, loaded.normalise, loaded.classes,
+                              split=args.split,
                               options=options, instance_classes=objects,
                               exclude_from_mean=(0,) if args.exclude_background else ())
     if args.json:
@@ -238,27 +240,34 @@ class ProgressBar:
         self._last = 0.0
 
     def __call__(self, p) -> None:
+        from segstudio.ml.events import EpochDone, StepDone, TrainFinished
+
         frac = p.done / p.total if p.total else 0.0
         elapsed = self._time.perf_counter() - self._start
         eta = f"ETA {_clock(elapsed * (1 - frac) / frac)}" if frac > 0.01 else "ETA --:--"
-        m = p.metrics or {}
-        loss = f" loss {m['loss']:.4f}" if "loss" in m else ""
-        dice = ""
-        if "mean_dice" in m:        # NaN: no foreground class labelled in validation images
-            dice = f" val Dice {m['mean_dice']:.3f}" if m["mean_dice"] == m["mean_dice"] \
-                else " no val score"
+        detail, line_done = "", False
+        match p:
+            case StepDone(loss=loss):
+                detail = f" loss {loss:.4f}"
+            case EpochDone(scores=scores):
+                dice = scores.get("mean_dice", float("nan"))   # NaN: no foreground labelled
+                detail = (f" loss {scores['loss']:.4f}" if "loss" in scores else "") + (
+                    f" val Dice {dice:.3f}" if dice == dice else " no val score")
+                line_done = True
+            case TrainFinished():
+                line_done = True
         if self._tty:
             now = self._time.perf_counter()
-            if now - self._last < 0.1 and "mean_dice" not in m and p.done < p.total:
+            if now - self._last < 0.1 and not line_done and p.done < p.total:
                 return
             self._last = now
             n = int(frac * self._width)
-            line = (f"\r[{'#' * n}{'.' * (self._width - n)}] {frac:4.0%} {p.message}{loss}{dice} "
+            line = (f"\r[{'#' * n}{'.' * (self._width - n)}] {frac:4.0%} {p.message}{detail} "
                     f"{_clock(elapsed)} {eta}")
             self._stream.write(line[:160].ljust(100))
-            if "mean_dice" in m:
+            if line_done:
                 self._stream.write("\n")
-        elif "mean_dice" in m or not p.metrics:
+        elif not isinstance(p, StepDone):      # logs and CI: epochs and stages, not steps
             self._stream.write(f"{frac:4.0%} {p.message} ({_clock(elapsed)}, {eta})\n")
         self._stream.flush()
 

@@ -125,9 +125,16 @@ class ClassScores:
         return float(np.trace(self.confusion)) / n if n else math.nan
 
     def mean(self, metric: str, exclude: Sequence[int] = ()) -> float:
-        """NaN-aware mean of one metric over classes, leaving out e.g. the background (0)."""
+        """Mean of one metric over the classes labelled in the truth, leaving out `exclude`.
+
+        The one class mean: validation during training (the runs table), the Metrics panel,
+        `evaluate` and the benchmarks all take it. Only classes with true pixels count: a class
+        nobody labelled has no score to average (a false alarm of it still lowers the labelled
+        classes' precision), so a model is ranked by the classes it can be checked on, and
+        background alone (excluded) is no score (NaN), never a perfect 1.0. NaN values skipped.
+        """
         values = np.asarray(getattr(self, metric), np.float64)
-        keep = np.ones(values.shape, bool)
+        keep = np.asarray(self.support) > 0
         keep[[c for c in exclude if 0 <= c < values.size]] = False
         return nanmean(values[keep])
 
@@ -427,8 +434,3 @@ def iou_dice(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = class_scores(cm)
     return s.iou, s.dice
 
-
-def mean_over(values: np.ndarray, class_ids: list[int]) -> float:
-    """Mean of the given classes' values, skipping NaN; NaN when none is defined."""
-    picked = [float(values[i]) for i in class_ids if i < len(values) and not np.isnan(values[i])]
-    return float(np.mean(picked)) if picked else float("nan")

@@ -2,23 +2,19 @@
 
 A checkpoint may come from anyone (a colleague, a download), so it is never unpickled as
 arbitrary Python: torch's weights-only loader accepts tensors, numbers, strings and plain
-containers and refuses anything else before any of its code can run.
+containers and refuses anything else before any of its code can run. Rebuilding the model a
+checkpoint describes is `segstudio.ml.runs.load_run_model`'s job (the one loader).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
-from segstudio.ml.models import ModelError, build_model
 
 log = logging.getLogger(__name__)
 
@@ -161,27 +157,6 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return data
 
 
-@dataclass
-class LoadedModel:
-    """A model ready for inference plus what prediction needs to prepare its input."""
-
-    model: nn.Module
-    config: dict[str, Any]        # the checkpoint's config (see train.checkpoint_config)
-    card: dict[str, Any] | None   # model_card.json beside the checkpoint, when present
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.config["in_channels"])
-
-    @property
-    def normalisation(self) -> dict[str, Any]:
-        return dict(self.config["normalisation"])
-
-    @property
-    def classes(self) -> list[dict[str, Any]]:
-        return list(self.config["classes"])
-
-
 def resolve_checkpoint(path: Path | str, which: str = "best") -> Path:
     """A run folder (-> its best.pt or last.pt) or a checkpoint file."""
     path = Path(path)
@@ -191,36 +166,3 @@ def resolve_checkpoint(path: Path | str, which: str = "best") -> Path:
                 return path / name
         raise CheckpointError(f"{path}: no best.pt or last.pt in this run folder")
     return path
-
-
-def load_model(path: Path | str, which: str = "best") -> LoadedModel:
-    """Build the model a checkpoint (or run folder) describes and load its weights, in eval mode."""
-    ckpt_path = resolve_checkpoint(path, which)
-    data = load_checkpoint(ckpt_path)
-    cfg = data["config"]
-    try:
-        spec = dict(cfg["model"])
-        name = spec.pop("name")
-        in_channels, num_classes = cfg["in_channels"], cfg["num_classes"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{ckpt_path}: the config does not say which model to build "
-                              f"(missing or malformed {e})") from None
-    try:
-        model = build_model(name, in_channels, num_classes, **spec)   # sizes checked first
-    except ModelError as e:
-        raise CheckpointError(f"{ckpt_path}: cannot build the model its config describes: "
-                              f"{e}") from None
-    try:
-        model.load_state_dict(data["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{ckpt_path}: the weights do not fit the model it names ({e})") \
-            from None
-    model.eval()
-    card = None
-    card_path = ckpt_path.parent / MODEL_CARD
-    if card_path.is_file():
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            log.warning("%s: model card unreadable (%s)", card_path, e)
-    return LoadedModel(model, cfg, card)

@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -20,10 +20,11 @@ import numpy as np
 
 from segstudio.core.classes import UNLABELED, LabelClass
 from segstudio.core.jobs import CancelToken
+from segstudio.ml.normalise import (Normalisation, effective_channels,  # noqa: F401 (re-exported)
+                                    normalise_image, to_channels)
 
 log = logging.getLogger(__name__)
 
-NORMALISATIONS = ("percentile", "meanstd")
 _MAX_INDEX_PER_CLASS = 8192   # labelled-pixel positions kept per class and image for sampling
 
 
@@ -31,76 +32,13 @@ class DataError(ValueError):
     """Training data that cannot be used; the message says what to do."""
 
 
-@dataclass(frozen=True)
-class Normalisation:
-    """Per-image intensity normalisation, stored in the checkpoint so prediction matches."""
-
-    mode: str = "percentile"   # "percentile": (x - p_low) / (p_high - p_low); "meanstd": z-score
-    low: float = 1.0
-    high: float = 99.8
-
-    def __post_init__(self) -> None:
-        if self.mode not in NORMALISATIONS:
-            raise DataError(f"unknown normalisation {self.mode!r}; known: {list(NORMALISATIONS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Normalisation:
-        return cls(str(d["mode"]), float(d.get("low", 1.0)), float(d.get("high", 99.8)))
-
-
-def effective_channels(data: np.ndarray) -> int:
-    """1 for grey images (also RGB(A) with R = G = B), 3 for colour; alpha never counts."""
-    if data.ndim == 2 or data.shape[2] in (1, 2):
-        return 1
-    rgb = data[::7, ::7, :3]
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
-        return 1
-    return 3
-
-
-def to_channels(data: np.ndarray, n: int) -> np.ndarray:
-    """(h, w, n) float32 from an (h, w) or (h, w, c) image; alpha dropped, grey <-> RGB converted."""
-    a = np.asarray(data)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    c = a.shape[2]
-    if c in (2, 4):                      # grey+alpha, RGBA: drop alpha
-        a = a[:, :, : c - 1]
-        c -= 1
-    a = a.astype(np.float32, copy=False)
-    if c == n:
-        return np.ascontiguousarray(a)
-    if n == 1:
-        return np.ascontiguousarray(a.mean(axis=2, keepdims=True, dtype=np.float32))
-    if c == 1:
-        return np.ascontiguousarray(np.repeat(a, n, axis=2))
-    if c > n:
-        return np.ascontiguousarray(a[:, :, :n])
-    return np.ascontiguousarray(np.concatenate([a] + [a[:, :, -1:]] * (n - c), axis=2))
-
-
 def normalise(data: np.ndarray, norm: Normalisation, in_channels: int) -> np.ndarray:
-    """The model's input for one image: (h, w, in_channels) float32, normalised per image."""
-    x = to_channels(data, in_channels)
-    step = max(1, int(np.sqrt(x.shape[0] * x.shape[1] / 1_000_000)))  # statistics on <= ~1 Mpx
-    sample = x[::step, ::step]
-    if norm.mode == "percentile":
-        lo, hi = np.percentile(sample, [norm.low, norm.high])
-        scale = 1.0 / max(float(hi - lo), 1e-6)
-        return (x - np.float32(lo)) * np.float32(scale)
-    mean, std = float(sample.mean()), float(sample.std())
-    return (x - np.float32(mean)) * np.float32(1.0 / max(std, 1e-6))
+    """The model's input for one image: (h, w, in_channels) float32, normalised per image.
 
-
-def prepare_image(data: np.ndarray, norm: Normalisation | Mapping[str, Any],
-                  in_channels: int) -> np.ndarray:
-    """(in_channels, h, w) float32 ready for a model: what prediction must call."""
-    if not isinstance(norm, Normalisation):
-        norm = Normalisation.from_dict(norm)
-    return np.ascontiguousarray(normalise(data, norm, in_channels).transpose(2, 0, 1))
+    The same `Normalisation.for_image` call the predictor makes, so validation in training and
+    Measure afterwards feed the model the same numbers.
+    """
+    return normalise_image(data, replace(norm, in_channels=in_channels))
 
 
 @dataclass
@@ -161,7 +99,7 @@ def build_training_data(items: Sequence[tuple[str, np.ndarray, np.ndarray, str]]
                         in_channels: int | None = None,
                         cancel: CancelToken | None = None) -> TrainingData:
     """TrainingData from (id, raw image, mask, split) tuples; masks are copied."""
-    norm = norm or Normalisation()
+    norm = norm or Normalisation("percentile")
     if not classes:
         raise DataError("the project has no classes; add at least a background and one class")
     known = {c.id for c in classes}

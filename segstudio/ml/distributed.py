@@ -213,8 +213,13 @@ def batch_hash(xb: Any, yb: Any) -> str:
     return digest.hexdigest()
 
 
-def dump_rank_state(ctx: DistContext, model: nn.Module, first_batch: str | None) -> None:
-    """When SEGSTUDIO_TEST_RANK_DUMP names a folder, write this rank's final weights hash there."""
+def dump_rank_state(ctx: DistContext, model: nn.Module,
+                    first_batch: Callable[[], tuple[Any, Any]]) -> None:
+    """When SEGSTUDIO_TEST_RANK_DUMP names a folder, write this rank's final weights hash there.
+
+    `first_batch` draws again the first batch this rank trained on (a sampler with the same
+    seed), so the training loop itself carries no test hook.
+    """
     folder = os.environ.get(RANK_DUMP_ENV)
     if not folder:
         return
@@ -222,4 +227,5 @@ def dump_rank_state(ctx: DistContext, model: nn.Module, first_batch: str | None)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"rank": ctx.rank, "world_size": ctx.world_size,
                                 "state_sha256": state_hash(model),
-                                "first_batch_sha256": first_batch}), encoding="utf-8")
+                                "first_batch_sha256": batch_hash(*first_batch())}),
+                    encoding="utf-8")

@@ -52,7 +52,7 @@ def export_run(project_root: Path | str | None, run: str | Path, out: Path | str
             report(Progress(1, 3, "writing ONNX"))
             from segstudio.ml.export_onnx import export_onnx
 
-            model, _normalise, _classes = load_run_model(project_root, run_dir)
+            model = load_run_model(project_root, run_dir).model
             in_channels = int(card.get("in_channels") or model_in_channels(model))
             result = export_onnx(model, in_channels, tmp / "model.onnx")
             summary["onnx"] = {"file": "model.onnx", "opset": result.opset,

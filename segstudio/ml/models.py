@@ -11,17 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segstudio.ml.config import PRESETS  # the presets are declared once, without torch
+
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
-# Named model shapes the app and CLI offer; each is a registered model plus its arguments.
-# "fast" trains a usable nuclei model in minutes on two CPU cores; "strong" is ~4x the compute.
-PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"model": "unet", "depth": 3, "width": 16, "norm": "batch"},
-    "strong": {"model": "unet", "depth": 4, "width": 32, "norm": "batch"},
-    "tiny": {"model": "tiny-fcn"},
-}
 
 
 class ModelError(ValueError):

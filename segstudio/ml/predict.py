@@ -10,9 +10,12 @@ down. Peak memory is the outputs plus a few bands, never a float32 C x H x W map
 16000 x 16000 RGB image predicts in well under 4 GB.
 
 The model is any `torch.nn.Module` mapping (B, C_in, t, t) to (B, C, t, t) logits (one
-channel: a binary sigmoid logit). `normalise` maps a block of image rows, (h, w) or
-(h, w, c) as stored, to (C_in, h, w) float32; it is applied band by band, so it must be
-per-pixel (fixed mean / std), never statistics of the block.
+channel: a binary sigmoid logit). `normalise` is a `segstudio.ml.normalise.Normaliser`: its
+`for_image(image)` (statistics of the whole image) maps a block of image rows, (h, w) or
+(h, w, c) as stored, to (C_in, h, w) float32, band by band.
+
+This is the one predictor: validation during training, Predict, Measure, ranking, the CLI and
+the benchmarks all call it, so a run's recorded validation score is what Measure shows.
 """
 
 from __future__ import annotations
@@ -20,84 +23,18 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segstudio.core.classes import UNLABELED
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
+from segstudio.ml.normalise import Normalisation, Normaliser  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-Normaliser = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Per-pixel normalisation: (x * scale - mean) / std, adapting the channel count.
-
-    scale None means "by dtype": 1/255 for uint8, 1/65535 for uint16, 1 otherwise. With
-    in_channels set, grey images are repeated to 3 channels, alpha is dropped and colour is
-    averaged to grey, so any image the project can read fits the model.
-    """
-
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    scale: float | None = None
-    in_channels: int | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict | None, in_channels: int | None = None) -> Normalisation:
-        d = dict(d or {})
-        unknown = sorted(set(d) - {"mean", "std", "scale", "in_channels"})
-        if unknown:
-            raise ValueError(f"normalisation: unknown key(s) {unknown}; "
-                             "known: ['in_channels', 'mean', 'scale', 'std']")
-        mean = d.get("mean", 0.0)
-        std = d.get("std", 1.0)
-        return cls(tuple(float(v) for v in (mean if isinstance(mean, Sequence) else [mean])),
-                   tuple(float(v) for v in (std if isinstance(std, Sequence) else [std])),
-                   None if d.get("scale") is None else float(d["scale"]),
-                   d.get("in_channels", in_channels))
-
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        a = np.asarray(block)
-        a = a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)        # (c, h, w) view
-        a = self._adapt_channels(a)
-        scale = self.scale
-        if scale is None:
-            scale = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}.get(a.dtype, 1.0)
-        c = a.shape[0]
-        mean = np.asarray(self.mean, np.float32)
-        std = np.asarray(self.std, np.float32)
-        if mean.size not in (1, c) or std.size not in (1, c):
-            raise ValueError(f"normalisation has {mean.size} mean(s) and {std.size} std(s) "
-                             f"for an image with {c} channel(s)")
-        out = a.astype(np.float32)
-        # one fused pass: x * (scale / std) - mean / std
-        out *= (np.float32(scale) / std).reshape(-1, 1, 1)
-        out -= (mean / std).reshape(-1, 1, 1)
-        return out
-
-    def _adapt_channels(self, a: np.ndarray) -> np.ndarray:
-        want = self.in_channels
-        c = a.shape[0]
-        if want is None or want == c:
-            return a
-        if c == 4 and want == 3:
-            return a[:3]
-        if c in (2, 4) and want in (1, 3):       # grey + alpha, RGBA: drop alpha first
-            a, c = a[: c - 1], c - 1
-        if c == 1 and want == 3:
-            return np.repeat(a, 3, axis=0)
-        if c == 3 and want == 1:
-            return a.mean(axis=0, keepdims=True, dtype=np.float32).astype(a.dtype, copy=False)
-        if c == want:
-            return a
-        raise ValueError(f"the model takes {want} channel(s); this image has {c}")
-
 
 @dataclass(frozen=True)
 class TileOptions:
@@ -133,6 +70,14 @@ class Prediction:
     margin: np.ndarray | None             # (h, w) float16 in [0, 1]: top1 - top2 probability
     probabilities: np.ndarray | None      # (C, h, w) float16, when asked for
     num_classes: int
+    # with `truth`: sum of -log p(true class) over its labelled pixels, and how many there were
+    nll_sum: float = 0.0
+    nll_pixels: int = 0
+
+    @property
+    def nll(self) -> float:
+        """Mean cross-entropy over the labelled pixels of `truth` (NaN when there are none)."""
+        return self.nll_sum / self.nll_pixels if self.nll_pixels else math.nan
 
 
 def _gaussian_1d(tile: int, sigma_scale: float, min_weight: float) -> np.ndarray:
@@ -256,13 +201,12 @@ def _bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
            ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """(y0, y1, probabilities (y1 - y0, w, C)): channels last, like the model's memory."""
     cancel = cancel or CancelToken()
-    if hasattr(normalise, "for_image"):     # per-image statistics, shared by all its tiles
-        normalise = normalise.for_image(image)
     if image.ndim not in (2, 3):
         raise ValueError(f"expected an (h, w) or (h, w, c) image, got shape {image.shape}")
     height, width = int(image.shape[0]), int(image.shape[1])
     if height == 0 or width == 0:
         raise ValueError(f"cannot predict an empty image of shape {image.shape}")
+    pixels = normalise.for_image(image)     # per-image statistics, shared by all its tiles
     t = options.tile
     hp, wp = max(height, t), max(width, t)           # images smaller than a tile are padded
     ys = tile_starts(hp, t, options.overlap)
@@ -281,7 +225,7 @@ def _bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
                                   channels_last=options.channels_last)
     for i, y in enumerate(ys):
         block = image[y:min(y + t, height)]
-        chw = normalise(block)
+        chw = pixels(block)
         if chw.ndim != 3 or chw.shape[1:] != block.shape[:2]:
             raise ValueError(f"normalise turned a {block.shape} block into {chw.shape}; "
                              f"expected (channels, {block.shape[0]}, {block.shape[1]})")
@@ -342,13 +286,21 @@ def iter_probability_bands(model: torch.nn.Module, image: np.ndarray, normalise:
 
 def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
                   options: TileOptions = TileOptions(), *, probabilities: bool = False,
-                  uncertainty: bool = True, on_progress: ProgressFn | None = None,
+                  uncertainty: bool = True, truth: np.ndarray | None = None,
+                  on_progress: ProgressFn | None = None,
                   cancel: CancelToken | None = None) -> Prediction:
-    """Class ids for every pixel, with entropy and margin maps (and probabilities if asked)."""
+    """Class ids for every pixel, with entropy and margin maps (and probabilities if asked).
+
+    truth: an (h, w) mask; the prediction then also carries the cross-entropy of its labelled
+    pixels (255 and ids the model does not know left out): the validation loss of training.
+    """
     height, width = int(image.shape[0]), int(image.shape[1])
+    if truth is not None and truth.shape != (height, width):
+        raise ValueError(f"truth {truth.shape} and image {(height, width)} differ in size")
     labels = np.empty((height, width), np.uint8)
     entropy = margin = probs_out = None
     num_classes = 0
+    nll_sum, nll_pixels = 0.0, 0
     for y0, y1, p in _bands(model, image, normalise, options, on_progress, cancel):
         if not num_classes:
             num_classes = int(p.shape[-1])
@@ -368,7 +320,14 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normalis
             margin[y0:y1] = m.clamp_(0.0, 1.0).to(torch.float16).numpy()
         if probs_out is not None:
             probs_out[:, y0:y1] = p.to(torch.float16).permute(2, 0, 1).numpy()
-    return Prediction(labels, entropy, margin, probs_out, num_classes)
+        if truth is not None:
+            t = torch.from_numpy(np.ascontiguousarray(truth[y0:y1]).astype(np.int64))
+            keep = (t != UNLABELED) & (t < num_classes)
+            if bool(keep.any()):
+                picked = p[keep].gather(1, t[keep][:, None])[:, 0]
+                nll_sum -= float(torch.log(picked.double().clamp_min(1e-12)).sum())
+                nll_pixels += int(keep.sum())
+    return Prediction(labels, entropy, margin, probs_out, num_classes, nll_sum, nll_pixels)
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,8 @@ A run holds `model_card.json` and `best.pt` / `last.pt`: `{"config": {"model", "
 "num_classes", "classes", "normalisation", ...}, "state_dict": ...}`, read with
 `weights_only=True` because a checkpoint may come from anyone. `config["model"]` is the
 trainer's spec (`{"name": "unet", "depth": 3, ...}`) or just a registered name; the model is
-rebuilt through `segstudio.ml.models`. The trainer's normalisation is per image (percentiles or
-mean/std of each image), so prediction computes it from each image the same way.
+rebuilt through `segstudio.ml.models`. `load_run_model` is the one loader: Predict, Measure,
+ranking, the CLI, exports, the benchmarks and the tests all read runs through it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import math
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import torch
 from segstudio.core.classes import LabelClass, default_color
 from segstudio.ml.cards import list_run_cards, read_run_card
 from segstudio.ml.checkpoint import MODEL_CARD
-from segstudio.ml.predict import Normalisation
+from segstudio.ml.normalise import Normalisation
 
 log = logging.getLogger(__name__)
 
@@ -202,15 +202,29 @@ def _project_classes(project_root: Path | str | None) -> list[LabelClass] | None
         return None
 
 
-def load_run_model(project_root: Path | str | None, run: str | Path
-                   ) -> tuple[torch.nn.Module, Normalisation | PerImageNormalisation, list[LabelClass]]:
-    """(eval-mode model on CPU, its normalisation, its classes) for a run id or folder."""
-    run_dir = resolve_run_dir(project_root, run)
-    card = read_model_card(run_dir)
-    ckpt_path = find_checkpoint(run_dir)
-    ckpt = _load_checkpoint(ckpt_path)
-    cfg = {**ckpt["config"], **{k: v for k, v in card.items() if k in ("classes",
-                                                                        "normalisation")}}
+@dataclass
+class LoadedModel:
+    """A run's model ready for inference, with what prediction needs to prepare its input."""
+
+    model: torch.nn.Module               # eval mode, on the CPU
+    normalise: Normalisation             # the run's, for segstudio.ml.predict
+    classes: list[LabelClass]            # one per id the model predicts
+    run_dir: Path
+    checkpoint: Path
+    config: dict[str, Any] = field(default_factory=dict)    # the checkpoint's config
+    card: dict[str, Any] = field(default_factory=dict)      # model_card.json ({} when absent)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.config.get("in_channels", 3))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _model_name(cfg: dict[str, Any], card: dict[str, Any], ckpt_path: Path
+                ) -> tuple[str, dict[str, Any]]:
     spec = cfg.get("model") or card.get("model")
     if isinstance(spec, dict):            # the trainer's {"name": ..., "depth": ..., ...}
         spec = dict(spec)
@@ -219,6 +233,10 @@ def load_run_model(project_root: Path | str | None, run: str | Path
         name, model_kw = spec, {}
     if not name or not isinstance(name, str):
         raise RunError(f"{ckpt_path}: the config names no 'model'; keys: {sorted(cfg)}")
+    return name, model_kw
+
+
+def _sizes(cfg: dict[str, Any], ckpt_path: Path) -> tuple[Any, Any]:
     try:
         in_channels = cfg.get("in_channels", 3)
         if "num_classes" in cfg:
@@ -230,6 +248,29 @@ def load_run_model(project_root: Path | str | None, run: str | Path
             raise RunError(f"{ckpt_path}: the config gives no 'num_classes'; keys: {sorted(cfg)}")
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise RunError(f"{ckpt_path}: 'classes' is malformed ({e})") from None
+    return in_channels, num_classes
+
+
+def load_run_model(project_root: Path | str | None, run: str | Path, which: str = "best"
+                   ) -> LoadedModel:
+    """The model of a run id, "latest", a run folder or a checkpoint file, ready to predict.
+
+    which: "best" (default) or "last", for a run folder that holds both. Every failure is a
+    RunError naming the file and what is wrong with it.
+    """
+    if Path(run).is_file():
+        run_dir, ckpt_path = Path(run).parent, Path(run)
+    else:
+        run_dir = resolve_run_dir(project_root, run)
+        ckpt_path = run_dir / f"{which}.pt"
+        if not ckpt_path.is_file():
+            ckpt_path = find_checkpoint(run_dir)
+    card = read_model_card(run_dir)
+    ckpt = _load_checkpoint(ckpt_path)
+    cfg = {**ckpt["config"], **{k: v for k, v in card.items() if k in ("classes",
+                                                                        "normalisation")}}
+    name, model_kw = _model_name(cfg, card, ckpt_path)
+    in_channels, num_classes = _sizes(cfg, ckpt_path)
     try:
         from segstudio.ml.models import build_model
     except ImportError as e:
@@ -252,50 +293,11 @@ def load_run_model(project_root: Path | str | None, run: str | Path
                        f"channel(s) and {num_classes} classes: {e}") from None
     norm_raw = cfg.get("normalisation", cfg.get("normalization"))
     try:
-        if isinstance(norm_raw, dict) and "mode" in norm_raw:     # the trainer's, per image
-            normalise = PerImageNormalisation.from_dict(norm_raw, in_channels)
-        else:
-            normalise = Normalisation.from_dict(norm_raw, in_channels=in_channels)
+        normalise = Normalisation.from_dict(norm_raw, in_channels=in_channels)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise RunError(f"{run_dir}: normalisation: {e}") from None
     classes = _classes(cfg.get("classes"), num_classes, _project_classes(project_root), run_dir)
     log.info("loaded run %s: %s, %d classes, from %s", run_dir.name, name, num_classes,
              ckpt_path.name)
-    return model.eval(), normalise, classes
-
-
-@dataclass(frozen=True)
-class PerImageNormalisation:
-    """The trainer's per-image normalisation; `for_image` turns it into a per-pixel one.
-
-    Statistics come from a strided sample of at most ~1 Mpx, as in training
-    (`segstudio.ml.data.normalise`), so tiles of one image all share them.
-    """
-
-    mode: str
-    low: float
-    high: float
-    in_channels: int
-
-    @classmethod
-    def from_dict(cls, d: dict, in_channels: int) -> PerImageNormalisation:
-        from segstudio.ml.data import Normalisation as TrainNormalisation
-
-        n = TrainNormalisation.from_dict(d)
-        return cls(n.mode, n.low, n.high, int(in_channels))
-
-    def for_image(self, image: np.ndarray) -> Normalisation:
-        from segstudio.ml.data import to_channels
-
-        h, w = image.shape[:2]
-        step = max(1, int(np.sqrt(h * w / 1_000_000)))
-        sample = to_channels(np.asarray(image[::step, ::step]), self.in_channels)
-        if self.mode == "percentile":
-            lo, hi = np.percentile(sample, [self.low, self.high])
-            return Normalisation((float(lo),), (max(float(hi - lo), 1e-6),), 1.0, self.in_channels)
-        mean, std = float(sample.mean()), float(sample.std())
-        return Normalisation((mean,), (max(std, 1e-6),), 1.0, self.in_channels)
-
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        raise TypeError("per-image normalisation: call for_image(image) and use its result")
-
+    return LoadedModel(model.eval(), normalise, classes, run_dir, ckpt_path,
+                       {**ckpt["config"], "in_channels": in_channels}, card)

@@ -17,17 +17,17 @@ from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.io.prediction_cache import PredictionCache, checkpoint_stamp
 from segstudio.io.project import Project
 from segstudio.ml.predict import TileOptions, predict_tiled
-from segstudio.ml.runs import find_checkpoint, load_run_model
+from segstudio.ml.runs import LoadedModel, find_checkpoint, load_run_model
 
 log = logging.getLogger(__name__)
 
-_models: dict[tuple[str, str], tuple] = {}
+_models: dict[tuple[str, str], LoadedModel] = {}
 _lock = threading.Lock()
 _cache_lock = threading.Lock()     # PredictionCache is not thread-safe; jobs may overlap
 
 
-def run_model(project_root: Path, run_dir: Path):
-    """(model, normalise, classes) of a run, loaded once per checkpoint version."""
+def run_model(project_root: Path, run_dir: Path) -> LoadedModel:
+    """A run's model, loaded once per checkpoint version (the one loader, cached)."""
     stamp = checkpoint_stamp(find_checkpoint(Path(run_dir)))
     key = (str(Path(run_dir).resolve()), f"{stamp['size']}:{stamp['mtime_ns']}")
     with _lock:
@@ -58,7 +58,7 @@ def predict_images(project_root: Path, run_dir: Path, image_ids: list[str], *,
     """Predict images (cached per run: a cached one costs a file read) and return them."""
     cancel = cancel or CancelToken()
     project = Project.open(project_root)
-    model, normalise, _classes = run_model(project.root, run_dir)
+    loaded = run_model(project.root, run_dir)
     cache = _cache(project, run_dir)
     run_id = Path(run_dir).name
     out = []
@@ -72,7 +72,7 @@ def predict_images(project_root: Path, run_dir: Path, image_ids: list[str], *,
             cached = cache.load(run_id, image_id, (info.height, info.width))
         if cached is None:
             data = project.read_image(entry).data
-            pred = predict_tiled(model, data, normalise, options, cancel=cancel)
+            pred = predict_tiled(loaded.model, data, loaded.normalise, options, cancel=cancel)
             with _cache_lock:
                 try:
                     cache.save(run_id, image_id, pred.labels, pred.entropy)
@@ -95,9 +95,10 @@ def measure(project_root: Path, run_dir: Path, split: str = "val", *,
     from segstudio.ml.evaluate import evaluate_project
 
     project = Project.open(project_root)
-    model, normalise, classes = run_model(project.root, run_dir)
+    loaded = run_model(project.root, run_dir)
+    classes = loaded.classes
     objects = [c.id for c in classes if c.id != 0] if len(classes) == 2 else None
-    return evaluate_project(project, model, normalise, classes, split=split,
+    return evaluate_project(project, loaded.model, loaded.normalise, classes, split=split,
                             instance_classes=objects, exclude_from_mean=(0,),
                             on_progress=on_progress, cancel=cancel)
 
@@ -108,6 +109,6 @@ def rank(project_root: Path, run_dir: Path, *, on_progress: ProgressFn | None = 
     from segstudio.ml.suggest import images_to_label, rank_images
 
     project = Project.open(project_root)
-    model, normalise, _classes = run_model(project.root, run_dir)
-    return rank_images(project, model, normalise, entries=images_to_label(project),
+    loaded = run_model(project.root, run_dir)
+    return rank_images(project, loaded.model, loaded.normalise, entries=images_to_label(project),
                        on_progress=on_progress, cancel=cancel)

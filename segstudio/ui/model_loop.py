@@ -19,6 +19,7 @@ from segstudio.io.project import Project
 # no torch in ml.cards (tests/test_layers.py checks the window starts without it): runs are
 # listed, and scores worded, long before any model is loaded
 from segstudio.ml.cards import describe_score, list_run_cards
+from segstudio.ml.config import TrainConfig, check_config     # torch-free: checked on Train
 from segstudio.ui.panels.metrics_panel import MetricsPanel
 from segstudio.ui.panels.predict_panel import PredictPanel
 from segstudio.ui.panels.train_panel import TrainPanel
@@ -31,14 +32,13 @@ AUTO_PREDICT_MAX_PIXELS = 4_000_000     # bigger images are predicted on request
 WARM_UP_DELAY_MS = 1500
 
 
-def _train_job(project_root: Path, values: dict, init_from: Path | None, *, on_progress=None,
-               cancel=None):
+def _train_job(project_root: Path, cfg: TrainConfig, init_from: Path | None, *,
+               on_progress=None, cancel=None):
     from segstudio.ml.allocator import tune_allocator
     from segstudio.ml.device import describe, pick_device
-    from segstudio.ml.train import TrainConfig, train
+    from segstudio.ml.train import train
 
     tune_allocator()     # keep freed training buffers for reuse: ~1.7x on big CPU steps
-    cfg = TrainConfig(**values)
     if on_progress:
         on_progress(Progress(0, 1000, f"device: {describe(pick_device(cfg.device))}"))
     return train(Project.open(project_root), cfg, init_from=init_from,
@@ -239,12 +239,15 @@ class ModelLoop:
             return
         if init_from is None and self.train_panel.finetune.isChecked() and not self._active_ready(True):
             return
+        cfg, problem = check_config(self.train_panel.config_values())
+        if cfg is None:      # said in the panel, before any job (and torch) starts
+            self.train_panel.show_config_problem(problem or "these settings cannot train")
+            return
         w.save_now()
-        values = self.train_panel.config_values()
         if init_from is None and self.train_panel.finetune.isChecked() and self._is_run(self.active_run):
             init_from = self.active_run
         self._runs_before = self._run_folders()
-        job = Job(_train_job, w.project.root, values, init_from, name="Training")
+        job = Job(_train_job, w.project.root, cfg, init_from, name="Training")
         job.signals.progress.connect(self.train_panel.show_progress)
         job.signals.succeeded.connect(self._on_train_succeeded)
         job.signals.cancelled.connect(self._on_train_cancelled)

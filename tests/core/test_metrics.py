@@ -211,10 +211,10 @@ def test_chunked_passes_give_the_same_counts(rng, monkeypatch):
         match_instances(t_lab, p_lab, nt - 1, np_)
 
 
-from segstudio.core.metrics import iou_dice, mean_over  # noqa: E402
+from segstudio.core.metrics import iou_dice  # noqa: E402
 
 
-def test_iou_dice_and_mean_over_for_the_trainer():
+def test_iou_dice_and_the_one_mean():
     true = np.array([[0, 0, 1], [1, 255, 255], [0, 1, 1]], np.uint8)
     pred = np.array([[0, 1, 1], [1, 2, 0], [0, 1, 0]], np.uint8)
     cm = confusion_matrix(true, pred, 4)
@@ -224,5 +224,10 @@ def test_iou_dice_and_mean_over_for_the_trainer():
     assert np.isclose(iou[1], 3 / 5) and np.isclose(dice[1], 6 / 8)
     assert np.isclose(iou[0], 2 / 4)
     assert np.isnan(iou[2]) and np.isnan(dice[3])   # never true, never predicted
-    assert np.isclose(mean_over(dice, [1, 2, 3]), 0.75)
-    assert np.isnan(mean_over(dice, [2, 3]))
+    s = class_scores(cm)
+    assert np.isclose(s.mean("dice", exclude=[0]), 0.75)
+    assert np.isclose(s.mean("dice"), (dice[0] + dice[1]) / 2)
+    only_bg = class_scores(confusion_matrix(np.zeros((2, 2), np.uint8),
+                                            np.array([[0, 1], [0, 0]], np.uint8), 2))
+    # class 1 is predicted but labelled nowhere: Dice 0, yet no score to average
+    assert only_bg.dice[1] == 0.0 and np.isnan(only_bg.mean("dice", exclude=[0]))

@@ -3,8 +3,8 @@ import pickle
 import pytest
 import torch
 
-from segstudio.ml.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from segstudio.ml.data import prepare_image
+from segstudio.ml.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from segstudio.ml.runs import RunError, load_run_model
 from segstudio.ml.train import train
 
 
@@ -20,16 +20,17 @@ class _Evil:
 
 def test_round_trip_gives_identical_predictions(tiny_data, tiny_cfg, tmp_path):
     result = train(tiny_data, tiny_cfg, runs_dir=tmp_path)
-    loaded = load_model(result.run_dir)
-    assert loaded.in_channels == 1 and [c["name"] for c in loaded.classes] == ["background", "cell"]
+    loaded = load_run_model(None, result.run_dir)
+    assert loaded.in_channels == 1 and [c.name for c in loaded.classes] == ["background", "cell"]
     assert loaded.card["run_id"] == result.run_dir.name
-    x = torch.from_numpy(prepare_image(tiny_data.val[0].image[..., 0] * 100, loaded.normalisation,
-                                       loaded.in_channels))[None]
-    again = load_model(result.run_dir / "best.pt")
+    assert loaded.checkpoint == result.run_dir / "best.pt"
+    x = torch.from_numpy(loaded.normalise(tiny_data.val[0].image[..., 0] * 100).copy())[None]
+    again = load_run_model(None, result.run_dir / "best.pt")
     with torch.inference_mode():
         assert torch.equal(loaded.model(x), again.model(x))
     save_checkpoint(tmp_path / "copy.pt", loaded.config, loaded.model.state_dict())
     assert load_checkpoint(tmp_path / "copy.pt")["config"] == loaded.config
+    assert load_run_model(None, result.run_dir, which="last").checkpoint.name == "last.pt"
 
 
 @pytest.mark.parametrize("form", ["torch.save", "pickle-2", "pickle-default"])
@@ -45,8 +46,8 @@ def test_malicious_pickle_is_refused_without_running_code(tmp_path, form):
     with pytest.raises(CheckpointError,
                        match="contains code .a pickled object.; refused for safety"):
         load_checkpoint(path)
-    with pytest.raises(CheckpointError):
-        load_model(path)
+    with pytest.raises(RunError):
+        load_run_model(None, path)
     assert not target.exists()
     # the same file really is harmful when unpickled without the weights-only guard
     if form == "torch.save":
@@ -72,17 +73,12 @@ class _Prints:
 
 
 def test_text_file_named_best_pt_is_not_a_pytorch_file(tmp_path):
-    from segstudio.ml.runs import RunError, load_run_model
-
     run = tmp_path / "run1"
     run.mkdir()
     (run / "best.pt").write_text("root:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
     expected = f"{run / 'best.pt'} is not a SegStudio checkpoint (not a PyTorch file)"
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(run / "best.pt")
-    assert str(e.value) == expected
-    with pytest.raises(CheckpointError) as e:
-        load_model(run)
     assert str(e.value) == expected
     with pytest.raises(RunError) as e:
         load_run_model(None, run)
@@ -102,25 +98,19 @@ def test_checkpoint_that_would_run_code_says_so_and_runs_nothing(tmp_path, capfd
 
 
 def test_truncated_checkpoint_is_damaged_not_code(tiny_data, tiny_cfg, tmp_path):
-    from segstudio.ml.runs import RunError, load_run_model
-
     result = train(tiny_data, tiny_cfg, runs_dir=tmp_path)
     best = result.run_dir / "best.pt"
     raw = best.read_bytes()
     best.write_bytes(raw[: len(raw) // 2])
     (result.run_dir / "last.pt").unlink()
-    with pytest.raises(CheckpointError) as e:
-        load_model(result.run_dir)
-    assert str(e.value).startswith(f"{best} is damaged") and "code" not in str(e.value)
-    with pytest.raises(RunError, match="is damaged"):
+    with pytest.raises(RunError) as e:
         load_run_model(None, result.run_dir)
+    assert str(e.value).startswith(f"{best} is damaged") and "code" not in str(e.value)
 
 
 def test_oversized_checkpoint_config_is_refused_naming_the_field(tiny_data, tiny_cfg, tmp_path):
     """Sizes are checked before a layer is allocated: none of these may try gigabytes."""
     import copy
-
-    from segstudio.ml.runs import RunError, load_run_model
 
     result = train(tiny_data, tiny_cfg, runs_dir=tmp_path)
     ckpt = load_checkpoint(result.run_dir / "best.pt")
@@ -133,9 +123,6 @@ def test_oversized_checkpoint_config_is_refused_naming_the_field(tiny_data, tiny
         cfg = copy.deepcopy(ckpt["config"])
         cfg[field] = value
         save_checkpoint(result.run_dir / "best.pt", cfg, ckpt["state_dict"])
-        with pytest.raises(CheckpointError) as e:
-            load_model(result.run_dir)
-        assert says in str(e.value) and "outside the sane range" in str(e.value), str(e.value)
         with pytest.raises(RunError) as e:
             load_run_model(None, result.run_dir)
-        assert says in str(e.value), str(e.value)
+        assert says in str(e.value) and "outside the sane range" in str(e.value), str(e.value)

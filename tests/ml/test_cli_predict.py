@@ -1,212 +1,165 @@
-"""`segstudio-cli predict` / `evaluate` against a run saved the way the trainer saves one."""
+"""`segstudio-cli predict` / `evaluate` and the run loader, on runs the real trainer saved.
 
-import importlib.util
+The run comes from `trained_project` (tests/ml/conftest.py): the tiny preset trained for a few
+steps once per session; tests that change it work on a copy (`project_copy`).
+"""
+
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 
 from segstudio.cli import main  # noqa: E402
 from segstudio.core.metrics import confusion_matrix  # noqa: E402
 from segstudio.io.masks import read_mask_file  # noqa: E402
 from segstudio.io.project import Project  # noqa: E402
-from segstudio.ml.predict import Normalisation  # noqa: E402
-from segstudio.ml.runs import RunError, load_run_model  # noqa: E402
-
-HAS_REGISTRY = importlib.util.find_spec("segstudio.ml.models") is not None
-
-
-class PixelNet(nn.Module):
-    """Per-pixel (1x1) model: tiled prediction equals a whole-image pass exactly."""
-
-    def __init__(self, in_channels: int = 3, num_classes: int = 2) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(in_channels, 4, 1), nn.BatchNorm2d(4), nn.ReLU(),
-                                  nn.Conv2d(4, num_classes, 1))
-
-    def forward(self, x):
-        return self.body(x)
+from segstudio.ml.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from segstudio.ml.normalise import Normalisation  # noqa: E402
+from segstudio.ml.predict import TileOptions, predict_tiled  # noqa: E402
+from segstudio.ml.runs import RunError, load_run_model, read_card  # noqa: E402
 
 
-@pytest.fixture
-def registry(monkeypatch):
-    """Stands in for the ml branch's segstudio.ml.models until the two are merged."""
-    fake = types.ModuleType("segstudio.ml.models")
-
-    def build_model(name, in_channels, num_classes):
-        if name != "pixel-net":
-            raise KeyError(f"unknown model {name!r}; known: ['pixel-net']")
-        return PixelNet(in_channels, num_classes)
-
-    fake.build_model = build_model
-    monkeypatch.setitem(sys.modules, "segstudio.ml.models", fake)
-    return fake
+def _edit_checkpoint(path, **config):
+    ckpt = load_checkpoint(path)
+    save_checkpoint(path, {**ckpt["config"], **config}, ckpt["state_dict"])
 
 
-def _trained_pixel_net() -> PixelNet:
-    torch.manual_seed(0)
-    m = PixelNet()
-    with torch.no_grad():            # bright pixels -> class 1, so both classes occur
-        m.body[0].weight.fill_(1.0)
-        m.body[0].bias.fill_(-1.2)
-        m.body[1].running_mean.fill_(0.1)
-        m.body[1].running_var.fill_(2.0)
-        m.body[3].weight.copy_(torch.tensor([[-1.0] * 4, [1.0] * 4]).view(2, 4, 1, 1))
-        m.body[3].bias.copy_(torch.tensor([0.3, 0.0]))
-    return m.eval()
+def test_load_run_model_reads_what_the_trainer_saved(trained_project):
+    root, run_dir = trained_project
+    card = read_card(run_dir)
+    loaded = load_run_model(root, run_dir.name)
+    assert type(loaded.model).__name__ == "TinyFCN" and not loaded.model.training
+    assert [c.name for c in loaded.classes] == ["background", "cell", "debris"]
+    assert loaded.classes[1].color == card["classes"][1]["color"]
+    assert loaded.normalise == Normalisation("percentile", in_channels=1)
+    assert loaded.checkpoint == run_dir / "best.pt" and loaded.card["run_id"] == card["run_id"]
+    assert load_run_model(root, "latest").run_dir == run_dir
+    assert load_run_model(None, run_dir).classes == loaded.classes     # no project: the card's
+    # best.pt and last.pt differ (the best epoch is not the last): "which" picks
+    last = load_run_model(root, run_dir, which="last")
+    assert last.checkpoint.name == "last.pt"
+    if card["metrics"]["best_epoch"] != card["epochs"]:
+        x = torch.zeros(1, 1, 32, 32)
+        with torch.no_grad():
+            assert not torch.equal(loaded.model(x), last.model(x))
 
 
-def _save_run(root, run="r1", model=None, card=None, name="best.pt", config=None):
-    model = model or _trained_pixel_net()
-    d = root / "runs" / run
-    d.mkdir(parents=True, exist_ok=True)
-    cfg = config or {"model": "pixel-net", "in_channels": 3, "num_classes": 2}
-    torch.save({"config": cfg, "state_dict": model.state_dict()}, d / name)
-    (d / "model_card.json").write_text(json.dumps(card or {"run": run}))
-    return d
-
-
-def _direct(model, image):
-    x = torch.from_numpy(Normalisation(in_channels=3)(image))[None]
-    with torch.no_grad():
-        return model(x)[0].argmax(0).numpy().astype(np.uint8)
-
-
-def test_load_run_model(sample_copy, registry):
-    _save_run(sample_copy, card={"normalisation": {"mean": [0.5], "std": [0.5]}})
-    model, norm, classes = load_run_model(sample_copy, "r1")
-    assert isinstance(model, PixelNet) and not model.training
-    assert [c.name for c in classes] == ["background", "nucleus"]
-    assert norm.mean == (0.5,) and norm.in_channels == 3
-    assert load_run_model(sample_copy, "latest")[2] == classes
-    assert load_run_model(None, sample_copy / "runs" / "r1")[2][1].name == "class 1"
-    _save_run(sample_copy, "named", card={"classes": ["sky", "cell"]},
-              config={"model": "pixel-net", "in_channels": 3})      # num_classes from names
-    assert [c.name for c in load_run_model(None, sample_copy / "runs" / "named")[2]] == [
-        "sky", "cell"]
-
-
-def test_load_run_errors_teach(sample_copy, registry, monkeypatch):
-    _save_run(sample_copy)
-    with pytest.raises(RunError, match=r"known runs: \['r1'\]"):
-        load_run_model(sample_copy, "nope")
-    (sample_copy / "runs" / "empty").mkdir()
+def test_load_run_errors_teach(project_copy):
+    root, run_dir = project_copy
+    with pytest.raises(RunError, match=rf"known runs: \['{run_dir.name}'\]"):
+        load_run_model(root, "nope")
+    (root / "runs" / "empty").mkdir()
     with pytest.raises(RunError, match="no checkpoint"):
-        load_run_model(sample_copy, "empty")
-    _save_run(sample_copy, "bad", config={"model": "unet9", "num_classes": 2})
+        load_run_model(root, "empty")
+    _edit_checkpoint(run_dir / "best.pt", model={"name": "unet9"})
     with pytest.raises(RunError, match="unknown model 'unet9'"):
-        load_run_model(sample_copy, "bad")
-    _save_run(sample_copy, "wrong", config={"model": "pixel-net", "num_classes": 3})
+        load_run_model(root, run_dir.name)
+    _edit_checkpoint(run_dir / "last.pt", num_classes=5)
     with pytest.raises(RunError, match="does not fit"):
-        load_run_model(sample_copy, "wrong")
-    (sample_copy / "runs" / "junk").mkdir()
-    (sample_copy / "runs" / "junk" / "last.pt").write_bytes(b"not a checkpoint")
+        load_run_model(root, run_dir.name, which="last")
+    (root / "runs" / "junk").mkdir()
+    (root / "runs" / "junk" / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match=r"is not a SegStudio checkpoint \(not a PyTorch file\)"):
-        load_run_model(sample_copy, "junk")
-    monkeypatch.setitem(sys.modules, "segstudio.ml.models", None)     # no registry at all
-    with pytest.raises(RunError, match="no model registry"):
-        load_run_model(sample_copy, "r1")
+        load_run_model(root, "junk")
 
 
-def test_evaluate_json_matches_a_direct_computation(sample_copy, registry, capsys):
-    _save_run(sample_copy)
-    assert main(["evaluate", str(sample_copy), "--run", "r1", "--json", "--split", "all"]) == 0
+def test_evaluate_json_matches_a_direct_computation(trained_project, capsys):
+    """The CLI's report is the predictor's labels scored image by image (labelled ones only)."""
+    root, run_dir = trained_project
+    assert main(["evaluate", str(root), "--run", run_dir.name, "--json", "--split", "all"]) == 0
     report = json.loads(capsys.readouterr().out)
-    project = Project.open(sample_copy)
-    model = _trained_pixel_net()
-    cm = np.zeros((2, 2), np.int64)
-    ids = []
+    project = Project.open(root)
+    loaded = load_run_model(root, run_dir)
+    cm = np.zeros((3, 3), np.int64)
     for e in project.images:
-        if not project.masks.has_mask(e.id):
-            continue
         image = project.read_image(e).data
         mask = project.load_mask(e, image.shape[:2])
-        if (mask == 255).all():
-            continue
-        ids.append(e.id)
-        cm += confusion_matrix(mask, _direct(model, image), 2)
-    assert report["confusion"] == cm.tolist()
-    assert sorted(r["image_id"] for r in report["images"]) == sorted(ids)
-    assert [c["name"] for c in report["classes"]] == ["background", "nucleus"]
+        cm += confusion_matrix(mask, predict_tiled(loaded.model, image, loaded.normalise).labels, 3)
+    assert cm.sum() > 0 and report["confusion"] == cm.tolist()
+    assert sorted(r["image_id"] for r in report["images"]) == [f"im{i}" for i in range(6)]
+    assert [c["name"] for c in report["classes"]] == ["background", "cell", "debris"]
     assert report["classes"][1]["support"] == int(cm[1].sum())
     tp = cm[1, 1]
     assert report["classes"][1]["iou"] == pytest.approx(tp / (cm[1].sum() + cm[:, 1].sum() - tp))
-    assert report["instances"]["1"]["true"] > 0           # binary project: objects counted
+    assert report["instances"] == {}                      # three classes: no objects counted
 
 
-def test_evaluate_table_and_empty_split(sample_copy, registry, capsys):
-    _save_run(sample_copy)
-    assert main(["evaluate", str(sample_copy), "--run", "r1"]) == 0
+def test_evaluate_table_and_empty_split(trained_project, capsys):
+    root, run_dir = trained_project
+    assert main(["evaluate", str(root), "--run", run_dir.name]) == 0
     out = capsys.readouterr().out
-    assert "nucleus" in out and "IoU" in out and "objects 'nucleus'" in out
-    assert main(["evaluate", str(sample_copy), "--run", "r1", "--split", "test"]) == 1
+    assert "debris" in out and "IoU" in out and "objects" not in out
+    assert main(["evaluate", str(root), "--run", run_dir.name, "--split", "test"]) == 1
     assert "nothing was measured" in capsys.readouterr().err
-    assert main(["evaluate", str(sample_copy), "--run", "r1", "--objects", "none",
+    assert main(["evaluate", str(root), "--run", run_dir.name, "--objects", "1",
                  "--exclude-background"]) == 0
     out = capsys.readouterr().out
-    assert "objects" not in out and "mean (excl. 0)" in out
-    assert main(["evaluate", str(sample_copy), "--run", "r1", "--objects", "x"]) == 2
+    assert "objects 'cell'" in out and "mean (excl. 0)" in out
+    assert main(["evaluate", str(root), "--run", run_dir.name, "--objects", "x"]) == 2
 
 
-def test_predict_project_writes_masks_and_probabilities(sample_copy, registry, tmp_path):
-    _save_run(sample_copy)
+def test_predict_project_writes_masks_and_probabilities(trained_project, tmp_path):
+    root, run_dir = trained_project
     out = tmp_path / "out"
-    assert main(["predict", str(sample_copy), "--run", "r1", "--out", str(out),
+    assert main(["predict", str(root), "--run", run_dir.name, "--out", str(out),
                  "--probabilities", "--tile", "128"]) == 0
-    project = Project.open(sample_copy)
-    model = _trained_pixel_net()
+    project = Project.open(root)
+    loaded = load_run_model(root, run_dir)
     summary = json.loads((out / "predictions.json").read_text())
-    assert len(summary["images"]) == len(project.images)
-    for e in project.images[:3] + project.images[-1:]:
+    assert [r["id"] for r in summary["images"]] == [e.id for e in project.images]
+    assert [c["name"] for c in summary["classes"]] == ["background", "cell", "debris"]
+    for e in project.images[:2]:
         image = project.read_image(e).data
         mask = read_mask_file(out / f"{e.id}.png")
-        assert (mask == _direct(model, image)).mean() > 0.999
+        expected = predict_tiled(loaded.model, image, loaded.normalise, TileOptions(tile=128))
+        assert np.array_equal(mask, expected.labels)
+        assert (mask == 1).any()                          # the run learnt the bright cells
         probs = np.load(out / f"{e.id}.probs.npy")
-        assert probs.shape == (2, *image.shape[:2]) and probs.dtype == np.float16
+        assert probs.shape == (3, *image.shape[:2]) and probs.dtype == np.float16
+        assert (probs.astype(np.float32).argmax(0) == mask).mean() > 0.99   # float16 ties
     row = summary["images"][0]
     assert 0.0 <= row["mean_entropy"] <= 1.0 and 0.0 <= row["mean_margin"] <= 1.0
 
 
-def test_predict_folder_with_a_run_folder(sample_copy, registry, tmp_path):
-    run_dir = _save_run(sample_copy)
+def test_predict_folder_with_a_run_folder(trained_project, tmp_path):
+    root, run_dir = trained_project
+    src = tmp_path / "imgs"
+    src.mkdir()
+    project = Project.open(root)
+    for e in project.images[:3]:
+        path = project.image_path(e)
+        (src / path.name).write_bytes(path.read_bytes())
     out = tmp_path / "out"
-    src = sample_copy / "images"
     assert main(["predict", str(src), "--run", str(run_dir), "--out", str(out)]) == 0
-    assert (out / "nuclei_01.png").is_file() and not (out / "nuclei_01.probs.npy").exists()
-    assert main(["predict", str(src), "--run", "r1", "--out", str(out)]) == 2   # no project
+    first = sorted(src.iterdir())[0]
+    assert (out / f"{first.stem}.png").is_file() and not (out / f"{first.stem}.probs.npy").exists()
+    assert main(["predict", str(src), "--run", run_dir.name, "--out", str(out)]) == 2  # no project
     inside = src / "predicted"                  # masks written into the folder being read
     for _ in range(2):
         assert main(["predict", str(src), "--run", str(run_dir), "--out", str(inside)]) == 0
     summary = json.loads((inside / "predictions.json").read_text())
-    assert len(summary["images"]) == 14         # the first run's masks were not predicted
+    assert len(summary["images"]) == 3          # the first run's masks were not predicted
 
 
-def test_predict_reports_unreadable_files_and_goes_on(sample_copy, registry, tmp_path, capsys):
-    run_dir = _save_run(sample_copy)
+def test_predict_reports_unreadable_files_and_goes_on(trained_project, tmp_path, capsys):
+    root, run_dir = trained_project
     src = tmp_path / "imgs"
     src.mkdir()
-    (src / "a.png").write_bytes((sample_copy / "images" / "nuclei_01.png").read_bytes())
+    project = Project.open(root)
+    (src / "a.png").write_bytes(project.image_path(project.images[0]).read_bytes())
     (src / "broken.png").write_bytes(b"\x89PNG nope")
     assert main(["predict", str(src), "--run", str(run_dir), "--out", str(tmp_path / "o")]) == 1
     assert (tmp_path / "o" / "a.png").is_file()
     assert "broken.png" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not HAS_REGISTRY, reason="needs segstudio.ml.models from the ml branch")
-def test_evaluate_with_the_real_registry(sample_copy, capsys):
-    from segstudio.ml.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("tiny-fcn", in_channels=3, num_classes=2)
-    d = sample_copy / "runs" / "real"
-    d.mkdir(parents=True)
-    torch.save({"config": {"model": "tiny-fcn", "in_channels": 3, "num_classes": 2},
-                "state_dict": model.state_dict()}, d / "last.pt")
-    (d / "model_card.json").write_text("{}")
-    assert main(["evaluate", str(sample_copy), "--run", "real", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["classes"]) == 2
+def test_a_run_copied_by_hand_without_card_or_classes(project_copy):
+    """A checkpoint copied without its card: classes from the project, else 'class N'."""
+    root, run_dir = project_copy
+    (run_dir / "model_card.json").unlink()
+    _edit_checkpoint(run_dir / "best.pt", classes=[])
+    assert [c.name for c in load_run_model(root, run_dir).classes] == [
+        "background", "cell", "debris"]
+    assert load_run_model(None, run_dir).classes[2].name == "class 2"

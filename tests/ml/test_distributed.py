@@ -74,12 +74,13 @@ def test_torchrun_two_cpu_ranks_train_one_run(tmp_path, rng):
     # last.pt holds the weights both ranks ended with; the app loads the run and predicts
     last = load_checkpoint(runs[0] / "last.pt")["state_dict"]
     assert state_hash(last) == ranks[0]["state_sha256"]
-    model, normalise, classes = load_run_model(root, "latest")
-    assert [c.id for c in classes] == [0, 1]
+    loaded = load_run_model(root, "latest")
+    assert [c.id for c in loaded.classes] == [0, 1]
     from segstudio.ml.predict import TileOptions, predict_tiled
 
     image = (rng.random((40, 48)) * 255).astype(np.uint8)
-    pred = predict_tiled(model, image, normalise, TileOptions(tile=32, overlap=0.25, batch_size=2))
+    pred = predict_tiled(loaded.model, image, loaded.normalise,
+                         TileOptions(tile=32, overlap=0.25, batch_size=2))
     assert pred.labels.shape == (40, 48) and set(np.unique(pred.labels)) <= {0, 1}
 
 

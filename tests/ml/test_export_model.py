@@ -20,7 +20,7 @@ def test_export_starter_model_with_onnx(tmp_path, sample_copy, capsys):
     assert card["classes"][1]["name"] == "nucleus" and card["exported"]["onnx"]["opset"] >= 11
     onnxruntime = pytest.importorskip("onnxruntime")
     from segstudio.ml.runs import load_run_model
-    model, _norm, _classes = load_run_model(sample_copy, run)
+    model = load_run_model(sample_copy, run).model
     x = np.random.default_rng(0).normal(size=(1, card["in_channels"], 64, 64)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()

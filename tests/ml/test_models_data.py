@@ -4,7 +4,7 @@ import torch
 
 from segstudio.core.classes import UNLABELED
 from segstudio.ml.data import (Augment, DataError, Normalisation, PatchSampler, Sample,
-                               build_training_data, effective_channels, prepare_image, to_channels)
+                               build_training_data, effective_channels, to_channels)
 from segstudio.ml.models import ModelError, build_model, preset_spec
 
 from .conftest import CLASSES2
@@ -36,11 +36,26 @@ def test_channels_and_normalisation():
     assert effective_channels(rgba) == 1            # grey stored as RGBA
     assert to_channels(rgba, 1).shape == (8, 8, 1)
     assert to_channels(np.zeros((8, 8), np.uint16), 3).shape == (8, 8, 3)
-    x = prepare_image(np.linspace(0, 1000, 64).reshape(8, 8), Normalisation(), 1)
+    x = Normalisation("percentile", in_channels=1)(np.linspace(0, 1000, 64).reshape(8, 8))
     assert x.shape == (1, 8, 8) and x.dtype == np.float32
     assert -0.05 < x.min() < 0.05 and 0.95 < x.max() < 1.05
-    z = prepare_image(np.random.default_rng(0).normal(5, 3, (16, 16)), {"mode": "meanstd"}, 1)
+    z = Normalisation.from_dict({"mode": "meanstd"}, 1)(
+        np.random.default_rng(0).normal(5, 3, (16, 16)))
     assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3
+
+
+def test_training_snapshot_and_prediction_normalise_identically(rng):
+    """The predictor normalises band by band; the snapshot whole: the numbers must be equal."""
+    from segstudio.ml.data import normalise
+
+    image = rng.integers(0, 4000, (300, 90, 3)).astype(np.uint16)
+    for mode in ("percentile", "meanstd"):
+        norm = Normalisation(mode)
+        whole = normalise(image, norm, 1)                  # (h, w, 1) as training holds it
+        per_pixel = Normalisation(mode, in_channels=1).for_image(image)
+        bands = np.concatenate([np.moveaxis(per_pixel(image[y:y + 64]), 0, -1)
+                                for y in range(0, 300, 64)])
+        assert np.array_equal(whole, bands)
 
 
 def test_patches_centre_on_scarce_labels_and_keep_unlabeled(rng):

@@ -16,10 +16,11 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from segstudio.core.jobs import Progress
+# torch-free: the presets and the events are declared once, in ml, and read here
+from segstudio.ml.config import PRESET_LABELS as PRESETS
+from segstudio.ml.events import EpochDone, StepDone
 from segstudio.ui.curves import CurvePlot
 
-PRESETS = {"fast": "Fast (small U-Net)", "strong": "Strong (bigger U-Net)",
-           "tiny": "Tiny (a quick look)"}
 DEVICES = ("auto", "cuda", "mps", "cpu")
 
 
@@ -142,12 +143,16 @@ class TrainPanel(QWidget):
         if p.total and p.done > 0 and p.done < p.total:
             eta = f", about {_fmt_s(elapsed * (p.total - p.done) / p.done)} left"
         self.status.setText(f"{p.message} — {_fmt_s(elapsed)} elapsed{eta}")
-        m = p.metrics or {}
-        if "step" in m and "loss" in m:
-            self.loss_plot.append("loss", m["step"], m["loss"])
-        elif "mean_dice" in m and "epoch" in m:
-            self.val_plot.append("mean Dice", m["epoch"], m["mean_dice"])
-            self.val_plot.append("mean IoU", m["epoch"], m.get("mean_iou", float("nan")))
+        match p:
+            case StepDone(step=step, loss=loss):
+                self.loss_plot.append("loss", step, loss)
+            case EpochDone(epoch=epoch):
+                self.val_plot.append("mean Dice", epoch, p.mean_dice)
+                self.val_plot.append("mean IoU", epoch, p.mean_iou)
+
+    def show_config_problem(self, message: str) -> None:
+        """Settings that cannot train, said where they were chosen; nothing was started."""
+        self.status.setText(f"Cannot train with these settings: {message}")
 
     def show_device(self, text: str) -> None:
         self.device_line.setText(text)
