@@ -70,3 +70,12 @@ def remove_stale_temporaries(folder: Path, older_than_s: float = STALE_AFTER_S) 
             except OSError:
                 pass
     return n
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """The same file, or two files with the same bytes."""
+    try:
+        return os.path.samefile(a, b) or (a.stat().st_size == b.stat().st_size
+                                          and a.read_bytes() == b.read_bytes())
+    except OSError:
+        return False

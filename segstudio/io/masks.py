@@ -301,6 +301,16 @@ class MaskStore:
                             jpath, keep.name)
             self.write(image_id, mask)
 
+    def rewrite(self, image_id: str, shape: tuple[int, int], edit) -> bool:
+        """Load, `edit(mask) -> changed?` in place, write back: one step under the lock, so an
+        append from the autosave thread lands before or after, never in between."""
+        with self._lock:
+            mask = self.load(image_id, shape)
+            if not edit(mask):
+                return False
+            self.write(image_id, mask)
+            return True
+
     def write(self, image_id: str, mask: np.ndarray) -> None:
         """Replace the whole mask (import, accept-all); clears the journal."""
         with self._lock:
@@ -316,3 +326,18 @@ class MaskStore:
 def tiles_of(mask: np.ndarray, rect: Rect) -> tuple[tuple[Rect, np.ndarray], ...]:
     """A rect of a mask as one journal record (for edits made outside strokes)."""
     return ((rect, mask[rect.slices].copy()),)
+
+
+def labelled_fraction(mask: np.ndarray) -> float:
+    """Share of pixels that carry a class (not 255); sampled on huge masks to stay cheap."""
+    sample = mask if mask.size <= 1 << 24 else mask[::4, ::4]
+    if sample.size == 0:
+        return 0.0
+    n = int(np.count_nonzero(sample != UNLABELED))
+    return 1.0 if n == sample.size else n / sample.size
+
+
+def clear_class_in_place(mask: np.ndarray, class_id: int) -> bool:
+    hit = mask == class_id
+    mask[hit] = UNLABELED
+    return bool(hit.any())

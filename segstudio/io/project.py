@@ -12,23 +12,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import unicodedata
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segstudio.core.classes import (BACKGROUND, UNLABELED, ClassError, LabelClass, clean_classes,
+from segstudio.core.classes import (BACKGROUND, ClassError, LabelClass, clean_classes,
                                     default_color, next_class_id, validate_classes)
-from segstudio.io.atomic import TMP_SUFFIX, atomic_write_json, remove_stale_temporaries
+from segstudio.core.jobs import CancelToken, Progress, ProgressFn
+from segstudio.io.atomic import atomic_write_json, remove_stale_temporaries, same_file
 from segstudio.io.images import (DEFAULT_MAX_PIXELS, ImageInfo, ImageReadError, LoadedImage,
                                  is_supported, probe, read_image)
 from segstudio.io.lock import ProjectLock, ProjectLockedError
-from segstudio.io.masks import MaskStore
+from segstudio.io.manifest import (ProjectError, check_keys, check_settings, field_of,
+                                   merge_manifests, writable_problem)
+from segstudio.io.masks import MaskStore, clear_class_in_place, labelled_fraction  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,12 @@ _IMAGE_KEYS = {"id", "path", "frame", "split", "labelled", "predicted", "reviewe
 DEFAULT_SETTINGS: dict[str, Any] = {"max_pixels": DEFAULT_MAX_PIXELS, "val_fraction": 0.2}
 
 
-class ProjectError(Exception):
-    """A project that cannot be opened or saved; the message says what and where."""
+@dataclass
+class ImageScan:
+    """Image files found by `Project.scan_images`, not yet in the project."""
+
+    found: list[tuple[Path, list[int | None]]] = field(default_factory=list)  # (file, frames)
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -84,117 +90,6 @@ def _split_for(image_id: str, val_fraction: float) -> str:
     """Deterministic split from the id, so adding images never reshuffles the old ones."""
     h = int(hashlib.sha1(image_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "val" if h < val_fraction else "train"
-
-
-def _check_keys(obj: Any, known: set[str], where: str) -> None:
-    if not isinstance(obj, dict):
-        raise ProjectError(f"{where} must be an object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - known)
-    if unknown:
-        raise ProjectError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-
-
-def _field(obj: dict, key: str, kind: type, where: str, default: Any = ...) -> Any:
-    """obj[key] as `kind`, or a message that says which key holds what instead."""
-    if key not in obj:
-        if default is ...:
-            raise ProjectError(f"{where}: '{key}' is missing")
-        return default
-    v = obj[key]
-    if kind is int:
-        ok = isinstance(v, int) and not isinstance(v, bool)
-    elif kind is float:
-        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-              and abs(v) != float("inf"))
-    elif kind is bool:
-        ok = isinstance(v, bool)
-    else:
-        ok = isinstance(v, str)
-    if not ok:
-        want = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}[kind]
-        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "…"
-        raise ProjectError(f"{where}: '{key}' must be {want}, got {shown}")
-    return float(v) if kind is float else v
-
-
-def _check_settings(settings: dict, where: str) -> None:
-    mp = _field(settings, "max_pixels", int, f"{where}: settings", DEFAULT_MAX_PIXELS)
-    if mp <= 0:
-        raise ProjectError(f"{where}: settings: 'max_pixels' must be positive, got {mp}")
-    vf = _field(settings, "val_fraction", float, f"{where}: settings", 0.2)
-    if not 0.0 <= vf < 1.0:
-        raise ProjectError(f"{where}: settings: 'val_fraction' must be in [0, 1), got {vf}")
-
-
-def _merge_fields(base: dict, mine: dict, disk: dict) -> dict:
-    """Keys we changed since `base` take our value; every other key keeps the disk's."""
-    out = dict(disk)
-    for k in set(mine) | set(base):
-        if mine.get(k, ...) != base.get(k, ...):
-            if k in mine:
-                out[k] = mine[k]
-            else:
-                out.pop(k, None)
-    return out
-
-
-def _merge_keyed(base: list, mine: list, disk: list) -> list:
-    """Three-way merge of lists of {"id": ...} records: our changes on top of the disk's."""
-    b = {r["id"]: r for r in base}
-    m = {r["id"]: r for r in mine}
-    out = []
-    for r in disk:
-        rid = r.get("id")
-        if rid in b and rid not in m:
-            continue                                    # we deleted it
-        out.append(_merge_fields(b.get(rid, {}), m[rid], r) if rid in m else r)
-    have = {r.get("id") for r in out}
-    out += [r for r in mine if r["id"] not in have and r["id"] not in b]   # we added it
-    return out
-
-
-_LISTS = ("classes", "images", "settings")
-
-
-def merge_manifests(base: dict, mine: dict, disk: dict) -> dict:
-    """What to write when project.json changed on disk since we read it: both sides' changes."""
-    def top(d: dict) -> dict:
-        return {k: v for k, v in d.items() if k not in _LISTS}
-
-    merged = _merge_fields(top(base), top(mine), top(disk))
-    for key in ("classes", "images"):
-        disk_list = disk.get(key, [])
-        if not isinstance(disk_list, list) or not all(isinstance(r, dict) for r in disk_list):
-            disk_list = base.get(key, [])
-        merged[key] = _merge_keyed(base.get(key, []), mine[key], disk_list)
-    disk_settings = disk.get("settings", {})
-    merged["settings"] = _merge_fields(base.get("settings", {}), mine["settings"],
-                                       disk_settings if isinstance(disk_settings, dict) else {})
-    return merged
-
-
-def writable_problem(root: Path) -> str | None:
-    """Why nothing can be saved in `root` (read-only disk, no permission), or None.
-
-    Tried, not guessed: os.access says yes to root on a read-only mount.
-    """
-    import errno
-    import tempfile
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".write-check.", suffix=TMP_SUFFIX, dir=root)
-    except OSError as e:
-        if e.errno == errno.EROFS:
-            return f"the project folder {root} is on a read-only disk"
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return f"the project folder {root} cannot be written (no permission)"
-        return f"the project folder {root} cannot be written ({e.strerror or e})"
-    os.close(fd)
-    try:
-        os.unlink(tmp)
-    except OSError:
-        pass
-    return None
 
 
 class Project:
@@ -286,7 +181,7 @@ class Project:
 
     @classmethod
     def _from_manifest(cls, root: Path, raw: Any, path: Path) -> Project:
-        _check_keys(raw, _TOP_KEYS, str(path))
+        check_keys(raw, _TOP_KEYS, str(path))
         if raw.get("format") != FORMAT:
             raise ProjectError(f"{path}: 'format' is {raw.get('format')!r}, expected {FORMAT!r}")
         version = raw.get("version")
@@ -302,11 +197,11 @@ class Project:
             raise ProjectError(f"{path}: 'classes' must be a list")
         for i, c in enumerate(raw_classes):
             where = f"{path}: classes[{i}]"
-            _check_keys(c, _CLASS_KEYS, where)
-            cid = _field(c, "id", int, where)
-            classes.append(LabelClass(cid, _field(c, "name", str, where),
-                                      _field(c, "color", str, where, default_color(cid)),
-                                      _field(c, "visible", bool, where, True)))
+            check_keys(c, _CLASS_KEYS, where)
+            cid = field_of(c, "id", int, where)
+            classes.append(LabelClass(cid, field_of(c, "name", str, where),
+                                      field_of(c, "color", str, where, default_color(cid)),
+                                      field_of(c, "visible", bool, where, True)))
         try:
             classes = clean_classes(classes, str(path))   # names saved before they were checked
             validate_classes(classes)
@@ -318,14 +213,14 @@ class Project:
             raise ProjectError(f"{path}: 'images' must be a list")
         for i, m in enumerate(raw_images):
             where = f"{path}: images[{i}]"
-            _check_keys(m, _IMAGE_KEYS, where)
+            check_keys(m, _IMAGE_KEYS, where)
             frame = m.get("frame")
-            entry = ImageEntry(_field(m, "id", str, where), _field(m, "path", str, where),
-                               None if frame is None else _field(m, "frame", int, where),
-                               _field(m, "split", str, where, "train"),
-                               min(1.0, max(0.0, _field(m, "labelled", float, where, 0.0))),
-                               _field(m, "predicted", bool, where, False),
-                               _field(m, "reviewed", bool, where, False))
+            entry = ImageEntry(field_of(m, "id", str, where), field_of(m, "path", str, where),
+                               None if frame is None else field_of(m, "frame", int, where),
+                               field_of(m, "split", str, where, "train"),
+                               min(1.0, max(0.0, field_of(m, "labelled", float, where, 0.0))),
+                               field_of(m, "predicted", bool, where, False),
+                               field_of(m, "reviewed", bool, where, False))
             if entry.split not in SPLITS:
                 raise ProjectError(f"{path}: images[{i}] has split {entry.split!r}; "
                                    f"expected one of {list(SPLITS)}")
@@ -340,8 +235,8 @@ class Project:
         if unknown:
             raise ProjectError(f"{path}: settings: unknown key(s) {unknown}; "
                                f"known: {sorted(DEFAULT_SETTINGS)}")
-        _check_settings(settings, str(path))
-        return cls(root, _field(raw, "name", str, str(path), root.name), classes, images, settings)
+        check_settings(settings, str(path))
+        return cls(root, field_of(raw, "name", str, str(path), root.name), classes, images, settings)
 
     def to_manifest(self) -> dict[str, Any]:
         return {
@@ -457,50 +352,77 @@ class Project:
             candidate, n = f"{base}-{n}", n + 1
         return candidate
 
-    def add_images(self, paths: list[Path], *, copy: bool = False) -> list[ImageEntry]:
-        """Add image files (every page/slice of multi-item files); unreadable ones go to problems."""
-        added: list[ImageEntry] = []
-        known = {(str(self.image_path(e).resolve()), e.frame) for e in self.images}
-        for src in paths:
+    def known_files(self) -> set[tuple[str, int | None]]:
+        """(resolved path, frame) of every item already in the project."""
+        return {(str(self.image_path(e).resolve()), e.frame) for e in self.images}
+
+    def scan_images(self, paths: list[Path], *, copy: bool = False,
+                    known: set[tuple[str, int | None]] | None = None,
+                    on_progress: ProgressFn | None = None,
+                    cancel: CancelToken | None = None) -> ImageScan:
+        """The slow half of adding images (probing, copying), safe on a worker: the project
+        itself is not changed; `add_scanned` then adds the result on the owning thread."""
+        known = self.known_files() if known is None else known
+        scan = ImageScan()
+        for k, src in enumerate(paths):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if on_progress is not None:
+                on_progress(Progress(k, len(paths), Path(src).name))
             src = Path(src)
             if not is_supported(src):
-                self.problems.append(f"{src}: not a supported image type; skipped")
+                scan.problems.append(f"{src}: not a supported image type; skipped")
                 continue
             try:
                 infos = probe(src, self.max_pixels)
             except ImageReadError as e:
-                self.problems.append(f"{e}; skipped")
+                scan.problems.append(f"{e}; skipped")
                 continue
             except Exception as e:      # a reader bug must not leave a half-added folder
                 log.exception("probing %s failed", src)
-                self.problems.append(f"{src}: cannot be read ({e}); skipped")
+                scan.problems.append(f"{src}: cannot be read ({e}); skipped")
                 continue
-            if copy:
-                dest_dir = self.root / "images"
-                dest_dir.mkdir(exist_ok=True)
-                dest = dest_dir / src.name
-                n = 2
-                while dest.exists() and not _same_file(dest, src):
-                    dest = dest_dir / f"{src.stem}-{n}{''.join(src.suffixes)}"
-                    n += 1
-                if not dest.exists():
-                    shutil.copy2(src, dest)
-            else:
-                dest = src
-            for info in infos:
-                if (str(dest.resolve()), info.frame) in known:
+            dest = self._copy_in(src) if copy else src
+            infos = [i for i in infos if (str(dest.resolve()), i.frame) not in known]
+            if infos:
+                scan.found.append((dest, [i.frame for i in infos]))
+        return scan
+
+    def _copy_in(self, src: Path) -> Path:
+        dest_dir = self.root / "images"
+        dest_dir.mkdir(exist_ok=True)
+        dest, n = dest_dir / src.name, 2
+        while dest.exists() and not same_file(dest, src):
+            dest = dest_dir / f"{src.stem}-{n}{''.join(src.suffixes)}"
+            n += 1
+        if not dest.exists():
+            shutil.copy2(src, dest)
+        return dest
+
+    def add_scanned(self, scan: ImageScan) -> list[ImageEntry]:
+        """Add what `scan_images` found (ids, splits, one manifest write); cheap."""
+        self.problems += scan.problems
+        added: list[ImageEntry] = []
+        known = self.known_files()
+        for dest, frames in scan.found:
+            for frame in frames:
+                if (str(dest.resolve()), frame) in known:
                     continue
                 stem = _slug(dest.name[: -len(".nii.gz")] if dest.name.lower().endswith(".nii.gz")
                              else dest.stem)
-                base = stem if info.frame is None else f"{stem}_{info.frame:03d}"
+                base = stem if frame is None else f"{stem}_{frame:03d}"
                 image_id = self._unique_id(base)
-                entry = ImageEntry(image_id, self._stored_path(dest), info.frame,
+                entry = ImageEntry(image_id, self._stored_path(dest), frame,
                                    _split_for(image_id, float(self.settings["val_fraction"])))
                 self.images.append(entry)
                 added.append(entry)
         if added:
             self.save()
         return added
+
+    def add_images(self, paths: list[Path], *, copy: bool = False) -> list[ImageEntry]:
+        """Add image files (every page/slice of multi-item files); unreadable ones go to problems."""
+        return self.add_scanned(self.scan_images(paths, copy=copy))
 
     def _stored_path(self, path: Path) -> str:
         path = path.resolve()
@@ -531,23 +453,25 @@ class Project:
     def class_by_id(self, class_id: int) -> LabelClass | None:
         return next((c for c in self.classes if c.id == class_id), None)
 
-    def clear_class_from_masks(self, class_id: int) -> int:
-        """Set a deleted class's pixels to unlabeled in every saved mask; returns masks changed."""
+    def clear_class_from_masks(self, class_id: int, *, skip: set[str] = frozenset(),
+                               on_progress: ProgressFn | None = None,
+                               cancel: CancelToken | None = None) -> int:
+        """A deleted class's pixels become unlabeled in every saved mask (but those in `skip`,
+        which the caller edits itself); returns how many masks changed. Each mask is rewritten
+        under the store's lock, so a stroke saved meanwhile is never overwritten."""
+        entries = [e for e in self.images if e.id not in skip and self.masks.has_mask(e.id)]
         changed = 0
-        for e in self.images:
-            if not self.masks.has_mask(e.id):
-                continue
+        for k, e in enumerate(entries):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if on_progress is not None:
+                on_progress(Progress(k, len(entries), e.display_name))
             try:
                 info = self.probe(e)
-                mask = self.masks.load(e.id, (info.height, info.width))
+                changed += self.masks.rewrite(e.id, (info.height, info.width),
+                                              lambda m: clear_class_in_place(m, class_id))
             except Exception as err:
                 self.problems.append(f"{e.display_name}: {err}")
-                continue
-            hit = mask == class_id
-            if hit.any():
-                mask[hit] = UNLABELED
-                self.masks.write(e.id, mask)
-                changed += 1
         return changed
 
     # -- masks and view state --------------------------------------------------------------
@@ -571,20 +495,3 @@ class Project:
 
     def save_view(self, view: dict[str, Any]) -> None:
         atomic_write_json(self.state_dir / "view.json", view)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b) or (a.stat().st_size == b.stat().st_size
-                                          and a.read_bytes() == b.read_bytes())
-    except OSError:
-        return False
-
-
-def labelled_fraction(mask: np.ndarray) -> float:
-    """Share of pixels that carry a class (not 255); sampled on huge masks to stay cheap."""
-    sample = mask if mask.size <= 1 << 24 else mask[::4, ::4]
-    if sample.size == 0:
-        return 0.0
-    n = int(np.count_nonzero(sample != UNLABELED))
-    return 1.0 if n == sample.size else n / sample.size

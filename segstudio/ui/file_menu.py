@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from segstudio.io.images import image_file_filter, is_supported
 from segstudio.io.project import MANIFEST, ImageEntry, Project, ProjectError
 from segstudio.io.userdirs import recent_projects, sample_project
+from segstudio.workers.job import Job, plain_error
 
 
 class FileMenuMixin:
@@ -43,12 +44,16 @@ class FileMenuMixin:
         copy = QMessageBox.question(
             self, "New project", "Copy the images into the project folder?\n"
             "No: the project refers to them where they are.") == QMessageBox.StandardButton.Yes
-        try:
-            project = Project.from_folder(Path(folder), Path(folder) / "segstudio-project", copy=copy)
-        except (ProjectError, OSError) as e:
-            self.report_error("Cannot create the project", str(e))
-            return
-        self.open_project(project)
+        self.create_project(Path(folder), Path(folder) / "segstudio-project", copy=copy)
+
+    def create_project(self, images: Path, root: Path, *, copy: bool = False):
+        """Create a project on a worker (probing and copying a folder takes a while), then open it."""
+
+        job = Job(_create_project, images, root, copy, name="Creating the project")
+        job.signals.succeeded.connect(self.open_project)
+        job.signals.failed.connect(
+            lambda details: self.report_error("Cannot create the project", plain_error(details)))
+        return self._start_job(job, report_failure=False, visible=True)
 
     def add_images_dialog(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
@@ -56,22 +61,36 @@ class FileMenuMixin:
         if files:
             self.add_images([Path(f) for f in files])
 
-    def add_images(self, paths: list[Path], copy: bool = False) -> list[ImageEntry]:
+    def add_images(self, paths: list[Path], copy: bool = False):
+        """Probe (and copy) the files on a worker; they join the project when it is done."""
+
         if self.project is None:
-            return []
-        before = len(self.project.problems)
+            return None
+        if self.project.read_only:
+            self.report_error("Images not added", f"Read-only: {self.project.read_only}")
+            return None
+        project = self.project
+        job = Job(project.scan_images, list(paths), copy=copy, known=project.known_files(),
+                  name=f"Adding {len(paths)} image(s)")
+        job.signals.succeeded.connect(partial(self._on_images_scanned, project))
+        return self._start_job(job, visible=True)
+
+    def _on_images_scanned(self, project: Project, scan) -> list[ImageEntry]:
+        if project is not self.project:
+            return []           # another project was opened meanwhile
         try:
-            added = self.project.add_images(paths, copy=copy)
-        except OSError as e:
+            added = project.add_scanned(scan)
+        except (OSError, ProjectError) as e:
             self.report_error("Images not added", str(e))
             return []
-        for problem in self.project.problems[before:]:
+        for problem in scan.problems:
             self.report_error("Some files were skipped", problem)
         self.images.set_entries(self.project.images, self.current.id if self.current else None)
         self._start_thumbnails(added)
         if added and self.current is None:
             self.show_image(added[0].id)
         self.statusBar().showMessage(f"Added {len(added)} image(s)", 4000)
+        self.images_added.emit([e.id for e in added])
         return added
 
     def _fill_recent_menu(self) -> None:
@@ -111,7 +130,6 @@ class FileMenuMixin:
     def run_export(self, out: Path, options):
         """Export on a worker with progress and Cancel; says where the result is."""
         from segstudio.io.export import export_dataset
-        from segstudio.workers.job import Job
 
         from segstudio.io.outdir import OutputFolderError, check_output_folder
 
@@ -123,8 +141,9 @@ class FileMenuMixin:
         except OutputFolderError as e:
             self.report_error("Export refused", str(e))
             return None
-        self.save_now()
-        job = Job(export_dataset, Project.open(self.project.root), out, options,
+        self._refresh_current_status()
+        self.saver.flush_manifest()
+        job = Job(self.saver.flushed(export_dataset), Project.open(self.project.root), out, options,
                   name=f"Exporting {options.format}")
         job.signals.succeeded.connect(self._on_export_succeeded)
         job.signals.cancelled.connect(
@@ -153,14 +172,17 @@ class FileMenuMixin:
     def run_import(self, src: Path, options):
         """Import on a worker; the project is reopened afterwards (its masks were replaced)."""
         from segstudio.io.imports import import_annotations
-        from segstudio.workers.job import Job
 
         if self.project is None:
             return None
-        self.save_now()
-        job = Job(import_annotations, Project.open(self.project.root), src, options,
-                  name="Importing masks")
+        self._refresh_current_status()
+        self.saver.flush_manifest()
+        job = Job(self.saver.flushed(import_annotations), Project.open(self.project.root), src,
+                  options, name="Importing masks")
         job.signals.succeeded.connect(self._on_import_succeeded)
+        # the masks are replaced on disk: no painting meanwhile (the project reopens after)
+        self.canvas.set_loading("Importing masks…")
+        job.signals.finished.connect(lambda: self.canvas.loading and self.canvas.set_loading(None))
         return self._start_job(job, visible=True)
 
     def _on_import_succeeded(self, result) -> None:
@@ -172,3 +194,7 @@ class FileMenuMixin:
         self.statusBar().showMessage(f"Imported masks for {len(result.imported)} image(s){added}", 12000)
         for s in result.skipped:
             self.report_error("Import: some files were skipped", s)
+
+
+def _create_project(images: Path, root: Path, copy: bool, *, on_progress=None, cancel=None) -> Project:
+    return Project.from_folder(images, root, copy=copy)

@@ -33,7 +33,7 @@ from segstudio.ui.welcome import HintBanner, WelcomePage
 from segstudio.ui.panels.class_panel import ClassPanel
 from segstudio.ui.panels.display_panel import AUTO, FULL, HEADER, MANUAL, DisplayPanel
 from segstudio.ui.panels.image_list import ImageListPanel, make_thumbnails
-from segstudio.workers.job import Job
+from segstudio.workers.job import Job, plain_error  # noqa: F401 (tests import it here)
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +67,9 @@ def _is_grey(data: np.ndarray) -> bool:
     return bool(np.array_equal(s[..., 0], s[..., 1]) and np.array_equal(s[..., 1], s[..., 2]))
 
 
-def plain_error(details: str) -> str:
-    """The sentence of a traceback's last line, without the exception's dotted class name.
-
-    `segstudio.ml.train.TrainingError: the loss became nan ...` -> `the loss became nan ...`;
-    built-in errors keep their name (`MemoryError: ...` says something to a user).
-    """
-    lines = details.strip().splitlines()
-    if not lines:
-        return "unknown error"
-    kind, sep, message = lines[-1].partition(": ")
-    if sep and message and kind not in _TELLING_ERRORS:
-        return message
-    return lines[-1]
-
-
-_TELLING_ERRORS = {"MemoryError", "PermissionError", "FileNotFoundError", "OSError"}
-
-
 class MainWindow(FileMenuMixin, QMainWindow):
     image_shown = Signal(str)            # after an image and its mask are on the canvas
+    images_added = Signal(list)          # ids of images just added to the project
 
     def __init__(self, project: Project | None = None, *, autosave_delay: float = 0.05) -> None:
         super().__init__()
@@ -102,6 +85,8 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.saver.changed.connect(self._on_saver_changed)
         self._jobs: set[Job] = set()
         self._load_generation = 0
+        self._class_job: Job | None = None
+        self._waiting_image: str | None = None
         self._restore_view: dict | None = None
         self._preset: str | None = None   # None: chosen per image (natural colour or auto contrast)
         self._message_boxes: list = []
@@ -315,6 +300,11 @@ class MainWindow(FileMenuMixin, QMainWindow):
     # -- images ----------------------------------------------------------------------------
     def show_image(self, image_id: str) -> None:
         if self.project is None:
+            return
+        if self._class_job is not None:     # masks are being rewritten: open it afterwards
+            self._waiting_image = image_id
+            self.statusBar().showMessage("Removing the class from every mask; the image opens "
+                                         "when that is done", 4000)
             return
         if self.current is not None and self.current.id == image_id and self.loaded is not None:
             return
@@ -557,12 +547,27 @@ class MainWindow(FileMenuMixin, QMainWindow):
             self.class_panel.set_classes(self.project.classes)
             return
         doc = self.canvas.document
-        if doc is not None and not doc.read_only:
+        if doc is not None and not doc.read_only:      # the open image: one undoable step
             doc.apply(clear_class(doc.mask, class_id), "Delete class")
-        self.saver.flush()
-        changed = self.project.clear_class_from_masks(class_id)
+        # every other saved mask on a worker, each rewritten under the mask store's lock; other
+        # images wait until it is done (a mask loaded half-way would bring the class back)
+        skip = {self.current.id} if self.current else set()
+        job = Job(self.project.clear_class_from_masks, class_id, skip=skip,
+                  name="Removing the class from every mask")
+        self._class_job = job
+        job.signals.succeeded.connect(self._on_class_cleared)
+        job.signals.finished.connect(self._on_class_job_finished)
+        self._start_job(job, visible=True)
+
+    def _on_class_cleared(self, changed: int) -> None:
         self.editing.forget_histories(keep=self.current.id if self.current else None)
         self.statusBar().showMessage(f"Class removed from {changed} saved mask(s)", 4000)
+
+    def _on_class_job_finished(self) -> None:
+        self._class_job = None
+        waiting, self._waiting_image = self._waiting_image, None
+        if waiting is not None:
+            self.show_image(waiting)
 
     # -- display ---------------------------------------------------------------------------
     def _range_for(self, preset: str, loaded: LoadedImage) -> DisplayRange:

@@ -102,6 +102,19 @@ class ProjectSaver(QObject):
     def flush(self, timeout: float = 30.0) -> bool:
         return self.autosaver is None or self.autosaver.flush(timeout)
 
+    def flushed(self, fn: Callable):
+        """`fn` that first waits, on its own (worker) thread, until every stroke is on disk:
+        jobs that read masks from disk start at once instead of blocking the window."""
+        autosaver = self.autosaver
+
+        def run(*args, **kwargs):
+            if autosaver is not None and not autosaver.flush():
+                log.warning("starting %s with strokes not yet on disk: %s",
+                            getattr(fn, "__name__", "a job"), autosaver.state.error)
+            return fn(*args, **kwargs)
+        run.__name__ = getattr(fn, "__name__", "job")
+        return run
+
     @property
     def state(self) -> SaveState:
         return self.autosaver.state if self.autosaver is not None else SaveState(0, None)

@@ -51,3 +51,21 @@ class Job(QRunnable):
     def start(self, pool: QThreadPool | None = None) -> Job:
         (pool or QThreadPool.globalInstance()).start(self)
         return self
+
+
+def plain_error(details: str) -> str:
+    """The sentence of a traceback's last line, without the exception's dotted class name.
+
+    `segstudio.ml.train.TrainingError: the loss became nan ...` -> `the loss became nan ...`;
+    built-in errors keep their name (`MemoryError: ...` says something to a user).
+    """
+    lines = details.strip().splitlines()
+    if not lines:
+        return "unknown error"
+    kind, sep, message = lines[-1].partition(": ")
+    if sep and message and kind not in _TELLING_ERRORS:
+        return message
+    return lines[-1]
+
+
+_TELLING_ERRORS = {"MemoryError", "PermissionError", "FileNotFoundError", "OSError"}

@@ -120,5 +120,6 @@ def test_broken_manifest_and_bad_files_reported_in_the_window(qtbot, sample_copy
     assert any("not valid JSON (line 1" in e for e in w.errors)
     assert w.project is not None and w.project.root == sample_copy.resolve()   # still open
     (tmp_path / "notes.tif").write_text("not an image")
-    added = w.add_images([tmp_path / "notes.tif"])
-    assert added == [] and any("notes.tif: not a readable TIFF" in e for e in w.errors)
+    with qtbot.waitSignal(w.images_added, timeout=10_000) as added:
+        w.add_images([tmp_path / "notes.tif"])
+    assert added.args[0] == [] and any("notes.tif: not a readable TIFF" in e for e in w.errors)

@@ -264,3 +264,23 @@ def test_the_export_dialog_refuses_the_projects_own_folders(qtbot, open_window, 
     after = sorted(p.relative_to(sample_copy) for p in sample_copy.rglob("*")
                    if ".segstudio" not in p.parts)
     assert after == before
+
+
+def test_deleting_a_class_rewrites_every_mask_on_a_worker(qtbot, open_window, sample_copy):
+    w = open_window(sample_copy, size=(1000, 700))
+    labelled = [e.id for e in w.project.images if w.project.masks.has_mask(e.id)]
+    assert len(labelled) >= 3
+    current = w.current.id
+    w.class_panel.list.setCurrentRow(1)                      # "nucleus"
+    w.class_panel.delete_current(confirm=False)
+    assert w._class_job is not None                          # the GUI thread did not do it
+    w.show_image(labelled[-1])                               # waits for the rewrite
+    qtbot.waitUntil(lambda: w._class_job is None and w.current.id == labelled[-1]
+                    and w.canvas.document is not None, timeout=30_000)
+    assert not (w.canvas.document.mask == 1).any()
+    w.close()
+    p = Project.open(sample_copy)
+    for image_id in labelled:
+        info = p.probe(p.entry(image_id))
+        assert not (p.masks.load(image_id, (info.height, info.width)) == 1).any(), image_id
+    assert current in labelled
