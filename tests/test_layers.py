@@ -35,20 +35,43 @@ def test_import_linter_contracts_hold():
 
 
 def test_window_starts_without_torch(sample_copy, tmp_path):
-    """Start-up never loads torch: it comes with the first model job, on a worker."""
+    """Start-up never loads torch on the GUI thread: the event loop runs until the first image
+    is shown and the first model job (prediction with the starter model) has imported torch,
+    and that import must have happened on a worker thread."""
     code = (
-        "import os, sys; os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "import os, sys, threading; os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "seen = {}\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in ('torch', 'pyqtgraph') and name not in seen:\n"
+        "            seen[name] = threading.current_thread().name\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "from PySide6.QtCore import QTimer\n"
         "from PySide6.QtWidgets import QApplication\n"
         "from segstudio.io.project import Project\n"
         "from segstudio.ui.app import build_main_window\n"
         f"app = QApplication([]); w = build_main_window(Project.open({str(sample_copy)!r}))\n"
+        "shown = []\n"
+        "w.image_shown.connect(lambda i: shown.append(('torch' in seen, 'pyqtgraph' in seen)))\n"
         "w.show()\n"
-        "print('torch' in sys.modules, 'pyqtgraph' in sys.modules)\n")
+        "def poll():\n"
+        "    if shown and 'torch' in seen: app.quit()\n"
+        "t = QTimer(interval=20); t.timeout.connect(poll); t.start()\n"
+        "QTimer.singleShot(90_000, app.quit)\n"
+        "app.exec()\n"
+        "print('RESULT', shown[:1], seen.get('torch'), threading.main_thread().name)\n"
+        "os._exit(0)\n")
     env = {**__import__("os").environ, "SEGSTUDIO_DATA_DIR": str(tmp_path / "data"),
            "SEGSTUDIO_CONFIG_DIR": str(tmp_path / "config")}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          env=env, timeout=120)
-    assert out.stdout.split()[-2:] == ["False", "False"], out.stdout + out.stderr
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")), "")
+    assert line, out.stdout + out.stderr
+    assert "[(False, False)]" in line, f"torch or pyqtgraph loaded before the first image: {line}"
+    torch_thread, main = line.split()[-2:]
+    assert torch_thread != "None", f"no model job imported torch within 90 s: {line}"
+    assert torch_thread != main, f"torch was imported on the GUI thread: {line}"
 
 
 def test_no_slot_imports_torch_on_the_gui_thread():

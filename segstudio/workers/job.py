@@ -32,21 +32,30 @@ class Job(QRunnable):
         self.name = name or getattr(fn, "__name__", "job")
         self.signals = JobSignals()
         self.token = CancelToken()
-        self._call = partial(fn, *args, on_progress=self.signals.progress.emit,
-                             cancel=self.token, **kwargs)
+        self._call = partial(fn, *args, on_progress=self._progress, cancel=self.token, **kwargs)
+
+    def _emit(self, signal_name: str, *args: Any) -> None:
+        # the window may already be gone (closed while this job ran): nobody is left to tell
+        try:
+            getattr(self.signals, signal_name).emit(*args)
+        except RuntimeError:
+            self.token.cancel()
+
+    def _progress(self, progress: Any) -> None:
+        self._emit("progress", progress)
 
     def run(self) -> None:            # worker thread: no widgets, no documents
         try:
             result = self._call()
         except Cancelled:
-            self.signals.cancelled.emit()
+            self._emit("cancelled")
         except Exception:
             log.exception("job %s failed", self.name)
-            self.signals.failed.emit(traceback.format_exc())
+            self._emit("failed", traceback.format_exc())
         else:
-            self.signals.succeeded.emit(result)
+            self._emit("succeeded", result)
         finally:
-            self.signals.finished.emit()
+            self._emit("finished")
 
     def start(self, pool: QThreadPool | None = None) -> Job:
         (pool or QThreadPool.globalInstance()).start(self)

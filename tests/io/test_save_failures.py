@@ -135,3 +135,49 @@ def test_a_real_full_filesystem_loses_no_stroke(small_disk):
     assert saver.flush(10)
     saver.close()
     assert np.array_equal(MaskStore(small_disk / "masks").load("a", doc.shape), doc.mask)
+
+
+class FsyncSpy:
+    """Wraps os.fsync in this process: which files and folders were made durable, and when."""
+
+    def __init__(self, monkeypatch):
+        import time
+
+        self.calls: list[tuple[float, str]] = []
+        real = os.fsync
+
+        def fsync(fd):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                target = f"fd {fd}"
+            real(fd)
+            self.calls.append((time.monotonic(), target))
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    def synced(self, path) -> bool:
+        return any(t == str(path) for _, t in self.calls)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fds")
+def test_a_stroke_is_fsynced_before_it_is_acknowledged(tmp_path, monkeypatch):
+    spy = FsyncSpy(monkeypatch)
+    store = MaskStore(tmp_path / "masks")
+    acked_after_sync = []
+
+    def on_saved(image_id, n):
+        acked_after_sync.append(spy.synced(store.journal_path(image_id)))
+    saver = Autosaver(store, delay=0.001, on_saved=on_saved)
+    doc = ImageDocument.blank(64, 64)
+    doc.edited.connect(lambda t: saver.submit("a", doc.shape, t))
+    _paint(doc, 0)
+    assert saver.flush(10)
+    assert acked_after_sync == [True], "a stroke was acknowledged before its journal was fsynced"
+    assert spy.synced(tmp_path / "masks"), "a new journal's folder entry must be fsynced too"
+    spy.calls.clear()
+    saver.compact("a", doc.shape)                    # fold into the PNG: file, then folder
+    assert saver.flush(10)
+    saver.close()
+    assert spy.synced(tmp_path / "masks"), "the rename into place must be made durable"
+    assert any(t.startswith(str(tmp_path / "masks" / ".a.png.")) for _, t in spy.calls), \
+        "the new PNG must be fsynced before it replaces the old one"

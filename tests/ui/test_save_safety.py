@@ -284,3 +284,25 @@ def test_deleting_a_class_rewrites_every_mask_on_a_worker(qtbot, open_window, sa
         info = p.probe(p.entry(image_id))
         assert not (p.masks.load(image_id, (info.height, info.width)) == 1).any(), image_id
     assert current in labelled
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fds")
+def test_a_released_stroke_is_fsynced_within_a_second(qtbot, open_window, sample_copy,
+                                                       monkeypatch):
+    """What the README promises: a stroke is on disk (fsynced) right after the mouse is
+    released, not when the image is left. A generous bound; speed lives in benchmarks."""
+    import time
+
+    from tests.io.test_save_failures import FsyncSpy
+
+    w = open_window(sample_copy, size=(1000, 700))
+    _show(qtbot, w, IMAGE)
+    spy = FsyncSpy(monkeypatch)
+    journal = sample_copy.resolve() / "masks" / f"{IMAGE}.journal"
+    for k in range(3):
+        _stroke(qtbot, w, 30 + 20 * k, 20, 120)
+        released = time.monotonic()
+        qtbot.waitUntil(lambda: any(t == str(journal) and at >= released for at, t in spy.calls),
+                        timeout=5_000)
+        synced_at = next(at for at, t in spy.calls if t == str(journal) and at >= released)
+        assert synced_at - released < 1.0
