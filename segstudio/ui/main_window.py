@@ -205,7 +205,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
                                flush=self.saver.flush, parent=self)
         self.tool_actions = self.editing.tool_actions
         self.size_spin = self.editing.size_spin
-        self.model_loop = ModelLoop(self)  # the Model menu, Training/Prediction/Metrics panels
+        self.model_loop = ModelLoop.for_window(self)  # Model actions, Training/Prediction/Metrics
         menus = reg.build_menus(self.menuBar())
         self.recent_menu = QMenu("Open Recent", self)
         menus["File"].insertMenu(reg.qaction("file.sample"), self.recent_menu)

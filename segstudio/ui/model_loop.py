@@ -1,28 +1,33 @@
 """The model half of the window: train, predict, accept, retrain, measure, label next.
 
-Owns the Training, Prediction and Metrics panels and the Model menu; every piece of work is a
-Job on the pool (torch loads with the first of them, never at start-up).
+Owns the Training, Prediction and Metrics panels and binds the Model menu's actions; every piece
+of work is a Job (torch loads with the first of them, never at start-up). It talks to the rest
+of the app through `ModelSeams` (a job starter, the open image, messages), not through a window,
+so it is built and tested without one; `ModelLoop.for_window` wires it into the MainWindow.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QTimer, Qt
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QMessageBox, QWidget
 
-from segstudio.core.jobs import Progress
 from segstudio.io.bundled import starter_models
 from segstudio.io.project import Project
 # no torch in ml.cards (tests/test_layers.py checks the window starts without it): runs are
 # listed, and scores worded, long before any model is loaded
 from segstudio.ml.cards import describe_score, list_run_cards
-from segstudio.ml.config import TrainConfig, check_config     # torch-free: checked on Train
+from segstudio.ml.config import check_config     # torch-free: checked when Train is pressed
 from segstudio.ui.panels.metrics_panel import MetricsPanel
 from segstudio.ui.panels.predict_panel import PredictPanel
 from segstudio.ui.panels.train_panel import TrainPanel
+from segstudio.ui.model_jobs import doctor_job, in_worker, train_job, warm_up_job
 from segstudio.workers.job import Job
 
 log = logging.getLogger(__name__)
@@ -32,65 +37,38 @@ AUTO_PREDICT_MAX_PIXELS = 4_000_000     # bigger images are predicted on request
 WARM_UP_DELAY_MS = 1500
 
 
-def _train_job(project_root: Path, cfg: TrainConfig, init_from: Path | None, *,
-               on_progress=None, cancel=None):
-    from segstudio.ml.allocator import tune_allocator
-    from segstudio.ml.device import describe, pick_device
-    from segstudio.ml.train import train
+@dataclass(frozen=True)
+class ModelSeams:
+    """What the model loop needs from around it: no window, just these.
 
-    tune_allocator()     # keep freed training buffers for reuse: ~1.7x on big CPU steps
-    if on_progress:
-        on_progress(Progress(0, 1000, f"device: {describe(pick_device(cfg.device))}"))
-    return train(Project.open(project_root), cfg, init_from=init_from,
-                 on_progress=on_progress, cancel=cancel)
-
-
-def _warm_up_job(*, on_progress=None, cancel=None) -> None:
-    """Import the training stack ahead of need.
-
-    Its first import runs ~1 s of Python bytecode holding the GIL (torch.optim pulls in sympy);
-    done while the window is idle after opening, it no longer stalls the window when the user
-    presses Train.
+    `state()` is (project, current image entry, loaded image) as they are now; the others are
+    the few things the loop asks of the rest of the app. `for_window` wires them to a window;
+    a test passes its own (tests/ui/test_model_loop.py builds a loop with no window at all).
     """
-    import torch
 
-    import segstudio.ml.train  # noqa: F401
-
-    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
-
-
-def _in_worker(module: str, name: str):
-    """A job body that imports `module` on the worker thread, not the GUI's.
-
-    The first import of torch takes ~1 s; done in a slot it would freeze the window.
-    """
-    def run(*args, **kwargs):
-        import importlib
-
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-    run.__name__ = name
-    return run
-
-
-def _doctor_job(*, on_progress=None, cancel=None) -> str:
-    from segstudio.ml.device import doctor
-
-    return doctor()
+    state: Callable[[], tuple[Any, Any, Any]]
+    start_job: Callable[..., Job]                 # start_job(job, visible=False) -> job
+    show_message: Callable[[str, int], None]      # a transient line (the status bar)
+    report_error: Callable[..., None]             # report_error(title, message[, details])
+    show_image: Callable[[str], None] = lambda _id: None
+    save: Callable[[], None] = lambda: None       # unsaved strokes to disk before a job reads
+    mask_edited: Callable[[], None] = lambda: None          # after "accept": one edit done
+    entry_changed: Callable[[Any], None] = lambda _e: None  # an image's entry (predicted)
+    save_manifest: Callable[[], None] = lambda: None
+    bind: Callable[[str, Callable], Any] | None = None     # action id -> slot (the registry)
+    parent: QWidget | None = None                 # for the loop's own dialogs
 
 
 class ModelLoop:
-    def __init__(self, window) -> None:
-        self.w = window
+    """Train, predict, accept, retrain, measure and label next around one canvas."""
+
+    def __init__(self, canvas, seams: ModelSeams) -> None:
+        self.canvas = canvas
+        self.seams = seams
         self.train_panel = TrainPanel()
         self.predict_panel = PredictPanel()
         self.metrics_panel = MetricsPanel()
-        docks = [window._dock(t, p, Qt.DockWidgetArea.RightDockWidgetArea)
-                 for t, p in (("Training", self.train_panel), ("Prediction", self.predict_panel),
-                              ("Metrics", self.metrics_panel))]
-        window.tabifyDockWidget(docks[0], docks[1])
-        window.tabifyDockWidget(docks[1], docks[2])
-        docks[0].raise_()
-        self.docks = docks
+        self.docks: list = []             # Training, Prediction, Metrics, when docked
         self.active_run: Path | None = None
         self.prediction = None            # ImagePrediction on the canvas now
         self.train_job: Job | None = None
@@ -99,44 +77,80 @@ class ModelLoop:
         self._warmed = False
         self._cards: dict[Path, dict] = {}       # run folder -> its card, as last listed
         self._runs_before: set[Path] = set()     # run folders when training started
-        self._build_menu()
+        if seams.bind is not None:
+            self._bind_actions(seams.bind)
         tp, pp, mp = self.train_panel, self.predict_panel, self.metrics_panel
         tp.start_requested.connect(self.start_training)
         tp.cancel_requested.connect(self.cancel_training)
         tp.run_activated.connect(self._on_train_panel_run_activated)
-        docks[0].visibilityChanged.connect(self._on_runs_dock_visibility_changed)
         pp.predict_requested.connect(self.predict_current)
         pp.predict_all_requested.connect(self.predict_all)
         pp.accept_requested.connect(self.accept)
         pp.retrain_requested.connect(self.retrain)
         pp.rank_requested.connect(self.rank)
         pp.next_requested.connect(self.label_next)
-        pp.image_requested.connect(window.show_image)
-        pp.view_changed.connect(window.canvas.set_view_mode)
-        pp.opacity_changed.connect(window.canvas.set_prediction_opacity)
+        pp.image_requested.connect(seams.show_image)
+        pp.view_changed.connect(canvas.set_view_mode)
+        pp.opacity_changed.connect(canvas.set_prediction_opacity)
         mp.evaluate_requested.connect(self.measure)
-        mp.image_requested.connect(window.show_image)
-        window.image_shown.connect(self._on_window_image_shown)
-        window.images.predict_requested.connect(self.predict_selected)
+        mp.image_requested.connect(seams.show_image)
 
-    def _build_menu(self) -> None:
-        w = self.w
-        m = w.menuBar().addMenu("&Model")
-        w._action(m, "Train", self.start_training, "Ctrl+T")
-        w._action(m, "Cancel Training", self.cancel_training)
-        w._action(m, "Retrain from Active Run", self.retrain, "Ctrl+Shift+T")
-        m.addSeparator()
-        w._action(m, "Predict Image", self.predict_current, "Ctrl+P")
-        w._action(m, "Predict All Images", self.predict_all)
-        w._action(m, "Accept Prediction", lambda: self.accept(self.predict_panel.accept_mode.currentData()), "A")
-        m.addSeparator()
-        w._action(m, "Measure (Metrics)", lambda: self.measure(self.metrics_panel.split.currentData()), "Ctrl+M")
-        w._action(m, "Rank Images to Label", self.rank)
-        w._action(m, "Next Image to Label", self.label_next, "N")
-        m.addSeparator()
-        w._action(m, "Export Model…", self.export_model_dialog,
-                  tip="The active run's checkpoint, model card and an ONNX file")
-        w._action(m, "Device Doctor…", self.device_doctor)
+    @classmethod
+    def for_window(cls, window) -> ModelLoop:
+        """The loop of a MainWindow: its canvas, job runner, status bar, actions and docks."""
+        seams = ModelSeams(
+            state=lambda: (window.project, window.current, window.loaded),
+            start_job=window._start_job,
+            show_message=lambda text, ms=0: window.statusBar().showMessage(text, ms),
+            report_error=window.report_error, show_image=window.show_image,
+            save=window.save_now, mask_edited=window._on_canvas_stroke_finished,
+            entry_changed=window.images.update_entry,
+            save_manifest=lambda: window.saver.save_manifest(),
+            bind=window.action_registry.bind, parent=window)
+        loop = cls(window.canvas, seams)
+        docks = [window._dock(t, p, Qt.DockWidgetArea.RightDockWidgetArea)
+                 for t, p in (("Training", loop.train_panel), ("Prediction", loop.predict_panel),
+                              ("Metrics", loop.metrics_panel))]
+        window.tabifyDockWidget(docks[0], docks[1])
+        window.tabifyDockWidget(docks[1], docks[2])
+        docks[0].raise_()
+        loop.docks = docks
+        docks[0].visibilityChanged.connect(loop._on_runs_dock_visibility_changed)
+        window.image_shown.connect(loop._on_window_image_shown)
+        window.images.predict_requested.connect(loop.predict_selected)
+        return loop
+
+    def _bind_actions(self, bind: Callable[[str, Callable], Any]) -> None:
+        """The Model menu's actions are declared in ui/actions.py (MODEL_ACTIONS); bound here."""
+        for action_id, slot in (
+                ("model.train", self.start_training),
+                ("model.cancel_training", self.cancel_training),
+                ("model.retrain", self.retrain),
+                ("model.predict", self.predict_current), ("model.predict_all", self.predict_all),
+                ("model.accept",
+                 lambda: self.accept(self.predict_panel.accept_mode.currentData())),
+                ("model.measure",
+                 lambda: self.measure(self.metrics_panel.split.currentData())),
+                ("model.rank", self.rank), ("model.next_to_label", self.label_next),
+                ("model.export", self.export_model_dialog), ("model.doctor", self.device_doctor)):
+            bind(action_id, slot)
+
+    # -- what is open now ------------------------------------------------------------------
+    @property
+    def project(self) -> Project | None:
+        return self.seams.state()[0]
+
+    @property
+    def current(self):
+        return self.seams.state()[1]
+
+    @property
+    def loaded(self):
+        return self.seams.state()[2]
+
+    def _raise(self, index: int) -> None:
+        if self.docks:
+            self.docks[index].raise_()
 
     # -- runs ------------------------------------------------------------------------------
     def project_opened(self, project: Project) -> None:
@@ -146,10 +160,10 @@ class ModelLoop:
             self.refresh_runs(select_latest=True)
         except Exception as e:       # a damaged runs folder must never keep a project closed
             log.exception("listing the runs failed")
-            self.w.report_error("Runs not listed", f"{project.runs_dir}: {e}")
+            self.seams.report_error("Runs not listed", f"{project.runs_dir}: {e}")
         if not self._warmed:
             self._warmed = True
-            QTimer.singleShot(WARM_UP_DELAY_MS, lambda: self.w._start_job(Job(_warm_up_job, name="warm-up")))
+            QTimer.singleShot(WARM_UP_DELAY_MS, lambda: self.seams.start_job(Job(warm_up_job, name="warm-up")))
 
     def refresh_runs(self, select_latest: bool = False, dialog: bool = False) -> Path | None:
         """Re-list the runs from disk; a broken one is listed as broken and never made active.
@@ -158,7 +172,7 @@ class ModelLoop:
         window says so (a dialog when `dialog`, else the status bar) and falls back to the
         starter model, or to no model.
         """
-        project = self.w.project
+        project = self.project
         if project is None:
             return None
         cards = list_run_cards(project.runs_dir)
@@ -178,9 +192,9 @@ class ModelLoop:
             message = f"run {deleted.name} was deleted; {now}"
             self.train_panel.status.setText(message)
             if dialog:
-                self.w.report_error("Run deleted", message)
+                self.seams.report_error("Run deleted", message)
             else:
-                self.w.statusBar().showMessage(message, 10000)
+                self.seams.show_message(message, 10000)
         return deleted
 
     def _active_ready(self, dialog: bool = False) -> bool:
@@ -191,7 +205,7 @@ class ModelLoop:
         return False
 
     def _on_runs_dock_visibility_changed(self, visible: bool) -> None:
-        if visible and self.w.project is not None:
+        if visible and self.project is not None:
             self.refresh_runs()
 
     def _on_train_panel_run_activated(self, run_dir: Path) -> None:
@@ -204,7 +218,7 @@ class ModelLoop:
         if problem is not None:
             message = f"run {Path(run_dir).name} cannot be used: {problem}"
             self.train_panel.status.setText(message)
-            self.w.statusBar().showMessage(message, 10000)
+            self.seams.show_message(message, 10000)
             self.train_panel.set_active(self.active_run, emit=False)   # keep the model we had
             if not Path(run_dir).exists():
                 self.refresh_runs()
@@ -227,15 +241,14 @@ class ModelLoop:
         self.active_run = run_dir
         self.train_panel.set_active(run_dir, emit=False)
         self.predict_panel.set_model_ready(run_dir is not None, run_dir.name if run_dir else "")
-        self.w.canvas.set_prediction(None)
+        self.canvas.set_prediction(None)
         self.prediction = None
-        if run_dir is not None and self.w.current is not None:
+        if run_dir is not None and self.current is not None:
             self._auto_predict()
 
     # -- training --------------------------------------------------------------------------
     def start_training(self, init_from: Path | None = None) -> None:
-        w = self.w
-        if w.project is None or self.train_job is not None:
+        if self.project is None or self.train_job is not None:
             return
         if init_from is None and self.train_panel.finetune.isChecked() and not self._active_ready(True):
             return
@@ -243,26 +256,26 @@ class ModelLoop:
         if cfg is None:      # said in the panel, before any job (and torch) starts
             self.train_panel.show_config_problem(problem or "these settings cannot train")
             return
-        w.save_now()
+        self.seams.save()
         if init_from is None and self.train_panel.finetune.isChecked() and self._is_run(self.active_run):
             init_from = self.active_run
         self._runs_before = self._run_folders()
-        job = Job(_train_job, w.project.root, cfg, init_from, name="Training")
+        job = Job(train_job, self.project.root, cfg, init_from, name="Training")
         job.signals.progress.connect(self.train_panel.show_progress)
         job.signals.succeeded.connect(self._on_train_succeeded)
         job.signals.cancelled.connect(self._on_train_cancelled)
         job.signals.finished.connect(self._on_train_finished)
         self.train_job = job
         self.train_panel.set_running(True)
-        self.docks[0].raise_()
-        w._start_job(job, visible=True)
+        self._raise(0)
+        self.seams.start_job(job, visible=True)
 
     def _is_run(self, run_dir: Path | None) -> bool:
-        return run_dir is not None and self.w.project is not None and \
-            self.w.project.runs_dir in run_dir.parents
+        return run_dir is not None and self.project is not None and \
+            self.project.runs_dir in run_dir.parents
 
     def _run_folders(self) -> set[Path]:
-        runs_dir = self.w.project.runs_dir if self.w.project is not None else None
+        runs_dir = self.project.runs_dir if self.project is not None else None
         try:
             return {d for d in runs_dir.iterdir() if d.is_dir()} if runs_dir else set()
         except OSError:
@@ -274,7 +287,7 @@ class ModelLoop:
 
     def retrain(self) -> None:
         """Fine-tune the active run on the masks as they are now, in one click."""
-        if self.w.project is None or self.train_job is not None:
+        if self.project is None or self.train_job is not None:
             return
         if self.refresh_runs(dialog=True) is not None:      # the active run was deleted
             return
@@ -282,7 +295,7 @@ class ModelLoop:
 
     def _on_train_succeeded(self, result) -> None:
         summary = describe_score(result.best_metrics)
-        self.w.statusBar().showMessage(
+        self.seams.show_message(
             f"Training finished ({result.status}, {summary}). The prediction is on the image; "
             "Measure in the Metrics panel says how good it is.", 12000)
         self.train_panel.status.setText(f"Finished: {result.status}, best epoch {result.best_epoch}, {summary}")
@@ -300,7 +313,7 @@ class ModelLoop:
             kept = [c for c in ("best.pt", "last.pt") if (new[-1] / c).is_file()]
             text = f"Cancelled; run {new[-1].name} keeps {' and '.join(kept)}."
         self.train_panel.status.setText(text)
-        self.w.statusBar().showMessage(f"Training {text[0].lower()}{text[1:]}", 8000)
+        self.seams.show_message(f"Training {text[0].lower()}{text[1:]}", 8000)
         self.refresh_runs()
 
     def _on_train_finished(self) -> None:
@@ -314,113 +327,106 @@ class ModelLoop:
             self._auto_predict()
 
     def _auto_predict(self) -> None:
-        loaded = self.w.loaded
+        loaded = self.loaded
         if loaded is not None and loaded.data.shape[0] * loaded.data.shape[1] <= AUTO_PREDICT_MAX_PIXELS:
             self.predict_current()
 
     def predict_current(self) -> None:
-        w = self.w
-        if self.active_run is None or w.current is None or w.project is None or not self._active_ready():
+        if self.active_run is None or self.current is None or self.project is None or not self._active_ready():
             return
-        self._predict([w.current.id], name="Predicting")
+        self._predict([self.current.id], name="Predicting")
 
     def predict_all(self) -> None:
-        w = self.w
-        if self.active_run is None or w.project is None or not self._active_ready():
+        if self.active_run is None or self.project is None or not self._active_ready():
             return
-        self._predict([e.id for e in w.project.images], name="Predicting all images")
+        self._predict([e.id for e in self.project.images], name="Predicting all images")
 
     def predict_selected(self, ids: list[str]) -> None:
-        if self.w.project is not None and not self._active_ready():
+        if self.project is not None and not self._active_ready():
             return
-        if self.active_run is None or self.w.project is None:
-            self.w.statusBar().showMessage("No model yet: train one first", 4000)
+        if self.active_run is None or self.project is None:
+            self.seams.show_message("No model yet: train one first", 4000)
             return
         self._predict(list(ids), name=f"Predicting {len(ids)} image(s)")
 
     def _predict(self, ids: list[str], name: str) -> None:
-        predict_images = _in_worker("segstudio.ml.session", "predict_images")
+        predict_images = in_worker("segstudio.ml.session", "predict_images")
         self._predict_generation += 1
         if self._predict_job is not None:
             self._predict_job.token.cancel()     # only the newest request matters
-        job = Job(predict_images, self.w.project.root, self.active_run, ids, name=name)
+        job = Job(predict_images, self.project.root, self.active_run, ids, name=name)
         self._predict_job = job
         job.signals.finished.connect(lambda: setattr(self, "_predict_job", None)
                                      if self._predict_job is job else None)
         job.signals.succeeded.connect(partial(self._on_predict_succeeded, self._predict_generation))
-        self.w._start_job(job, visible=True)
+        self.seams.start_job(job, visible=True)
 
     def _on_predict_succeeded(self, generation: int, results) -> None:
-        w = self.w
-        if w.project is None:
+        if self.project is None:
             return
         for r in results:
-            entry = w.project.entry(r.image_id)
+            entry = self.project.entry(r.image_id)
             if not entry.predicted:
-                w.images.update_entry(w.project.update_entry(r.image_id, predicted=True))
-        w.saver.save_manifest()
-        current = next((r for r in results if w.current is not None and r.image_id == w.current.id), None)
-        if current is not None and w.canvas.image_shape == current.labels.shape and \
+                self.seams.entry_changed(self.project.update_entry(r.image_id, predicted=True))
+        self.seams.save_manifest()
+        current = next((r for r in results if self.current is not None and r.image_id == self.current.id), None)
+        if current is not None and self.canvas.image_shape == current.labels.shape and \
                 (generation == self._predict_generation or len(results) > 1):
             self.prediction = current
-            w.canvas.set_prediction(current.labels, current.uncertainty)
+            self.canvas.set_prediction(current.labels, current.uncertainty)
         if len(results) > 1:
-            w.statusBar().showMessage(f"Predicted {len(results)} images with {results[0].run_id}", 6000)
+            self.seams.show_message(f"Predicted {len(results)} images with {results[0].run_id}", 6000)
 
     def accept(self, mode: str) -> bool:
         """Copy the prediction into the mask as one undo step."""
         from segstudio.core.prediction import accept_prediction
-
-        w = self.w
-        doc = w.canvas.document
+        doc = self.canvas.document
         if doc is None or self.prediction is None:
-            w.statusBar().showMessage("No prediction to accept: predict the image first", 4000)
+            self.seams.show_message("No prediction to accept: predict the image first", 4000)
             return False
         if doc.read_only:
-            w.report_error("This mask is read-only", doc.read_only)
+            self.seams.report_error("This mask is read-only", doc.read_only)
             return False
         edit = accept_prediction(doc, self.prediction.labels, mode,
-                                 classes=[w.canvas.class_value] if mode == "classes" else None)
+                                 classes=[self.canvas.class_value] if mode == "classes" else None)
         if edit is None:
-            w.statusBar().showMessage("The mask already says what the prediction says", 4000)
+            self.seams.show_message("The mask already says what the prediction says", 4000)
             return False
-        w._on_canvas_stroke_finished()
-        w.statusBar().showMessage("Prediction accepted (Ctrl+Z undoes it); correct it, then Retrain", 6000)
+        self.seams.mask_edited()
+        self.seams.show_message("Prediction accepted (Ctrl+Z undoes it); correct it, then Retrain", 6000)
         return True
 
     # -- metrics and ranking ---------------------------------------------------------------
     def measure(self, split: str = "val") -> None:
-        measure = _in_worker("segstudio.ml.session", "measure")
-        w = self.w
-        if w.project is not None and not self._active_ready():
+        measure = in_worker("segstudio.ml.session", "measure")
+        if self.project is not None and not self._active_ready():
             return
-        if self.active_run is None or w.project is None:
-            w.statusBar().showMessage("No model to measure: train one first", 4000)
+        if self.active_run is None or self.project is None:
+            self.seams.show_message("No model to measure: train one first", 4000)
             return
-        w.save_now()
+        self.seams.save()
         run = self.active_run
-        job = Job(measure, w.project.root, run, split, name="Measuring")
+        job = Job(measure, self.project.root, run, split, name="Measuring")
         job.signals.succeeded.connect(lambda report: self._on_measure_succeeded(report, run, split))
-        self.docks[2].raise_()
-        w._start_job(job, visible=True)
+        self._raise(2)
+        self.seams.start_job(job, visible=True)
 
     def _on_measure_succeeded(self, report, run: Path, split: str) -> None:
         self.metrics_panel.show_report(report, run.name, split)
         if not report.images:
-            self.w.statusBar().showMessage(f"No labelled images in the {split} split to measure", 6000)
+            self.seams.show_message(f"No labelled images in the {split} split to measure", 6000)
 
     def rank(self) -> None:
-        rank = _in_worker("segstudio.ml.session", "rank")
-        w = self.w
-        if self.active_run is None or w.project is None or not self._active_ready():
+        rank = in_worker("segstudio.ml.session", "rank")
+        if self.active_run is None or self.project is None or not self._active_ready():
             return
-        job = Job(rank, w.project.root, self.active_run, name="Ranking images")
+        job = Job(rank, self.project.root, self.active_run, name="Ranking images")
         job.signals.succeeded.connect(self._on_rank_succeeded)
-        self.docks[1].raise_()
-        w._start_job(job, visible=True)
+        self._raise(1)
+        self.seams.start_job(job, visible=True)
 
     def _on_rank_succeeded(self, scores) -> None:
-        project = self.w.project
+        project = self.project
         if project is None:
             return
         rows = [(s.image_id, project.entry(s.image_id).display_name, s.value()) for s in scores]
@@ -428,47 +434,47 @@ class ModelLoop:
 
     def label_next(self) -> None:
         ids = self.predict_panel.ranked_ids()
-        current = self.w.current.id if self.w.current else None
-        project = self.w.project
+        current = self.current.id if self.current else None
+        project = self.project
         for image_id in ids:
             if image_id != current and project is not None and project.entry(image_id).labelled < 1.0:
-                self.w.show_image(image_id)
+                self.seams.show_image(image_id)
                 return
-        self.w.statusBar().showMessage("Nothing ranked yet: press 'Rank unlabeled images'", 4000)
+        self.seams.show_message("Nothing ranked yet: press 'Rank unlabeled images'", 4000)
 
     def export_model_dialog(self) -> None:
         from PySide6.QtWidgets import QFileDialog
 
-        if self.w.project is not None and not self._active_ready(dialog=True):
+        if self.project is not None and not self._active_ready(dialog=True):
             return
         if self.active_run is None:
-            self.w.statusBar().showMessage("No model to export: train one first", 4000)
+            self.seams.show_message("No model to export: train one first", 4000)
             return
-        folder = QFileDialog.getExistingDirectory(self.w, "Export the model into")
+        folder = QFileDialog.getExistingDirectory(self.seams.parent, "Export the model into")
         if folder:
             self.export_model(Path(folder) / f"{self.active_run.name}-export")
 
     def export_model(self, out: Path, onnx: bool = True) -> Job | None:
-        export_run = _in_worker("segstudio.ml.export_model", "export_run")
-        if self.active_run is None or self.w.project is None:
+        export_run = in_worker("segstudio.ml.export_model", "export_run")
+        if self.active_run is None or self.project is None:
             return None
-        job = Job(export_run, self.w.project.root, self.active_run, out, onnx=onnx,
+        job = Job(export_run, self.project.root, self.active_run, out, onnx=onnx,
                   name="Exporting the model")
-        job.signals.succeeded.connect(lambda s: self.w.statusBar().showMessage(
+        job.signals.succeeded.connect(lambda s: self.seams.show_message(
             f"Model exported to {s['out']}" + (" (ONNX checked against torch)"
                                                if s["onnx"] and s["onnx"]["checked_with_onnxruntime"] else ""),
             12000))
-        return self.w._start_job(job, visible=True)
+        return self.seams.start_job(job, visible=True)
 
     def device_doctor(self) -> None:
-        job = Job(_doctor_job, name="Checking devices")
+        job = Job(doctor_job, name="Checking devices")
         job.signals.succeeded.connect(self._on_doctor_succeeded)
-        self.w._start_job(job)
+        self.seams.start_job(job)
 
     def _on_doctor_succeeded(self, text: str) -> None:
         self.train_panel.show_device(text.splitlines()[0] if text else "")
         box = QMessageBox(QMessageBox.Icon.Information, "Device doctor", text,
-                          QMessageBox.StandardButton.Ok, self.w)
+                          QMessageBox.StandardButton.Ok, self.seams.parent)
         box.setModal(False)
         box.show()
         self._doctor_box = box

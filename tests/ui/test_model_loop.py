@@ -174,3 +174,48 @@ def test_settings_that_cannot_train_are_refused_in_the_panel(qtbot, win):
                                    "use auto, cpu, cuda, cuda:N or mps")
     assert not w.project.runs_dir.exists() or not any(w.project.runs_dir.iterdir())
     assert w.errors == [], w.errors
+
+
+def test_model_loop_works_without_a_window(qtbot, sample_copy):
+    """The loop is built from its seams alone: a canvas, a job starter, the open image."""
+    from PySide6.QtCore import QThreadPool
+
+    from segstudio.ui.canvas import MaskCanvas
+    from segstudio.ui.model_loop import ModelLoop, ModelSeams
+
+    project = Project.open(sample_copy)
+    canvas = MaskCanvas()
+    qtbot.addWidget(canvas)
+    started, messages, errors = [], [], []
+
+    def start_job(job, visible=False):
+        started.append(job.name)
+        job.signals.failed.connect(errors.append)
+        QThreadPool.globalInstance().start(job)
+        return job
+
+    loop = ModelLoop(canvas, ModelSeams(
+        state=lambda: (project, None, None), start_job=start_job,
+        show_message=lambda text, _ms=0: messages.append(text),
+        report_error=lambda *a: errors.append(a)))
+    qtbot.addWidget(loop.train_panel)
+    loop.project_opened(project)
+    assert loop.active_run is not None and loop.active_run.name == "starter-nuclei"
+    panel = loop.train_panel
+    panel.device.addItem("tpu")
+    panel.device.setCurrentText("tpu")
+    loop.start_training()
+    assert "unknown device 'tpu'" in panel.status.text()
+    assert [n for n in started if n != "warm-up"] == []             # no job for that
+    panel.device.setCurrentText("cpu")
+    panel.preset.setCurrentIndex(panel.preset.findData("tiny"))
+    panel.epochs.setValue(1)
+    panel.minutes.setValue(0.05)
+    loop.start_training()
+    assert [n for n in started if n != "warm-up"] == ["Training"] and loop.train_job is not None
+    qtbot.waitUntil(lambda: loop.train_job is None, timeout=120_000)
+    assert errors == [], errors
+    assert loop.active_run is not None and loop.active_run.parent == project.runs_dir
+    assert any(m.startswith("Training finished") for m in messages), messages
+    assert panel.runs.rowCount() == 1 and panel.loss_plot.series["loss"]
+    QThreadPool.globalInstance().waitForDone(30_000)
