@@ -1,0 +1,25 @@
+"""Torch's libraries preloaded without the GIL: torch then imports and runs as usual."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_preloaded_libraries_are_the_ones_torch_then_uses():
+    code = (
+        "import sys\n"
+        "from segstudio.workers.preload import preload_torch_libraries\n"
+        "assert preload_torch_libraries() is True\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "assert 'libtorch_cpu' in maps and 'torch' not in sys.modules\n"
+        "assert preload_torch_libraries() is False          # once only\n"
+        "import torch\n"
+        "m = torch.nn.Conv2d(1, 2, 3); y = m(torch.ones(1, 1, 8, 8)); y.sum().backward()\n"
+        "print('ok', tuple(y.shape))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "ok (1, 2, 6, 6)" in out.stdout, out.stdout + out.stderr
