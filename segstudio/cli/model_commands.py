@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -42,6 +41,7 @@ def _raising(error: Exception):
 
 def _prediction_sources(source: Path, out: Path):
     """(id, label, read() -> ndarray) for a project's images or a folder's image files."""
+    from segstudio.core.names import slug
     from segstudio.io.images import is_supported, probe, read_image
     from segstudio.io.project import Project
 
@@ -56,7 +56,7 @@ def _prediction_sources(source: Path, out: Path):
     items = []
     for f in files:
         rel = f.name if source.is_file() else f.relative_to(source).as_posix()
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.rsplit(".", 1)[0]).strip("._") or "image"
+        stem = slug(rel.rsplit(".", 1)[0])          # named as a project would name it
         try:
             infos = probe(f)
         except Exception as e:   # an unreadable file is reported, the others still predicted

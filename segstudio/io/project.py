@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import shutil
-import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import numpy as np
 from segstudio.core.classes import (BACKGROUND, ClassError, LabelClass, clean_classes,
                                     default_color, next_class_id, validate_classes)
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
+from segstudio.core.names import slug
 from segstudio.io.atomic import atomic_write_json, remove_stale_temporaries, same_file
 from segstudio.io.images import (DEFAULT_MAX_PIXELS, ImageInfo, ImageReadError, LoadedImage,
                                  is_supported, probe, read_image)
@@ -80,10 +79,7 @@ class ImageEntry:
         return name if self.frame is None else f"{name} [{self.frame}]"
 
 
-def _slug(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    text = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
-    return text[:80] or "image"
+_slug = slug      # image ids: the one naming rule (core/names.py)
 
 
 def _split_for(image_id: str, val_fraction: float) -> str:

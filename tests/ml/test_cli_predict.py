@@ -163,3 +163,16 @@ def test_a_run_copied_by_hand_without_card_or_classes(project_copy):
     assert [c.name for c in load_run_model(root, run_dir).classes] == [
         "background", "cell", "debris"]
     assert load_run_model(None, run_dir).classes[2].name == "class 2"
+
+
+def test_predicted_masks_are_named_like_the_project_names_the_image(trained_project, tmp_path):
+    """One naming rule: the CLI's mask for a file is named by the id a project gives it."""
+    root, run_dir = trained_project
+    src = tmp_path / "imgs"
+    src.mkdir()
+    source = Project.open(root)
+    (src / "Zellkern é 01.png").write_bytes(source.image_path(source.images[0]).read_bytes())
+    project = Project.create(tmp_path / "other")
+    (entry,) = project.add_images([src / "Zellkern é 01.png"])
+    assert main(["predict", str(src), "--run", str(run_dir), "--out", str(tmp_path / "o")]) == 0
+    assert entry.id == "Zellkern_e_01" and (tmp_path / "o" / f"{entry.id}.png").is_file()

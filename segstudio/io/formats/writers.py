@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from segstudio.core.names import slug
 from segstudio.io.formats.base import (ExportContext, ExportError, Item, Skip, iter_split_names,
                                        register_writer)
 from segstudio.io.formats.indexed_png import class_palette, encode_indexed_png
@@ -164,8 +164,7 @@ class VocWriter(PngWriter):
         _write_lists(ctx, ctx.folder("ImageSets", "Segmentation"), results, trainval=True)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
+_slug = slug      # the same naming rule as image ids (core/names.py)
 
 
 def _stem(path: Path) -> str:
