@@ -49,7 +49,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {"max_pixels": DEFAULT_MAX_PIXELS, "val_fract
 class ImageScan:
     """Image files found by `Project.scan_images`, not yet in the project."""
 
-    found: list[tuple[Path, list[int | None]]] = field(default_factory=list)  # (file, frames)
+    # (path as stored in the manifest, resolved path, frames), resolved on the worker
+    found: list[tuple[str, str, list[int | None]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -103,6 +104,7 @@ class Project:
         self.read_only: str | None = None   # why nothing may be written, or None
         self._lock: ProjectLock | None = None
         self._disk_manifest: dict[str, Any] | None = None   # project.json as last read/written
+        self._resolved: dict[str, str] = {}                 # entry.path -> resolved file path
 
     # -- create / open / save --------------------------------------------------------------
     @classmethod
@@ -240,8 +242,7 @@ class Project:
             "version": FORMAT_VERSION,
             "name": self.name,
             "classes": [asdict(c) for c in self.classes],
-            "images": [{k: v for k, v in asdict(e).items()
-                        if not (k == "frame" and v is None)} for e in self.images],
+            "images": [_entry_dict(e) for e in self.images],   # not asdict: it deep-copies
             "settings": self.settings,
         }
 
@@ -350,7 +351,11 @@ class Project:
 
     def known_files(self) -> set[tuple[str, int | None]]:
         """(resolved path, frame) of every item already in the project."""
-        return {(str(self.image_path(e).resolve()), e.frame) for e in self.images}
+        cache = self._resolved
+        for e in self.images:
+            if e.path not in cache:     # resolving costs syscalls per path part: once per file
+                cache[e.path] = str(self.image_path(e).resolve())
+        return {(cache[e.path], e.frame) for e in self.images}
 
     def scan_images(self, paths: list[Path], *, copy: bool = False,
                     known: set[tuple[str, int | None]] | None = None,
@@ -381,7 +386,8 @@ class Project:
             dest = self._copy_in(src) if copy else src
             infos = [i for i in infos if (str(dest.resolve()), i.frame) not in known]
             if infos:
-                scan.found.append((dest, [i.frame for i in infos]))
+                scan.found.append((self._stored_path(dest), str(dest.resolve()),
+                                   [i.frame for i in infos]))
         return scan
 
     def _copy_in(self, src: Path) -> Path:
@@ -400,17 +406,20 @@ class Project:
         self.problems += scan.problems
         added: list[ImageEntry] = []
         known = self.known_files()
-        for dest, frames in scan.found:
+        for stored, resolved, frames in scan.found:
+            dest = Path(stored)
             for frame in frames:
-                if (str(dest.resolve()), frame) in known:
+                if (resolved, frame) in known:
                     continue
                 stem = _slug(dest.name[: -len(".nii.gz")] if dest.name.lower().endswith(".nii.gz")
                              else dest.stem)
                 base = stem if frame is None else f"{stem}_{frame:03d}"
                 image_id = self._unique_id(base)
-                entry = ImageEntry(image_id, self._stored_path(dest), frame,
+                entry = ImageEntry(image_id, stored, frame,
                                    _split_for(image_id, float(self.settings["val_fraction"])))
                 self.images.append(entry)
+                self._resolved[stored] = resolved
+                known.add((resolved, frame))
                 added.append(entry)
         if added:
             self.save()
@@ -491,3 +500,11 @@ class Project:
 
     def save_view(self, view: dict[str, Any]) -> None:
         atomic_write_json(self.state_dir / "view.json", view)
+
+
+def _entry_dict(e: ImageEntry) -> dict[str, Any]:
+    d = {"id": e.id, "path": e.path, "frame": e.frame, "split": e.split, "labelled": e.labelled,
+         "predicted": e.predicted, "reviewed": e.reviewed}
+    if e.frame is None:
+        del d["frame"]
+    return d
