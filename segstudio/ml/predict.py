@@ -36,6 +36,7 @@ from segstudio.ml.normalise import Normalisation, Normaliser  # noqa: F401  (re-
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class TileOptions:
     """How an image is cut and blended. Bigger tiles and batches are faster, not lighter."""

@@ -85,6 +85,12 @@ def test_train_then_measure_rank_and_retrain(qtbot, win):
     card = json.loads((first / "model_card.json").read_text())
     assert card["status"] in ("finished", "time-budget", "early-stopped")
     assert panel.runs.rowCount() == 1 and panel.loss_plot.series["loss"]
+    # the curves come from the typed events: one loss point per step, one Dice point per epoch
+    assert [x for x, _ in panel.loss_plot.series["loss"]] == [float(i) for i in range(
+        1, card["steps"] + 1)]
+    dice = [(float(h["epoch"]), h["mean_dice"]) for h in card["history"]
+            if h["mean_dice"] is not None]
+    assert panel.val_plot.series["mean Dice"] == dice and dice
     # the new run predicts the current image
     qtbot.waitUntil(lambda: loop.prediction is not None and loop.prediction.run_id == first.name,
                     timeout=60_000)
