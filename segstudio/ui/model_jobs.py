@@ -10,10 +10,12 @@ from pathlib import Path
 from segstudio.core.jobs import Progress
 from segstudio.io.project import Project
 from segstudio.ml.config import TrainConfig
+from segstudio.workers.preload import preload_torch_libraries
 
 
 def train_job(project_root: Path, cfg: TrainConfig, init_from: Path | None, *,
                on_progress=None, cancel=None):
+    preload_torch_libraries()
     from segstudio.ml.allocator import tune_allocator
     from segstudio.ml.device import describe, pick_device
     from segstudio.ml.train import train
@@ -30,8 +32,9 @@ def warm_up_job(*, on_progress=None, cancel=None) -> None:
 
     Its first import runs ~1 s of Python bytecode holding the GIL (torch.optim pulls in sympy);
     done while the window is idle after opening, it no longer stalls the window when the user
-    presses Train.
+    presses Train. Torch's libraries load first without the GIL (workers/preload.py).
     """
+    preload_torch_libraries()
     import torch
 
     import segstudio.ml.train  # noqa: F401
@@ -47,12 +50,15 @@ def in_worker(module: str, name: str):
     def run(*args, **kwargs):
         import importlib
 
+        preload_torch_libraries()       # the first model job loads torch: without the GIL
+
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
     run.__name__ = name
     return run
 
 
 def doctor_job(*, on_progress=None, cancel=None) -> str:
+    preload_torch_libraries()
     from segstudio.ml.device import doctor
 
     return doctor()
