@@ -112,10 +112,10 @@ def project_ops(app: QApplication, n_images: int) -> dict:
         cv2.imwrite(str(extra / f"extra_{k:03d}.png"),
                     rng.integers(0, 255, (256, 256), dtype=np.uint8))
     meter, phases = StallMeter(), {}
-    meter.start()                          # from the moment the project opens
     w = build_main_window(Project.open(tmp / "project"))
     w.resize(1280, 820)
     w.show()
+    meter.start()       # from the moment the window is up (building it is start-up: startup.py)
     wait(app, 30, lambda: w.canvas.document is not None)
     panel = w.model_loop.train_panel
     panel.preset.setCurrentIndex(panel.preset.findData("fast"))
