@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QThreadPool, Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
                                QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QListWidget, QListWidgetItem, QPushButton, QSpinBox, QTableWidget,
@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from segstudio.io.export import WRITERS, ExportOptions
 from segstudio.io.imports import READERS, ImportOptions
+from segstudio.workers.job import Job, plain_error
 
 NEW_CLASS = "(new class)"
 
@@ -118,12 +119,18 @@ class ExportDialog(QDialog):
 
 
 class ImportDialog(QDialog):
-    """Pick a source and format; after 'Check', map the source's class names to the project's."""
+    """Pick a source and format; after 'Check', map the source's class names to the project's.
+
+    Check reads the whole source (a big COCO file takes a while) on a worker; `checked(ok)`
+    says when it is done."""
+
+    checked = Signal(bool)
 
     def __init__(self, project_classes: list[str], preview_fn, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Import masks")
         self._preview_fn = preview_fn
+        self._job = None
         self._project_classes = project_classes
         self.format = QComboBox()
         for f in READERS.values():
@@ -181,15 +188,30 @@ class ImportDialog(QDialog):
             new_classes=new, unannotated=self.unannotated.currentData(),
             skip_unmatched=self.skip_unmatched.isChecked())
 
-    def check(self) -> bool:
-        """Read the whole source (nothing is written) and fill the class mapping."""
+    def check(self):
+        """Read the whole source on a worker (nothing is written), then fill the class mapping."""
         src, opts = self.options(mapping={})
-        try:
-            preview = self._preview_fn(src, replace(opts, new_classes=True))
-        except Exception as e:   # the importer's errors name the file and place
-            self.summary.setText(f"<b>Cannot import:</b> {e}")
-            self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(False)
-            return False
+        preview_fn = self._preview_fn
+
+        def body(*, on_progress=None, cancel=None):
+            return preview_fn(src, replace(opts, new_classes=True))
+        self.check_button.setEnabled(False)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(False)
+        self.summary.setText(f"Reading {src}…")
+        self._job = job = Job(body, name="Checking the import")
+        job.signals.succeeded.connect(self._on_preview_ready)
+        job.signals.failed.connect(self._on_preview_failed)
+        job.signals.finished.connect(lambda: self.check_button.setEnabled(True))
+        QThreadPool.globalInstance().start(job)
+        return job
+
+    def _on_preview_failed(self, details: str) -> None:
+        # the importer's errors name the file and place
+        self.summary.setText(f"<b>Cannot import:</b> {plain_error(details)}")
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(False)
+        self.checked.emit(False)
+
+    def _on_preview_ready(self, preview) -> None:
         self.summary.setText(f"{len(preview.images)} image(s) get a mask; classes in the source: "
                              f"{', '.join(preview.source_classes) or 'none'}"
                              + (f"; skipped: {len(preview.skipped)}" if preview.skipped else ""))
@@ -204,7 +226,7 @@ class ImportDialog(QDialog):
             combo.setCurrentText(lowered.get(name.casefold(), NEW_CLASS))
             self.mapping.setCellWidget(row, 1, combo)
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(bool(preview.images))
-        return True
+        self.checked.emit(True)
 
     def current_mapping(self) -> dict[str, str]:
         return {self.mapping.item(r, 0).text(): self.mapping.cellWidget(r, 1).currentText()

@@ -47,7 +47,9 @@ def test_export_png_and_coco_from_the_window_then_import_back(qtbot, sample_copy
                            Project.open(sample_copy), src, opts))
     qtbot.addWidget(dlg)
     dlg.src.setText(str(tmp_path / "png" / "masks" / "train"))
-    assert dlg.check()
+    with qtbot.waitSignal(dlg.checked, timeout=30_000) as ok:
+        dlg.check()                                   # on a worker: the dialog stays live
+    assert ok.args == [True]
     assert dlg.current_mapping().get("nucleus") == "nucleus"
     src, opts = dlg.options()
     job = w.run_import(src, opts)
@@ -69,13 +71,17 @@ def test_import_dialog_reports_bad_input_and_offers_new_classes(qtbot, sample_co
     qtbot.addWidget(dlg)
     dlg.format.setCurrentIndex(dlg.format.findData("yolo"))
     dlg.src.setText(str(bad))
-    assert not dlg.check()
+    with qtbot.waitSignal(dlg.checked, timeout=30_000) as ok:
+        dlg.check()
+    assert ok.args == [False]
     assert "nuclei_01.txt" in dlg.summary.text() and "line 1" in dlg.summary.text()
     assert not dlg.buttons.button(dlg.buttons.StandardButton.Ok).isEnabled()
     # a good file with a class the project lacks: offered as a new class
     (bad / "classes.txt").write_text("mitosis\n")
     (bad / "nuclei_01.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5 0.1 0.5\n")
-    assert dlg.check()
+    with qtbot.waitSignal(dlg.checked, timeout=30_000) as ok:
+        dlg.check()
+    assert ok.args == [True]
     assert dlg.current_mapping() == {"mitosis": NEW_CLASS}
     _src, opts = dlg.options()
     assert opts.new_classes and opts.mapping == {"mitosis": "mitosis"}
