@@ -15,7 +15,8 @@ from segstudio.workers.job import Job, plain_error
 
 
 class FileMenuMixin:
-    """Mixed into MainWindow: needs open_project, report_error, project, images, current."""
+    """Mixed into MainWindow: needs open_project, report_error, project, images, current,
+    runner (a JobRunner), opener (an ImageOpener), saver, canvas and editing."""
 
     def open_project_path(self, path: Path) -> bool:
         try:
@@ -53,7 +54,7 @@ class FileMenuMixin:
         job.signals.succeeded.connect(self.open_project)
         job.signals.failed.connect(
             lambda details: self.report_error("Cannot create the project", plain_error(details)))
-        return self._start_job(job, report_failure=False, visible=True)
+        return self.runner.start(job, report_failure=False, visible=True)
 
     def add_images_dialog(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
@@ -73,7 +74,7 @@ class FileMenuMixin:
         job = Job(project.scan_images, list(paths), copy=copy, known=project.known_files(),
                   name=f"Adding {len(paths)} image(s)")
         job.signals.succeeded.connect(partial(self._on_images_scanned, project))
-        return self._start_job(job, visible=True)
+        return self.runner.start(job, visible=True)
 
     def _on_images_scanned(self, project: Project, scan) -> list[ImageEntry]:
         if project is not self.project:
@@ -141,14 +142,14 @@ class FileMenuMixin:
         except OutputFolderError as e:
             self.report_error("Export refused", str(e))
             return None
-        self._refresh_current_status()
+        self.opener.refresh_status()
         self.saver.flush_manifest()
         job = Job(self.saver.flushed(export_dataset), Project.open(self.project.root), out, options,
                   name=f"Exporting {options.format}")
         job.signals.succeeded.connect(self._on_export_succeeded)
         job.signals.cancelled.connect(
             lambda: self.statusBar().showMessage("Export cancelled; nothing was written", 6000))
-        return self._start_job(job, visible=True)
+        return self.runner.start(job, visible=True)
 
     def _on_export_succeeded(self, result) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
@@ -175,7 +176,7 @@ class FileMenuMixin:
 
         if self.project is None:
             return None
-        self._refresh_current_status()
+        self.opener.refresh_status()
         self.saver.flush_manifest()
         job = Job(self.saver.flushed(import_annotations), Project.open(self.project.root), src,
                   options, name="Importing masks")
@@ -183,7 +184,7 @@ class FileMenuMixin:
         # the masks are replaced on disk: no painting meanwhile (the project reopens after)
         self.canvas.set_loading("Importing masks…")
         job.signals.finished.connect(lambda: self.canvas.loading and self.canvas.set_loading(None))
-        return self._start_job(job, visible=True)
+        return self.runner.start(job, visible=True)
 
     def _on_import_succeeded(self, result) -> None:
         root = self.project.root if self.project is not None else None
