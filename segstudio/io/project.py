@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from segstudio.core.names import slug
 from segstudio.io.atomic import atomic_write_json, remove_stale_temporaries, same_file
 from segstudio.io.images import (DEFAULT_MAX_PIXELS, ImageInfo, ImageReadError, LoadedImage,
                                  is_supported, probe, read_image)
+from segstudio.io.entries import STATUSES, ImageEntry, ImageScan, entry_dict  # noqa: F401
 from segstudio.io.lock import ProjectLock, ProjectLockedError
 from segstudio.io.manifest import (ProjectError, check_keys, check_settings, field_of,
                                    merge_manifests, writable_problem)
@@ -37,47 +38,11 @@ MANIFEST = "project.json"
 FORMAT = "segstudio-project"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
-STATUSES = ("unlabeled", "partly", "fully", "predicted", "reviewed")
 
 _TOP_KEYS = {"format", "version", "name", "classes", "images", "settings"}
 _CLASS_KEYS = {"id", "name", "color", "visible"}
 _IMAGE_KEYS = {"id", "path", "frame", "split", "labelled", "predicted", "reviewed"}
 DEFAULT_SETTINGS: dict[str, Any] = {"max_pixels": DEFAULT_MAX_PIXELS, "val_fraction": 0.2}
-
-
-@dataclass
-class ImageScan:
-    """Image files found by `Project.scan_images`, not yet in the project."""
-
-    # (path as stored in the manifest, resolved path, frames), resolved on the worker
-    found: list[tuple[str, str, list[int | None]]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ImageEntry:
-    id: str
-    path: str                   # relative to the project root, or absolute if outside it
-    frame: int | None = None    # page / slice / frame inside a multi-item file
-    split: str = "train"
-    labelled: float = 0.0       # fraction of pixels with a class (not 255), cached
-    predicted: bool = False
-    reviewed: bool = False
-
-    @property
-    def status(self) -> str:
-        if self.reviewed:
-            return "reviewed"
-        if self.labelled >= 1.0:
-            return "fully"
-        if self.labelled > 0.0:
-            return "partly"
-        return "predicted" if self.predicted else "unlabeled"
-
-    @property
-    def display_name(self) -> str:
-        name = Path(self.path).name
-        return name if self.frame is None else f"{name} [{self.frame}]"
 
 
 _slug = slug      # image ids: the one naming rule (core/names.py)
@@ -242,7 +207,7 @@ class Project:
             "version": FORMAT_VERSION,
             "name": self.name,
             "classes": [asdict(c) for c in self.classes],
-            "images": [_entry_dict(e) for e in self.images],   # not asdict: it deep-copies
+            "images": [entry_dict(e) for e in self.images],   # not asdict: it deep-copies
             "settings": self.settings,
         }
 
@@ -500,11 +465,3 @@ class Project:
 
     def save_view(self, view: dict[str, Any]) -> None:
         atomic_write_json(self.state_dir / "view.json", view)
-
-
-def _entry_dict(e: ImageEntry) -> dict[str, Any]:
-    d = {"id": e.id, "path": e.path, "frame": e.frame, "split": e.split, "labelled": e.labelled,
-         "predicted": e.predicted, "reviewed": e.reviewed}
-    if e.frame is None:
-        del d["frame"]
-    return d
