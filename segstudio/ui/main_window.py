@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (QDockWidget, QMainWindow, QMenu, QMessageBox, QStackedWidget,
                                QVBoxLayout, QWidget)
 
-from segstudio.core.classes import LabelClass
 from segstudio.io.images import LoadedImage
-from segstudio.io.project import ImageEntry, Project, ProjectError
+from segstudio.io.project import ImageEntry, Project
 from segstudio.io.userdirs import add_recent_project, data_dir, recent_projects
-from segstudio.edit.maskops import clear_class
 from segstudio.ui.actions import MODEL_ACTIONS, WINDOW_ACTIONS, Action, ActionRegistry
 from segstudio.ui.canvas import MaskCanvas
 from segstudio.ui.dialogs import ShortcutsDialog, error_box
 from segstudio.ui.display_control import DisplayControl, default_preset  # noqa: F401 (was here)
+from segstudio.ui.class_control import ClassControl
 from segstudio.ui.editing import Editing
-from segstudio.ui.file_menu import FileMenuMixin
+from segstudio.ui.file_menu import FileMenu
 from segstudio.ui.image_opener import ImageOpener, load_item  # noqa: F401 (was here)
 from segstudio.ui.job_runner import JobRunner
 from segstudio.ui.jobs_view import JobsIndicator
@@ -45,7 +45,7 @@ from segstudio.workers.job import Job, plain_error  # noqa: F401 (tests import i
 log = logging.getLogger(__name__)
 
 
-class MainWindow(FileMenuMixin, QMainWindow):
+class MainWindow(QMainWindow):
     image_shown = Signal(str)            # after an image and its mask are on the canvas
     images_added = Signal(list)          # ids of images just added to the project
 
@@ -75,11 +75,18 @@ class MainWindow(FileMenuMixin, QMainWindow):
         column.setSpacing(0)
         column.addWidget(self.hint)
         column.addWidget(self.canvas, 1)
+        self.files = FileMenu(
+            self, project=lambda: self.project, open_project=self.open_project,
+            report_error=self.report_error, start_job=self.runner.start, saver=self.saver,
+            canvas=self.canvas, show_message=self._show_message,
+            refresh_status=lambda: self.opener.refresh_status(),
+            images_joined=self._on_images_joined,
+            forget_histories=lambda: self.editing.forget_histories())
         self.welcome = WelcomePage()
-        self.welcome.sample_requested.connect(self.open_sample)
-        self.welcome.new_requested.connect(self.new_project_dialog)
-        self.welcome.open_requested.connect(self.open_project_dialog)
-        self.welcome.recent_requested.connect(self.open_project_path)
+        self.welcome.sample_requested.connect(self.files.open_sample)
+        self.welcome.new_requested.connect(self.files.new_project_dialog)
+        self.welcome.open_requested.connect(self.files.open_project_dialog)
+        self.welcome.recent_requested.connect(self.files.open_project_path)
         self.pages = QStackedWidget()
         self.pages.addWidget(self.welcome)
         self.pages.addWidget(canvas_page)
@@ -99,7 +106,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
             self.canvas, self.saver, project=lambda: self.project, start_job=self.runner.start,
             report_error=self.report_error, show_message=self._show_message,
             history_for=lambda image_id: self.editing.history_for(image_id),
-            show_content=self.display.show, add_classes=self._add_classes,
+            show_content=self.display.show, add_classes=lambda new: self.classes.add(new),
             select=lambda image_id: self.images.select(image_id, emit=False), parent=self)
         self.opener.image_shown.connect(self.image_shown)
         self.opener.history_changed.connect(self._on_history_changed)
@@ -110,9 +117,11 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.images.image_activated.connect(self.show_image)
         self.images.split_chosen.connect(self.set_split)
         self.images.reviewed_toggled.connect(self.set_reviewed)
-        self.class_panel.class_selected.connect(self._on_class_selected)
-        self.class_panel.classes_edited.connect(self._on_classes_edited)
-        self.class_panel.class_deleted.connect(self._on_class_deleted)
+        self.classes = ClassControl(
+            self.class_panel, self.canvas, project=lambda: self.project,
+            current=lambda: self.current, start_job=self.runner.start,
+            open_after=self.opener.open_after, forget_histories=self.editing.forget_histories,
+            report_error=self.report_error, show_message=self._show_message)
         self.canvas.stroke_finished.connect(self._on_canvas_stroke_finished)
         self.canvas.paint_refused.connect(self._on_canvas_paint_refused)
         self._last_refusal = ""
@@ -152,22 +161,6 @@ class MainWindow(FileMenuMixin, QMainWindow):
     def _class_job(self) -> Job | None:
         return self.opener.blocking_job
 
-    @property
-    def position_label(self):
-        return self.display.position_label
-
-    @property
-    def value_label(self):
-        return self.display.value_label
-
-    @property
-    def class_label(self):
-        return self.display.class_label
-
-    @property
-    def zoom_label(self):
-        return self.display.zoom_label
-
     def _start_job(self, job: Job, report_failure: bool = True, visible: bool = False) -> Job:
         """Run a job on the pool; `visible` ones show progress and Cancel in the status bar."""
         return self.runner.start(job, report_failure=report_failure, visible=visible)
@@ -187,6 +180,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.statusBar().addPermanentWidget(self.jobs_view)
         # one persistent word on what is not on disk (or cannot be), instead of a box per stroke
         self.save_state_label = self.saver.label
+        self.position_label, self.value_label, self.class_label, self.zoom_label = self.display.labels
         for w in (self.save_state_label, *self.display.labels):
             self.statusBar().addPermanentWidget(w)
     def _build_actions(self) -> None:
@@ -194,10 +188,12 @@ class MainWindow(FileMenuMixin, QMainWindow):
         reg = self.action_registry = ActionRegistry((*WINDOW_ACTIONS, *MODEL_ACTIONS), owner=self)
         bind = reg.bind
         for action_id, slot in (
-                ("file.new", self.new_project_dialog), ("file.open", self.open_project_dialog),
-                ("file.sample", self.open_sample), ("file.add_images", self.add_images_dialog),
-                ("file.import_masks", self.import_masks_dialog),
-                ("file.export", self.export_dataset_dialog), ("file.save", self.save_now),
+                ("file.new", self.files.new_project_dialog),
+                ("file.open", self.files.open_project_dialog),
+                ("file.sample", self.files.open_sample),
+                ("file.add_images", self.files.add_images_dialog),
+                ("file.import_masks", self.files.import_masks_dialog),
+                ("file.export", self.files.export_dataset_dialog), ("file.save", self.save_now),
                 ("file.quit", self.close),
                 ("view.zoom_in", lambda: self.canvas.zoom_by(1.25)),
                 ("view.zoom_out", lambda: self.canvas.zoom_by(0.8)),
@@ -227,7 +223,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         menus = reg.build_menus(self.menuBar())
         self.recent_menu = QMenu("Open Recent", self)
         menus["File"].insertMenu(reg.qaction("file.sample"), self.recent_menu)
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self.recent_menu.aboutToShow.connect(partial(self.files.fill_recent, self.recent_menu))
         self.addToolBar(self.editing.toolbar)
 
     def _action(self, menu, text: str, slot, shortcut=None, checkable=False, tip="") -> QAction:
@@ -259,8 +255,7 @@ class MainWindow(FileMenuMixin, QMainWindow):
         self.saver.attach(project)
         if project.read_only:
             self.statusBar().showMessage(f"Read-only: {project.read_only}", 15000)
-        self.class_panel.set_classes(project.classes)
-        self.canvas.set_classes(project.classes)
+        self.classes.show_project(project)
         self.images.set_entries(project.images)
         try:
             add_recent_project(project.root)
@@ -323,6 +318,50 @@ class MainWindow(FileMenuMixin, QMainWindow):
         if self.current is not None:
             self.set_reviewed([self.current.id], not self.current.reviewed)
 
+    def _on_images_joined(self, added: list[ImageEntry]) -> None:
+        if self.project is None:
+            return
+        self.images.set_entries(self.project.images, self.current.id if self.current else None)
+        self._start_thumbnails(added)
+        if added and self.current is None:
+            self.show_image(added[0].id)
+        self.statusBar().showMessage(f"Added {len(added)} image(s)", 4000)
+        self.images_added.emit([e.id for e in added])
+
+    # -- files (the FileMenu part), under the names tests and scripts use ------------------
+    def open_project_path(self, path: Path) -> bool:
+        return self.files.open_project_path(path)
+
+    def create_project(self, images: Path, root: Path, *, copy: bool = False):
+        return self.files.create_project(images, root, copy=copy)
+
+    def add_images(self, paths: list[Path], copy: bool = False):
+        return self.files.add_images(paths, copy=copy)
+
+    def add_images_dialog(self) -> None:
+        self.files.add_images_dialog()
+
+    def run_export(self, out: Path, options):
+        return self.files.run_export(out, options)
+
+    def run_import(self, src: Path, options):
+        return self.files.run_import(src, options)
+
+    @property
+    def last_export(self):
+        return self.files.last_export
+
+    @last_export.setter
+    def last_export(self, result) -> None:
+        self.files.last_export = result
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        self.files.drop([Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()])
+
     # -- editing ---------------------------------------------------------------------------
     def _on_saver_saved(self, image_id: str, n: int) -> None:
         if self.saver.state.ok:
@@ -362,56 +401,6 @@ class MainWindow(FileMenuMixin, QMainWindow):
 
     def set_brush_radius(self, radius: float) -> None:
         self.editing.set_brush_radius(radius)
-
-    # -- classes ---------------------------------------------------------------------------
-    def _on_class_selected(self, class_id: int) -> None:
-        self.canvas.class_value = class_id
-        c = self.project.class_by_id(class_id) if self.project else None
-        if c is not None:
-            self.statusBar().showMessage(f"Painting '{c.name}'", 1500)
-
-    def _on_classes_edited(self, classes: list[LabelClass]) -> None:
-        if self.project is None:
-            return
-        try:
-            self.project.set_classes(classes)
-        except ProjectError as e:
-            self.report_error("Classes not changed", str(e))
-            self.class_panel.set_classes(self.project.classes)
-            return
-        self.canvas.set_classes(classes)
-
-    def _add_classes(self, new: list[LabelClass]) -> None:
-        """Ids found in a mask become classes (the opener's offer)."""
-        if self.project is None:
-            return
-        self._on_classes_edited([*self.project.classes, *new])
-        self.class_panel.set_classes(self.project.classes)
-
-    def _on_class_deleted(self, class_id: int) -> None:
-        """The deleted class's pixels become unlabeled, on screen and in every saved mask."""
-        if self.project is None:
-            return
-        if self.project.read_only:
-            self.report_error("Class not deleted", f"Read-only: {self.project.read_only}")
-            self.class_panel.set_classes(self.project.classes)
-            return
-        doc = self.canvas.document
-        if doc is not None and not doc.read_only:      # the open image: one undoable step
-            doc.apply(clear_class(doc.mask, class_id), "Delete class")
-        # every other saved mask on a worker, each rewritten under the mask store's lock; other
-        # images wait until it is done (a mask loaded half-way would bring the class back)
-        skip = {self.current.id} if self.current else set()
-        job = Job(self.project.clear_class_from_masks, class_id, skip=skip,
-                  name="Removing the class from every mask")
-        job.signals.succeeded.connect(self._on_class_cleared)
-        self.opener.open_after(job, "Removing the class from every mask; the image opens "
-                                    "when that is done")
-        self.runner.start(job, visible=True)
-
-    def _on_class_cleared(self, changed: int) -> None:
-        self.editing.forget_histories(keep=self.current.id if self.current else None)
-        self.statusBar().showMessage(f"Class removed from {changed} saved mask(s)", 4000)
 
     # -- display ---------------------------------------------------------------------------
     def apply_preset(self, preset: str) -> None:
