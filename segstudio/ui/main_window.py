@@ -1,9 +1,11 @@
 """MainWindow: lays out the parts and wires their signals; each part does its own work.
 
-The parts take collaborators, not the window: `JobRunner` (jobs), `ProjectSaver` (what is on
-disk), `ImageOpener` (the open image, its document and history), `DisplayControl` (display
-range and the hover labels), `Editing` (tools and mask operations), `ModelLoop` (train, predict,
-measure) and `WindowSettings` (what persists). The window keeps the project and its panels.
+The parts take collaborators (getters, callables, widgets), not the window: `JobRunner` (jobs),
+`ProjectSaver` (what is on disk), `ImageOpener` (the open image, its document and history),
+`DisplayControl` (display range, hover labels), `ClassControl` (the Classes panel's work),
+`FileMenu` (open, add, export, import), `Editing` (tools and mask operations), `ModelLoop`
+(train, predict, measure) and `WindowSettings` (what persists). The window keeps the project,
+lays out the panels and keeps thin delegates under the names tests and scripts use.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (QDockWidget, QMainWindow, QMenu, QMessageBox, QStackedWidget,
                                QVBoxLayout, QWidget)
 
 from segstudio.io.images import LoadedImage
 from segstudio.io.project import ImageEntry, Project
 from segstudio.io.userdirs import add_recent_project, data_dir, recent_projects
-from segstudio.ui.actions import MODEL_ACTIONS, WINDOW_ACTIONS, Action, ActionRegistry
+from segstudio.ui.actions import MODEL_ACTIONS, WINDOW_ACTIONS, ActionRegistry
 from segstudio.ui.canvas import MaskCanvas
 from segstudio.ui.dialogs import ShortcutsDialog, error_box
 from segstudio.ui.display_control import DisplayControl, default_preset  # noqa: F401 (was here)
@@ -183,6 +185,7 @@ class MainWindow(QMainWindow):
         self.position_label, self.value_label, self.class_label, self.zoom_label = self.display.labels
         for w in (self.save_state_label, *self.display.labels):
             self.statusBar().addPermanentWidget(w)
+
     def _build_actions(self) -> None:
         """The menus, the tool bar and the F1 dialog, all from one registry (segstudio/ui/actions.py)."""
         reg = self.action_registry = ActionRegistry((*WINDOW_ACTIONS, *MODEL_ACTIONS), owner=self)
@@ -225,21 +228,6 @@ class MainWindow(QMainWindow):
         menus["File"].insertMenu(reg.qaction("file.sample"), self.recent_menu)
         self.recent_menu.aboutToShow.connect(partial(self.files.fill_recent, self.recent_menu))
         self.addToolBar(self.editing.toolbar)
-
-    def _action(self, menu, text: str, slot, shortcut=None, checkable=False, tip="") -> QAction:
-        """For ModelLoop, which still builds its own Model menu: binds `slot` to the action
-        declared with this menu and text (the declaration's keys win) and hides `menu`, since
-        the registry builds the real one. A ModelLoop that calls `action_registry.bind(id, slot)`
-        needs none of this."""
-        title = menu.title().replace("&", "")
-        menu.menuAction().setVisible(False)
-        action = self.action_registry.find(title, text)
-        if action is None:      # not declared: declare it, so the F1 dialog still lists it
-            keys = shortcut if isinstance(shortcut, list) else [shortcut] if isinstance(shortcut, str) else []
-            action = Action(f"{title.lower()}.{text.lower()}", text, tuple(keys), menu=title,
-                            checkable=checkable, tip=tip)
-            self.action_registry.add(action)
-        return self.action_registry.bind(action.id, slot)
 
     # -- project ---------------------------------------------------------------------------
     def show_welcome(self) -> None:
