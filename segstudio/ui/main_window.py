@@ -96,9 +96,9 @@ class MainWindow(QMainWindow):
         self.images = ImageListPanel()
         self.class_panel = ClassPanel()
         self.display_panel = DisplayPanel()
-        left = self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
-        right = self._dock("Classes", self.class_panel, Qt.DockWidgetArea.RightDockWidgetArea)
-        display = self._dock("Display", self.display_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        left = self.add_dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
+        right = self.add_dock("Classes", self.class_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        display = self.add_dock("Display", self.display_panel, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.display = DisplayControl(
             self.canvas, self.display_panel, loaded=lambda: self.opener.loaded,
@@ -171,7 +171,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text, ms)
 
     # -- layout ----------------------------------------------------------------------------
-    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+    def add_dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock{title}")
         dock.setWidget(widget)

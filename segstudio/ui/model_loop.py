@@ -100,15 +100,15 @@ class ModelLoop:
         """The loop of a MainWindow: its canvas, job runner, status bar, actions and docks."""
         seams = ModelSeams(
             state=lambda: (window.project, window.current, window.loaded),
-            start_job=window._start_job,
+            start_job=window.runner.start,
             show_message=lambda text, ms=0: window.statusBar().showMessage(text, ms),
             report_error=window.report_error, show_image=window.show_image,
-            save=window.save_now, mask_edited=window._on_canvas_stroke_finished,
+            save=window.save_now, mask_edited=window.opener.note_edit,
             entry_changed=window.images.update_entry,
             save_manifest=lambda: window.saver.save_manifest(),
             bind=window.action_registry.bind, parent=window)
         loop = cls(window.canvas, seams)
-        docks = [window._dock(t, p, Qt.DockWidgetArea.RightDockWidgetArea)
+        docks = [window.add_dock(t, p, Qt.DockWidgetArea.RightDockWidgetArea)
                  for t, p in (("Training", loop.train_panel), ("Prediction", loop.predict_panel),
                               ("Metrics", loop.metrics_panel))]
         window.tabifyDockWidget(docks[0], docks[1])
