@@ -412,6 +412,12 @@ class MainWindow(QMainWindow):
         from segstudio import __version__
         QMessageBox.about(self, "About SegStudio", f"SegStudio {__version__}\nBSD-3-Clause licence.")
 
+    def prepare_for_job(self) -> None:
+        """Before a job reads the project from disk: the cheap GUI-side part of saving (the
+        strokes are waited for on the job's own thread, ProjectSaver.flushed)."""
+        self.opener.refresh_status()
+        self.saver.flush_manifest()
+
     def save_now(self) -> bool:
         """Write everything now (retrying what failed) and say truthfully whether it worked."""
         if self.project is None:

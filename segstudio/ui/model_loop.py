@@ -51,7 +51,9 @@ class ModelSeams:
     show_message: Callable[[str, int], None]      # a transient line (the status bar)
     report_error: Callable[..., None]             # report_error(title, message[, details])
     show_image: Callable[[str], None] = lambda _id: None
-    save: Callable[[], None] = lambda: None       # unsaved strokes to disk before a job reads
+    save: Callable[[], None] = lambda: None       # cheap GUI-side part: label status, manifest
+    # fn -> fn that first waits, on its worker, until every stroke is on disk (jobs read masks)
+    after_saving: Callable[[Callable], Callable] = lambda fn: fn
     mask_edited: Callable[[], None] = lambda: None          # after "accept": one edit done
     entry_changed: Callable[[Any], None] = lambda _e: None  # an image's entry (predicted)
     save_manifest: Callable[[], None] = lambda: None
@@ -103,7 +105,8 @@ class ModelLoop:
             start_job=window.runner.start,
             show_message=lambda text, ms=0: window.statusBar().showMessage(text, ms),
             report_error=window.report_error, show_image=window.show_image,
-            save=window.save_now, mask_edited=window.opener.note_edit,
+            save=window.prepare_for_job, after_saving=window.saver.flushed,
+            mask_edited=window.opener.note_edit,
             entry_changed=window.images.update_entry,
             save_manifest=lambda: window.saver.save_manifest(),
             bind=window.action_registry.bind, parent=window)
@@ -260,7 +263,8 @@ class ModelLoop:
         if init_from is None and self.train_panel.finetune.isChecked() and self._is_run(self.active_run):
             init_from = self.active_run
         self._runs_before = self._run_folders()
-        job = Job(train_job, self.project.root, cfg, init_from, name="Training")
+        job = Job(self.seams.after_saving(train_job), self.project.root, cfg, init_from,
+                  name="Training")
         job.signals.progress.connect(self.train_panel.show_progress)
         job.signals.succeeded.connect(self._on_train_succeeded)
         job.signals.cancelled.connect(self._on_train_cancelled)
@@ -406,7 +410,8 @@ class ModelLoop:
             return
         self.seams.save()
         run = self.active_run
-        job = Job(measure, self.project.root, run, split, name="Measuring")
+        job = Job(self.seams.after_saving(measure), self.project.root, run, split,
+                  name="Measuring")
         job.signals.succeeded.connect(lambda report: self._on_measure_succeeded(report, run, split))
         self._raise(2)
         self.seams.start_job(job, visible=True)

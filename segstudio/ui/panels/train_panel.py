@@ -127,7 +127,7 @@ class TrainPanel(QWidget):
             w.setEnabled(not running)
         if running:
             self._started = time.monotonic()
-            self.progress.setValue(0)
+            self.progress.reset()        # not setValue(0): that repaints the window at once
             self.loss_plot.clear()
             self.loss_plot.add_series("loss", "#D55E00")
             self.val_plot.clear()
