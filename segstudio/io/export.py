@@ -30,7 +30,7 @@ from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.io.formats import writers as _writers  # noqa: F401 (fills WRITERS)
 from segstudio.io.formats.base import (WRITERS, ClassPlan, ExportContext, ExportedClass,
                                        ExportError, ExportOptions, Item, Skip, Writer)
-from segstudio.io.outdir import OutputFolderError, check_output_folder
+from segstudio.io.outdir import OutputFolderError, check_output_folder, swap_into_place
 from segstudio.io.project import SPLITS, ImageEntry, Project
 
 __all__ = ["WRITERS", "ClassPlan", "ExportContext", "ExportError", "ExportOptions",
@@ -216,7 +216,7 @@ def export_dataset(project: Project, out: Path | str, options: ExportOptions | N
                     "options": asdict(options), "counts": dict(counts), "skipped": skipped}
         (tmp / "export.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False,
                                                     default=str) + "\n", encoding="utf-8")
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -224,14 +224,3 @@ def export_dataset(project: Project, out: Path | str, options: ExportOptions | N
         log.info("export skipped %s", s)
     return ExportResult(out, options.format, {s: counts.get(s, 0) for s in SPLITS},
                         plan.classes, skipped)
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-

@@ -8,6 +8,9 @@ same kind, recognised by the marker file that output always carries.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 
@@ -60,3 +63,15 @@ def check_output_folder(out: Path | str, *, protect: list[Path], overwrite: bool
                     f"are replaced when overwriting. Choose a new or empty folder, or delete "
                     f"this one yourself if you really mean it")
     return out
+
+
+def swap_into_place(tmp: Path, out: Path) -> None:
+    """Put a finished output folder where `out` is: renames only, so `out` is always either the
+    old output or the new one, never half of each."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

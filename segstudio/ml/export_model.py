@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
-from segstudio.io.outdir import OutputFolderError, check_output_folder
+from segstudio.io.outdir import OutputFolderError, check_output_folder, swap_into_place
 from segstudio.ml.runs import find_checkpoint, load_run_model, read_model_card, resolve_run_dir
 
 log = logging.getLogger(__name__)
@@ -63,13 +62,7 @@ def export_run(project_root: Path | str | None, run: str | Path, out: Path | str
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2, allow_nan=False),
                                             encoding="utf-8")
         report(Progress(3, 3, "done"))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{tmp.name[-8:]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        swap_into_place(tmp, out)
         return {**summary, "out": str(out)}
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

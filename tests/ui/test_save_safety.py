@@ -1,11 +1,9 @@
 """The window never loses acknowledged work: full disk, read-only folders, two writers, torn
 journals, strokes before the image is shown. Real mouse events throughout."""
 
-import errno
 import os
 import shutil
 import subprocess
-import threading
 
 import numpy as np
 import pytest
@@ -13,8 +11,8 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QMessageBox
 
-from segstudio.io import masks as masks_module
 from segstudio.io.project import Project
+from tests.io.test_save_failures import DiskFull
 
 IMAGE = "nuclei_07"     # unlabeled in the sample
 
@@ -39,20 +37,6 @@ def _show(qtbot, w, image_id):
 
 def _boxes(w):
     return [b for b in w.findChildren(QMessageBox) if b.isVisible()]
-
-
-class DiskFull:
-    """ENOSPC from the saver's write call while set: the OS boundary, nothing of ours faked."""
-
-    def __init__(self, monkeypatch):
-        self.full = threading.Event()
-        real = masks_module._write_all
-
-        def write_all(fd, data):
-            if self.full.is_set():
-                raise OSError(errno.ENOSPC, "No space left on device")
-            real(fd, data)
-        monkeypatch.setattr(masks_module, "_write_all", write_all)
 
 
 def test_strokes_painted_on_a_full_disk_survive_switching_images_and_reach_disk(
