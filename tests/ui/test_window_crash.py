@@ -3,6 +3,7 @@ acknowledged as saved is on disk when the project is reopened."""
 
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -29,6 +30,10 @@ def test_sigkill_of_the_painting_window_loses_no_acknowledged_stroke(sample_copy
         proc = subprocess.Popen([sys.executable, "-m", "tests.ui.window_crash_child",
                                  str(sample_copy), str(done)], cwd=REPO, env=env,
                                 stdout=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([proc.stdout], [], [], 90)   # never hang the suite
+        if not ready:
+            proc.kill()
+            pytest.fail(f"trial {trial}: the window child saved no stroke within 90 s")
         first = proc.stdout.readline()          # painting has started and one stroke is saved
         assert first.startswith("acked"), f"child did not start painting: {first!r}"
         time.sleep(rnd.uniform(0.05, 0.4))
