@@ -220,6 +220,10 @@ class FileMenu:
         self._show_message(f"Imported masks for {len(result.imported)} image(s){added}", 12000)
         for s in result.skipped:
             self._report_error("Import: some files were skipped", s)
+        warnings = getattr(result, "warnings", [])
+        if warnings:     # clipped shapes and the like: imported, but the user should know (one box)
+            more = f"\n… and {len(warnings) - 10} more (see the log)" if len(warnings) > 10 else ""
+            self._report_error(f"Import: {len(warnings)} warning(s)", "\n".join(warnings[:10]) + more)
 
 
 def _create_project(images: Path, root: Path, copy: bool, *, on_progress=None, cancel=None) -> Project:

@@ -295,3 +295,24 @@ def test_a_released_stroke_is_fsynced_within_a_second(qtbot, open_window, sample
                         timeout=5_000)
         synced_at = next(at for at, t in spy.calls if t == str(journal) and at >= released)
         assert synced_at - released < 1.0
+
+
+def test_import_warnings_reach_the_window(qtbot, open_window, sample_copy, tmp_path):
+    """A labelme shape a little past the edge is clipped; the window says so, once."""
+    import json
+
+    from segstudio.io.imports import ImportOptions
+
+    w = open_window(sample_copy, size=(1000, 700))
+    src = tmp_path / "lm"
+    src.mkdir()
+    (src / "a.json").write_text(json.dumps({
+        "imagePath": f"{IMAGE}.png", "imageHeight": 256, "imageWidth": 256,
+        "shapes": [{"label": "nucleus", "shape_type": "rectangle",
+                    "points": [[5, 30], [20, 256.77]]}]}))
+    job = w.run_import(src, ImportOptions(format="labelme"))
+    with qtbot.waitSignal(job.signals.finished, timeout=60_000):
+        pass
+    qtbot.waitUntil(lambda: any("warning" in b.windowTitle() for b in _boxes(w)), timeout=10_000)
+    box = next(b for b in _boxes(w) if "warning" in b.windowTitle())
+    assert "a.json" in box.text() and "clipped" in box.text()
