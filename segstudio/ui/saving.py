@@ -175,8 +175,9 @@ class ProjectSaver(QObject):
             parts.append(f"Not saved: {self.state.unsaved} stroke(s) — {self.state.error}")
         if self.manifest_error:
             parts.append(f"Not saved: {self.manifest_error}")
-        if self.read_only:
-            parts.append("Read-only")
+        if self.read_only:     # why, in short (the tooltip has it all)
+            why = self.read_only if len(self.read_only) <= 90 else self.read_only[:89] + "…"
+            parts.append(f"Read-only: {why}")
         return "  |  ".join(parts)
 
     def _refresh(self) -> None:
