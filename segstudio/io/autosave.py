@@ -30,6 +30,7 @@ class SaveState:
 
     unsaved: int                # strokes (and compactions) waiting
     error: str | None
+    disk_full: bool = False     # the failure is ENOSPC: freeing space (caches) helps
 
     @property
     def ok(self) -> bool:
@@ -68,6 +69,7 @@ class Autosaver:
         self._ops: deque[_Op] = deque()     # in order; an op leaves only once it is on disk
         self._cond = threading.Condition()
         self._error: str | None = None
+        self._disk_full = False
         self._attempts = 0                  # write attempts finished (flush waits on one)
         self._retry_now = False
         self._retry_at = 0.0
@@ -96,7 +98,8 @@ class Autosaver:
     @property
     def state(self) -> SaveState:
         with self._cond:
-            return SaveState(sum(op.kind == "append" for op in self._ops), self._error)
+            return SaveState(sum(op.kind == "append" for op in self._ops), self._error,
+                             self._disk_full)
 
     def has_unsaved(self, image_id: str | None = None) -> bool:
         with self._cond:
@@ -148,13 +151,14 @@ class Autosaver:
             with self._cond:
                 batch = list(self._ops)
                 self._busy = True
-            done, error = self._write(batch)
+            done, failure = self._write(batch)
+            error, disk_full = failure if failure is not None else (None, False)
             with self._cond:
                 for _ in range(done):
                     self._ops.popleft()
-                was, self._error = self._error, error
+                was, self._error, self._disk_full = self._error, error, disk_full
                 self._retry_at = time.monotonic() + self.retry_after
-                state = SaveState(sum(op.kind == "append" for op in self._ops), error)
+                state = SaveState(sum(op.kind == "append" for op in self._ops), error, disk_full)
             if error != was:                # reported before flush() returns: callers see it
                 if error is not None:
                     log.error("autosave: %s (%d stroke(s) kept in memory)", error, state.unsaved)
@@ -169,8 +173,8 @@ class Autosaver:
                 self._busy = False
                 self._cond.notify_all()
 
-    def _write(self, batch: list[_Op]) -> tuple[int, str | None]:
-        """Write ops in order; returns (how many are on disk, the error that stopped it)."""
+    def _write(self, batch: list[_Op]) -> tuple[int, tuple[str, bool] | None]:
+        """Write ops in order; returns (how many are on disk, (why it stopped, disk full?))."""
         done = 0
         while done < len(batch):
             op = batch[done]
@@ -200,14 +204,15 @@ class Autosaver:
         return done, None
 
 
-def _describe(e: Exception, image_id: str) -> str:
+def _describe(e: Exception, image_id: str) -> tuple[str, bool]:
     import errno
 
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+    full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+    if full:
         why = "the disk is full"
     elif isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         why = "the project folder cannot be written (read-only or no permission)"
     else:
         why = str(e) or type(e).__name__
     where = getattr(e, "filename", None)
-    return f"could not save the mask of '{image_id}': {why}" + (f" ({where})" if where else "")
+    return f"could not save the mask of '{image_id}': {why}" + (f" ({where})" if where else ""), full

@@ -69,6 +69,7 @@ class Project:
         self.read_only: str | None = None   # why nothing may be written, or None
         self._lock: ProjectLock | None = None
         self._disk_manifest: dict[str, Any] | None = None   # project.json as last read/written
+        self._disk_stamp: tuple[int, int, int] | None = None   # and its file's identity then
         self._resolved: dict[str, str] = {}                 # entry.path -> resolved file path
 
     # -- create / open / save --------------------------------------------------------------
@@ -120,6 +121,7 @@ class Project:
         path = root / MANIFEST
         if not path.exists():
             raise ProjectError(f"{root} is not a SegStudio project: {MANIFEST} not found")
+        stamp = _file_stamp(path)       # before reading: a newer file is then merged, never missed
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
@@ -134,11 +136,11 @@ class Project:
             raise ProjectError(f"{path} cannot be read: {e.strerror or e}") from None
         project = cls._from_manifest(root, raw, path)
         project._disk_manifest = project.to_manifest()
+        project._disk_stamp = stamp
         try:
             remove_stale_temporaries(root)
         except OSError:
             pass
-        project.read_only = writable_problem(project.root)
         project._check_files()
         return project
 
@@ -218,7 +220,8 @@ class Project:
         mine = self.to_manifest()
         path = self.root / MANIFEST
         base = self._disk_manifest
-        if base is not None:
+        # unchanged since we read or wrote it (the usual case): nothing to merge, nothing to parse
+        if base is not None and _file_stamp(path) != self._disk_stamp:
             try:
                 disk = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError, RecursionError):
@@ -237,6 +240,7 @@ class Project:
                     mine = self.to_manifest()
         atomic_write_json(path, mine)
         self._disk_manifest = mine
+        self._disk_stamp = _file_stamp(path)
 
     # -- one writer at a time --------------------------------------------------------------
     def lock_for_writing(self, program: str = "SegStudio") -> str | None:
@@ -245,6 +249,10 @@ class Project:
         Returns why the project is read-only (None: this copy may write).
         """
         if self.read_only or self._lock is not None:
+            return self.read_only
+        # tried here, by writers only: the many read-only opens of workers write nothing
+        self.read_only = writable_problem(self.root)
+        if self.read_only:
             return self.read_only
         lock = ProjectLock(self.state_dir, program)
         try:
@@ -465,3 +473,12 @@ class Project:
 
     def save_view(self, view: dict[str, Any]) -> None:
         atomic_write_json(self.state_dir / "view.json", view)
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime, size): every atomic replace makes a new inode, so any rewrite shows."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size

@@ -39,10 +39,12 @@ def load_item(project: Project, entry: ImageEntry, *, on_progress=None, cancel=N
     mask that no class of the project has (a mask written by another tool)."""
     loaded = project.read_image(entry)
     shape = loaded.data.shape[:2]
+    if not project.masks.has_mask(entry.id):       # nothing saved: all unlabeled, nothing to check
+        return loaded, np.full(shape, UNLABELED, np.uint8), None, []
     try:
         mask, problem = project.load_mask(entry, shape), None
     except (MaskError, OSError) as e:
-        mask, problem = np.full(shape, UNLABELED, np.uint8), str(e)
+        return loaded, np.full(shape, UNLABELED, np.uint8), str(e), []
     present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
     known = {c.id for c in project.classes} | {UNLABELED}
     return loaded, mask, problem, [int(i) for i in present if int(i) not in known]

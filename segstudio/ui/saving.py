@@ -189,7 +189,7 @@ class ProjectSaver(QObject):
 
     def _on_saver_failed(self, message: str) -> None:
         """Once when saving starts failing: one box; the label then keeps the state."""
-        if "disk is full" in message and self.project is not None:
+        if self.state.disk_full and self.project is not None:
             from segstudio.io.prediction_cache import PredictionCache
 
             PredictionCache.for_project(self.project).forget()   # masks before cached overlays

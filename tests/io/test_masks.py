@@ -14,6 +14,15 @@ def _strokes(doc, n):
         doc.end_stroke()
 
 
+def _painted(folder, n):
+    """A mask store, a 64 x 64 document with n strokes, and the journal record of each."""
+    doc = ImageDocument.blank(64, 64)
+    records = []
+    doc.edited.connect(records.append)
+    _strokes(doc, n)
+    return MaskStore(folder), doc, records
+
+
 def test_journal_replays_strokes_and_undo(tmp_path):
     store = MaskStore(tmp_path)
     saver = Autosaver(store)
@@ -32,11 +41,7 @@ def test_journal_replays_strokes_and_undo(tmp_path):
 
 
 def test_torn_last_record_is_ignored(tmp_path):
-    store = MaskStore(tmp_path)
-    doc = ImageDocument.blank(64, 64)
-    records = []
-    doc.edited.connect(records.append)
-    _strokes(doc, 3)
+    store, doc, records = _painted(tmp_path, 3)
     store.append("a", records[:2])
     good = store.load("a", (64, 64))
     with open(store.journal_path("a"), "ab") as f:      # a crash in the middle of a write
@@ -45,11 +50,7 @@ def test_torn_last_record_is_ignored(tmp_path):
 
 
 def test_replaying_after_compaction_is_idempotent(tmp_path):
-    store = MaskStore(tmp_path)
-    doc = ImageDocument.blank(64, 64)
-    records = []
-    doc.edited.connect(records.append)
-    _strokes(doc, 4)
+    store, doc, records = _painted(tmp_path, 4)
     store.append("a", records)
     journal = store.journal_path("a").read_bytes()
     store.compact("a", (64, 64))
@@ -98,11 +99,7 @@ def test_opening_a_project_never_removes_a_temporary_in_use(tmp_path):
 
 def test_strokes_appended_after_a_torn_tail_are_replayed(tmp_path):
     """A crash mid-append leaves a torn record; the strokes painted after reopening must stay."""
-    store = MaskStore(tmp_path)
-    doc = ImageDocument.blank(64, 64)
-    records = []
-    doc.edited.connect(records.append)
-    _strokes(doc, 6)
+    store, doc, records = _painted(tmp_path, 6)
     store.append("a", records[:2])
     with open(store.journal_path("a"), "ab") as f:      # the crash: half a record on disk
         f.write(b"SSJ1\x40\x00\x00\x00garbage")
@@ -115,11 +112,7 @@ def test_strokes_appended_after_a_torn_tail_are_replayed(tmp_path):
 
 
 def test_records_behind_garbage_from_older_versions_are_found_again(tmp_path):
-    store = MaskStore(tmp_path)
-    doc = ImageDocument.blank(64, 64)
-    records = []
-    doc.edited.connect(records.append)
-    _strokes(doc, 4)
+    store, doc, records = _painted(tmp_path, 4)
     store.append("a", records[:2])
     path = store.journal_path("a")
     with open(path, "ab") as f:
@@ -137,11 +130,7 @@ def test_crafted_journal_records_are_reported_not_raised(tmp_path):
 
     from segstudio.io.masks import _HEAD, _MAGIC
 
-    store = MaskStore(tmp_path)
-    doc = ImageDocument.blank(64, 64)
-    records = []
-    doc.edited.connect(records.append)
-    _strokes(doc, 2)
+    store, doc, records = _painted(tmp_path, 2)
     store.append("a", records)
     bad_payloads = [b"not zlib at all",
                     zlib.compress(b"\x01"),                                   # count cut short

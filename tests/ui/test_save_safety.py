@@ -194,22 +194,27 @@ def test_strokes_before_the_image_is_shown_are_refused_visibly(qtbot, sample_cop
     assert "Paint once it is shown" in w.statusBar().currentMessage()
 
 
-def test_a_mask_with_unknown_class_ids_is_named_and_can_be_cleared(qtbot, sample_copy):
+def _open_with_mask(qtbot, sample_copy, mask):
+    """The window on IMAGE whose saved mask is `mask`, and the box it shows about it."""
     import cv2
 
     from segstudio.ui.app import build_main_window
 
-    shape = (256, 256)
-    mask = np.full(shape, 255, np.uint8)
-    mask[10:20, 10:20] = 7
-    mask[30:40, 30:40] = 254
-    mask[50:60, 50:60] = 1
     cv2.imwrite(str(sample_copy / "masks" / f"{IMAGE}.png"), mask)
     w = build_main_window(Project.open(sample_copy))
     qtbot.addWidget(w)
     w.show()
     _show(qtbot, w, IMAGE)
-    box = next(b for b in _boxes(w) if "Unknown class ids" in b.windowTitle())
+    return w, next(b for b in _boxes(w) if "Unknown class ids" in b.windowTitle())
+
+
+def test_a_mask_with_unknown_class_ids_is_named_and_can_be_cleared(qtbot, sample_copy):
+    shape = (256, 256)
+    mask = np.full(shape, 255, np.uint8)
+    mask[10:20, 10:20] = 7
+    mask[30:40, 30:40] = 254
+    mask[50:60, 50:60] = 1
+    w, box = _open_with_mask(qtbot, sample_copy, mask)
     assert "7, 254" in box.text() and IMAGE in box.text()
     clear = next(b for b in box.buttons() if b.text() == "Make unlabeled")
     qtbot.mouseClick(clear, Qt.MouseButton.LeftButton)
@@ -223,18 +228,9 @@ def test_a_mask_with_unknown_class_ids_is_named_and_can_be_cleared(qtbot, sample
 
 
 def test_unknown_class_ids_can_become_classes(qtbot, sample_copy):
-    import cv2
-
-    from segstudio.ui.app import build_main_window
-
     mask = np.full((256, 256), 255, np.uint8)
     mask[10:20, 10:20] = 7
-    cv2.imwrite(str(sample_copy / "masks" / f"{IMAGE}.png"), mask)
-    w = build_main_window(Project.open(sample_copy))
-    qtbot.addWidget(w)
-    w.show()
-    _show(qtbot, w, IMAGE)
-    box = next(b for b in _boxes(w) if "Unknown class ids" in b.windowTitle())
+    w, box = _open_with_mask(qtbot, sample_copy, mask)
     qtbot.mouseClick(next(b for b in box.buttons() if b.text() == "Add as classes"),
                      Qt.MouseButton.LeftButton)
     assert "class 7" in [c.name for c in Project.open(sample_copy).classes]

@@ -13,7 +13,7 @@ import numpy as np
 
 from segstudio.core.classes import UNLABELED, ClassError, source_class_name
 from segstudio.core.jobs import CancelToken
-from segstudio.io.formats import FormatError
+from segstudio.io.formats import FormatError, read_name_lines
 from segstudio.io.formats.base import register_reader
 from segstudio.io.formats.import_base import (AnnotationImportError, Found, ImportOptions, Matcher,
                                               Planned, check_shape, image_shape, list_files,
@@ -52,18 +52,9 @@ def class_list(folder: Path) -> tuple[dict[int, str], str] | None:
         return out, str(path)
     path = folder / "classes.txt"
     if path.exists():
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise FormatError(f"{path}: cannot be read ({e})") from None
-        out = {}
-        for i, line in enumerate(lines[:UNLABELED]):
-            if line.strip() and not line.strip().startswith("_unused_"):
-                try:
-                    out[i] = source_class_name(line)
-                except ClassError as e:
-                    raise FormatError(f"{path}, line {i + 1}: {e}") from None
-        return out, str(path)
+        names = read_name_lines(path)[:UNLABELED]
+        return {i: n for i, n in enumerate(names)
+                if n is not None and not n.startswith("_unused_")}, str(path)
     return None
 
 

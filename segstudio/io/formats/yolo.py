@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from segstudio.core.classes import ClassError, source_class_name
-from segstudio.io.formats import FormatError
+from segstudio.io.formats import FormatError, read_name_lines
 from segstudio.io.formats.polygons import centre_polygon, edge_slack, fill_centre_polygon, instances
 
 log = logging.getLogger(__name__)
@@ -125,18 +125,7 @@ def read_names(root: Path) -> list[str]:
             return _names_from(path, data.get("names") if isinstance(data, dict) else None)
     path = root / "classes.txt"
     if path.exists():
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise FormatError(f"{path}: cannot be read ({e})") from None
-        out = []
-        for no, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    out.append(source_class_name(line))
-                except ClassError as e:
-                    raise FormatError(f"{path}, line {no}: {e}") from None
-        return out
+        return [n for n in read_name_lines(path) if n is not None]
     raise FormatError(f"{root}: no data.yaml (or classes.txt) naming the classes")
 
 
