@@ -28,6 +28,7 @@ import numpy as np
 from segstudio.core.classes import BACKGROUND, UNLABELED
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.io.formats import writers as _writers  # noqa: F401 (fills WRITERS)
+from segstudio.io.formats import nnunet as _nnunet  # noqa: F401,I001 (after writers: its order)
 from segstudio.io.formats.base import (WRITERS, ClassPlan, ExportContext, ExportedClass,
                                        ExportError, ExportOptions, Item, Skip, Writer)
 from segstudio.io.outdir import OutputFolderError, check_output_folder, swap_into_place
@@ -35,7 +36,8 @@ from segstudio.io.project import SPLITS, ImageEntry, Project
 
 __all__ = ["WRITERS", "ClassPlan", "ExportContext", "ExportError", "ExportOptions",
            "ExportResult", "ExportedClass", "Item", "Skip", "assign_splits", "export_dataset",
-           "plan_classes", "select_entries", "writer_for"]
+           "export_warnings", "label_status", "plan_classes", "select_entries", "unlabeled_warning",
+           "writer_for"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class ExportResult:
     counts: dict[str, int]                   # items written per split
     classes: list[ExportedClass]
     skipped: list[str] = field(default_factory=list)   # "image: why", for the user to read
+    warnings: list[str] = field(default_factory=list)  # exported, but changed (export.json too)
 
 
 def plan_classes(project: Project, options: ExportOptions) -> ClassPlan:
@@ -97,6 +100,52 @@ def select_entries(project: Project, options: ExportOptions) -> list[ImageEntry]
     if options.only_fully_labelled:
         entries = [e for e in entries if e.labelled >= 1.0]    # checked again on the pixels
     return entries
+
+
+def label_status(project: Project) -> tuple[int, int]:
+    """(partly labelled, labelled at all) image counts from the manifest: no mask is read, so
+    a dialog can call it on the GUI thread."""
+    labelled = [e.labelled for e in project.images if e.labelled > 0]
+    return sum(1 for v in labelled if v < 1.0), len(labelled)
+
+
+def unlabeled_warning(options: ExportOptions, partly: int, total: int) -> str | None:
+    """What the user should know before exporting `partly` of `total` images that are only
+    partly labelled in a format that cannot say "unlabeled"; None when nothing is lost."""
+    fmt = WRITERS.get(options.format)
+    if (fmt is None or fmt.keeps_unlabeled or partly == 0 or options.only_fully_labelled
+            or options.unlabeled == "background"):     # asked for: unlabeled -> background
+        return None
+    return (f"{partly} of {total} image(s) are only partly labelled; {fmt.label} cannot mark "
+            f"pixels as unlabeled, so theirs become background. Export only fully labelled "
+            f"images (--only-fully-labelled) to leave them out.")
+
+
+def export_warnings(options: ExportOptions, entries: list[ImageEntry],
+                    plan: ClassPlan) -> list[str]:
+    """Warnings for export.json, the CLI and the window (from the manifest's label status)."""
+    partly = sum(1 for e in entries if e.labelled < 1.0)
+    out = [w for w in [unlabeled_warning(options, partly, len(entries))] if w]
+    if WRITERS[options.format].keeps_unlabeled and partly and plan.unlabeled_value == UNLABELED \
+            and options.format != "nnunet":
+        out.append(f"{partly} image(s) are only partly labelled; their unlabeled pixels are "
+                   f"{UNLABELED} in the masks (classes.json 'unlabeled'): tell the training "
+                   f"tool to ignore {UNLABELED} (nnU-Net: export as 'nnunet', which declares "
+                   f"them as its 'ignore' label)")
+    return out
+
+
+def _unlabeled_doc(options: ExportOptions, plan: ClassPlan) -> dict[str, Any]:
+    """export.json's word on unlabeled pixels: which value they have, or that they cannot."""
+    if not WRITERS[options.format].keeps_unlabeled:
+        return {"value": None, "note": "not expressible in this format: exported as background"}
+    if options.format == "nnunet":
+        return {"value": "dataset.json labels['ignore']",
+                "note": "nnU-Net's ignore label, the highest label value (declared only when used)"}
+    if plan.unlabeled_value == UNLABELED:
+        return {"value": UNLABELED, "note": "unlabeled pixels are 255 in the masks; ignore 255 "
+                "in training (e.g. CrossEntropyLoss(ignore_index=255))"}
+    return {"value": None, "note": "exported as background (0), as asked"}
 
 
 # -- the work ----------------------------------------------------------------------------------
@@ -211,9 +260,12 @@ def export_dataset(project: Project, out: Path | str, options: ExportOptions | N
         counts = Counter(item.split for item, _ in results)
         writer.finish(ctx, results)
         _class_files(ctx)
+        exported = {e.id for item, _ in results for e in item.entries}
+        warnings = export_warnings(options, [e for e in entries if e.id in exported], plan)
         manifest = {"format": options.format, "project": project.name,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "options": asdict(options), "counts": dict(counts), "skipped": skipped}
+                    "options": asdict(options), "counts": dict(counts), "skipped": skipped,
+                    "unlabeled": _unlabeled_doc(options, plan), "warnings": warnings}
         (tmp / "export.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False,
                                                     default=str) + "\n", encoding="utf-8")
         swap_into_place(tmp, out)
@@ -222,5 +274,7 @@ def export_dataset(project: Project, out: Path | str, options: ExportOptions | N
         raise
     for s in skipped:
         log.info("export skipped %s", s)
+    for w in warnings:
+        log.warning("export: %s", w)
     return ExportResult(out, options.format, {s: counts.get(s, 0) for s in SPLITS},
-                        plan.classes, skipped)
+                        plan.classes, skipped, warnings)

@@ -10,7 +10,9 @@ place: a shape up to polygons.edge_slack past the image edge (1 %, at least 2 px
 and listed in `warnings`; further out, a NaN or infinite coordinate, a label that is not
 text or no valid class name, and anything malformed is an AnnotationImportError. A mask
 value no class has is the source class "class <v>", mapped by `mapping` ("7": "cell") or
-added with `new_classes`; 255 stays unlabeled. The readers (io.formats.readers) do the
+added with `new_classes`; 255 stays unlabeled. labelme's conventions hold for every format:
+a source class `__ignore__`, and any class mapped to "unlabeled", becomes 255 (not a class);
+`_background_` is the project's background (id 0) unless mapped. The readers (io.formats.readers) do the
 reading; this module resolves class names and writes (and undoes) the masks.
 """
 
@@ -32,8 +34,8 @@ from segstudio.io.images import ImageReadError
 from segstudio.io.masks import MaskError, decode_mask_png, encode_mask_png
 from segstudio.io.project import Project, labelled_fraction
 
-__all__ = ["READERS", "AnnotationImportError", "ImportOptions", "ImportPreview", "ImportResult",
-           "import_annotations", "preview_import"]
+__all__ = ["READERS", "UNLABELED_TARGET", "AnnotationImportError", "ImportOptions",
+           "ImportPreview", "ImportResult", "import_annotations", "preview_import"]
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,8 @@ def preview_import(project: Project, src: Path | str, options: ImportOptions | N
     options = options or ImportOptions()
     plans, names, found = _plan(project, Path(src), options, cancel or CancelToken())
     mapping = _mapping(options, names, found)
-    known = {c.name.casefold() for c in project.classes}
-    unknown = sorted(n for n in names if mapping.get(n, n).casefold() not in known)
+    known = {c.name.casefold() for c in project.classes} | {UNLABELED_TARGET}
+    unknown = sorted(n for n in names if _target(project, n, mapping).casefold() not in known)
     return ImportPreview([p.entry.id for p in plans], sorted(names), unknown, found.skipped,
                          found.warnings)
 
@@ -137,6 +139,20 @@ def _mapping(options: ImportOptions, names: set[str], found: Found) -> dict[str,
     return out
 
 
+UNLABELED_TARGET = "unlabeled"      # map a source class to this: its pixels become 255
+_DEFAULT_TARGETS = {"__ignore__": UNLABELED_TARGET}   # labelme's convention (labelme2voc: -1)
+
+
+def _target(project: Project, name: str, mapping: dict[str, str]) -> str:
+    """The project class name (or UNLABELED_TARGET) a source class goes to."""
+    if name in mapping:
+        return mapping[name]
+    if name == "_background_":             # labelme2voc's class 0
+        bg = project.class_by_id(BACKGROUND)
+        return bg.name if bg is not None else name
+    return _DEFAULT_TARGETS.get(name, name)
+
+
 def _resolve_classes(project: Project, names: set[str], options: ImportOptions,
                      src: Path, found: Found) -> tuple[dict[str, int], dict[str, str]]:
     """source name -> project class id, and source name -> new class name (when allowed)."""
@@ -153,8 +169,10 @@ def _resolve_classes(project: Project, names: set[str], options: ImportOptions,
     class_of: dict[str, int] = {}
     new: dict[str, str] = {}
     for name in sorted(names):
-        target = mapping.get(name, name)
-        if target.casefold() in by_name:
+        target = _target(project, name, mapping)
+        if target.casefold() == UNLABELED_TARGET:
+            class_of[name] = UNLABELED
+        elif target.casefold() in by_name:
             class_of[name] = by_name[target.casefold()]
         else:
             new[name] = target

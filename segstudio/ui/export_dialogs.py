@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from segstudio.io.export import WRITERS, ExportOptions
-from segstudio.io.imports import READERS, ImportOptions
+from segstudio.io.imports import READERS, UNLABELED_TARGET, ImportOptions
 from segstudio.workers.job import Job, plain_error
 
 NEW_CLASS = "(new class)"
@@ -222,8 +222,11 @@ class ImportDialog(QDialog):
             self.mapping.insertRow(row)
             self.mapping.setItem(row, 0, QTableWidgetItem(name))
             combo = QComboBox()
-            combo.addItems([*self._project_classes, NEW_CLASS])
-            combo.setCurrentText(lowered.get(name.casefold(), NEW_CLASS))
+            # "unlabeled": its pixels become 255, not a class (labelme's __ignore__ is, unasked)
+            combo.addItems([*self._project_classes, UNLABELED_TARGET, NEW_CLASS])
+            default = {"__ignore__": UNLABELED_TARGET,
+                       "_background_": self._project_classes[0]}.get(name, NEW_CLASS)
+            combo.setCurrentText(lowered.get(name.casefold(), default))
             self.mapping.setCellWidget(row, 1, combo)
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(bool(preview.images))
         self.checked.emit(True)

@@ -44,6 +44,9 @@ class Format:
     options: tuple[str, ...] = ()    # option fields only this format reads ("coco_mode")
     make: Callable[..., Any] = field(default=None, compare=False)   # writer class / reader function
     file_filter: str | None = None   # import: Browse… picks a file of this filter (None: a folder)
+    # export: can its masks hold "unlabeled" (255 or a declared ignore label)? COCO and YOLO
+    # cannot: an object list has no "not labelled" area, so unlabeled pixels read as background
+    keeps_unlabeled: bool = True
 
 
 WRITERS: dict[str, Format] = {}      # filled when io.formats.writers is imported (io.export does)
@@ -51,19 +54,22 @@ READERS: dict[str, Format] = {}      # filled when io.formats.readers is importe
 
 
 def _register(registry: dict[str, Format], name: str, label: str, description: str,
-              options: tuple[str, ...], file_filter: str | None):
+              options: tuple[str, ...], file_filter: str | None, keeps_unlabeled: bool = True):
     def add(obj):
         if name in registry and registry[name].make is not obj:
             raise ValueError(f"format {name!r} is registered twice "
                              f"({registry[name].make.__qualname__} and {obj.__qualname__})")
-        registry[name] = Format(name, label, description, tuple(options), obj, file_filter)
+        registry[name] = Format(name, label, description, tuple(options), obj, file_filter,
+                                keeps_unlabeled)
         return obj
     return add
 
 
-def register_writer(name: str, *, label: str, description: str, options: tuple[str, ...] = ()):
-    """Class decorator: `name` is exported by this Writer class."""
-    return _register(WRITERS, name, label, description, options, None)
+def register_writer(name: str, *, label: str, description: str, options: tuple[str, ...] = (),
+                    keeps_unlabeled: bool = True):
+    """Class decorator: `name` is exported by this Writer class; `keeps_unlabeled=False` for
+    formats whose files cannot say "unlabeled" (exports warn about partly labelled images)."""
+    return _register(WRITERS, name, label, description, options, None, keeps_unlabeled)
 
 
 def register_reader(name: str, *, label: str, description: str, options: tuple[str, ...] = (),

@@ -267,8 +267,9 @@ def rasterize(img: CocoImage, class_of: dict[int, int], fill: int) -> np.ndarray
                 rle = {"size": [h, w], "counts": seg["counts"].encode("ascii")}
             m = mu.decode(rle)
         else:
-            polys = [np.clip(np.asarray(p, np.float64).reshape(-1, 2), 0, (w, h)).reshape(-1).tolist()
-                     for p in seg]
+            # unclipped: pycocotools crops what lies outside the image itself (annToMask's
+            # pixels); moving the vertices first would change the edges' slopes
+            polys = [[float(v) for v in p] for p in seg]
             m = mu.decode(mu.merge(mu.frPyObjects(polys, h, w)))
         out[m.astype(bool)] = class_of[int(ann["category_id"])]
     return out

@@ -1,7 +1,20 @@
-"""labelme JSON files: one per image, shapes in pixel-centre coordinates."""
+"""labelme JSON files: one per image, shapes in pixel-centre coordinates.
+
+Masks are drawn the way labelme's own converters (labelme2voc, shapes_to_label) draw them:
+Pillow's ImageDraw with fill and outline, shapes in file order, so an import equals
+labelme2voc's SegmentationClass for the same files. What the converters would do with a
+shape a little past the image edge (the far edge itself, y = 375.77 in a 375 px image) is
+done here too: Pillow crops it, and the file gets a warning. `mask` shapes (labelme 5's AI
+tools: two corner points and a base64 PNG patch) are pasted at their corner. Lines,
+line strips and points are left out with a warning: they are not areas (labelme2voc would
+draw them 10 px wide or as 5 px discs, a thickness nobody drew).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -12,11 +25,13 @@ import numpy as np
 
 from segstudio.core.classes import ClassError, validate_class_name
 from segstudio.io.formats import FormatError
-from segstudio.io.formats.polygons import edge_slack, fill_centre_polygon, is_number
+from segstudio.io.formats.polygons import edge_slack, is_number
 
 log = logging.getLogger(__name__)
 
-SHAPES = ("polygon", "rectangle", "circle")
+SHAPES = ("polygon", "rectangle", "circle", "oriented_rectangle", "mask")
+NOT_AREAS = ("line", "linestrip", "point", "points")
+_NEED = {"polygon": 3, "oriented_rectangle": 3, "rectangle": 2, "circle": 2, "mask": 2}
 
 
 @dataclass(frozen=True)
@@ -24,6 +39,7 @@ class LabelmeShape:
     label: str
     kind: str
     points: np.ndarray    # (n, 2) x, y pixel centres
+    patch: np.ndarray | None = None   # kind "mask": (h, w) bool, its top-left at points[0]
 
 
 @dataclass(frozen=True)
@@ -33,7 +49,7 @@ class LabelmeFile:
     height: int | None
     width: int | None
     shapes: list[LabelmeShape]
-    warnings: tuple[str, ...] = ()     # what was clipped, for the user
+    warnings: tuple[str, ...] = ()     # what was clipped or left out, for the user
 
 
 def _size(raw: dict[str, Any], key: str, path: Path) -> int | None:
@@ -43,6 +59,10 @@ def _size(raw: dict[str, Any], key: str, path: Path) -> int | None:
     if is_number(v) and float(v).is_integer() and v > 0:
         return int(v)
     raise FormatError(f"{path}: {key} must be a positive whole number (pixels), got {v!r}")
+
+
+def _places(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (", ..." if len(items) > 5 else "")
 
 
 def read_labelme(path: Path, shape: tuple[int, int] | None = None) -> LabelmeFile:
@@ -68,41 +88,69 @@ def read_labelme(path: Path, shape: tuple[int, int] | None = None) -> LabelmeFil
                           f"{shape[1]} x {shape[0]}")
     if shape is not None:
         h, w = (int(v) for v in shape)
-    shapes, clipped = [], []
+    shapes, clipped, left_out = [], [], []
     for i, s in enumerate(raw["shapes"]):
-        shape_, over = _shape(s, f"{path}: shapes[{i}]", h, w)
+        where = f"{path}: shapes[{i}]"
+        kind = s.get("shape_type") if isinstance(s, dict) else None
+        kind = kind or "polygon"
+        if kind not in SHAPES:
+            label = s.get("label") if isinstance(s, dict) else None
+            left_out.append(f"shapes[{i}] {kind!r}" + (f" ({label!r})" if isinstance(label, str) else ""))
+            continue
+        shape_, over = _shape(s, kind, where, h, w)
         shapes.append(shape_)
         if over > 0:
             clipped.append((f"shapes[{i}]", over))
-    warnings = ()
+    warnings = []
     if clipped:
-        places = ", ".join(p for p, _ in clipped[:5]) + (", ..." if len(clipped) > 5 else "")
-        warnings = (f"{path}: {len(clipped)} shape(s) reach up to "
-                    f"{max(o for _, o in clipped):.2f} px past the image edge ({places}); "
-                    f"clipped to the image",)
-    return LabelmeFile(path, image_path or "", h, w, shapes, warnings)
+        warnings.append(f"{path}: {len(clipped)} shape(s) reach up to "
+                        f"{max(o for _, o in clipped):.2f} px past the image edge "
+                        f"({_places([p for p, _ in clipped])}); clipped to the image")
+    if left_out:
+        warnings.append(f"{path}: {len(left_out)} shape(s) are not areas and were left out "
+                        f"({_places(left_out)}); only {', '.join(SHAPES)} become mask pixels")
+    return LabelmeFile(path, image_path or "", h, w, shapes, tuple(warnings))
 
 
-def _shape(s: Any, where: str, h: int | None, w: int | None) -> tuple[LabelmeShape, float]:
-    """The checked shape, and how far (px) it reaches past the image (0 if it does not)."""
+def _label(s: Any, where: str) -> str:
     if not isinstance(s, dict) or "label" not in s or "points" not in s:
         raise FormatError(f"{where}: needs 'label' and 'points'")
     if not isinstance(s["label"], str):
         raise FormatError(f"{where}: label must be text (a class name), got {s['label']!r}")
     try:
-        label = validate_class_name(s["label"])
+        return validate_class_name(s["label"])
     except ClassError as e:
         raise FormatError(f"{where}: label: {e}") from None
-    kind = s.get("shape_type") or "polygon"
-    if kind not in SHAPES:
-        raise FormatError(f"{where} ({label!r}): shape_type {kind!r} is not an area; "
-                          f"supported: {list(SHAPES)}")
+
+
+def _patch(s: dict[str, Any], where: str) -> np.ndarray:
+    """The bool patch of a `mask` shape: a base64 PNG (grey or 1-bit), non-zero = inside."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = s.get("mask")
+    if not isinstance(data, str):
+        raise FormatError(f"{where}: a 'mask' shape needs 'mask', the patch as base64 PNG text")
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data, validate=False))) as im:
+            arr = np.asarray(im)
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as e:
+        raise FormatError(f"{where}: 'mask' is not a base64 PNG ({e})") from None
+    if arr.ndim != 2 or arr.size == 0:
+        raise FormatError(f"{where}: 'mask' must be a one-channel PNG (grey or 1-bit), got "
+                          f"shape {arr.shape}")
+    return arr != 0
+
+
+def _shape(s: Any, kind: str, where: str, h: int | None,
+           w: int | None) -> tuple[LabelmeShape, float]:
+    """The checked shape, and how far (px) it reaches past the image (0 if it does not)."""
+    label = _label(s, where)
     points = s["points"]
     if not (isinstance(points, list) and all(
             isinstance(p, list) and len(p) == 2 and all(is_number(v) for v in p) for p in points)):
         raise FormatError(f"{where} ({label!r}): 'points' must be a list of [x, y] number pairs")
     pts = np.asarray(points, np.float64).reshape(-1, 2)
-    need = 3 if kind == "polygon" else 2
+    need = _NEED[kind]
     if len(pts) < need:
         raise FormatError(f"{where} ({label!r}): a {kind} needs at least {need} points, "
                           f"got {len(pts)}")
@@ -110,40 +158,79 @@ def _shape(s: Any, where: str, h: int | None, w: int | None) -> tuple[LabelmeSha
         raise FormatError(f"{where} ({label!r}): holds the coordinate "
                           f"{pts[~np.isfinite(pts)][0]}, which is not a finite number; "
                           f"the shape was refused")
+    patch = None
     if kind == "circle":
         r = float(np.hypot(*(pts[1] - pts[0])))
         lo, hi = pts[0] - r, pts[0] + r
+    elif kind == "mask":
+        patch = _patch(s, where)
+        pts = _mask_box(pts[:2], patch.shape)
+        lo, hi = pts[0], pts[1]
     else:
         lo, hi = pts.min(0), pts.max(0)
     over = 0.0
     if w is not None and h is not None:
-        # points are pixel centres: the image spans -0.5 .. size - 0.5
+        # points are pixel centres: the image spans -0.5 .. size - 0.5; what reaches past it
+        # is cropped when drawn (as labelme's converters do), not moved
         past = np.maximum(-0.5 - lo, hi - (w - 0.5, h - 0.5))
         if (past > (edge_slack(w), edge_slack(h))).any():
             raise FormatError(f"{where} ({label!r}): reaches ({lo[0]:g}, {lo[1]:g})-({hi[0]:g}, "
                               f"{hi[1]:g}), outside the {w} x {h} image by more than the "
                               f"{edge_slack(w):g} x {edge_slack(h):g} px that are clipped")
         over = max(0.0, float(past.max()))
-        if over > 0 and kind != "circle":       # a circle is cut by the image edge as drawn
-            pts = np.clip(pts, -0.5, (w - 0.5, h - 0.5))
-    return LabelmeShape(label, kind, pts), over
+    return LabelmeShape(label, kind, pts, patch), over
+
+
+def _mask_box(corners: np.ndarray, patch_shape: tuple[int, int]) -> np.ndarray:
+    """[[x0, y0], [x1, y1]] pixels (inclusive) a mask patch covers.
+
+    The top-left corner is rounded to a pixel. Whole-number corners give the extent
+    (older files; a larger patch is cut to it); fractional corners, rounded one by one,
+    could differ from the patch by a pixel, so the patch's own size wins."""
+    top_left = np.round(corners[0])
+    size = np.array(patch_shape[::-1], np.float64)           # w, h
+    if np.array_equal(corners, np.trunc(corners)):
+        size = np.minimum(size, np.round(corners[1]) - top_left + 1)
+    return np.array([top_left, top_left + size - 1])
 
 
 def rasterize(f: LabelmeFile, shape: tuple[int, int], class_of: dict[str, int],
               fill: int) -> np.ndarray:
-    """Shapes painted in file order, label -> class id via `class_of`."""
-    import cv2
+    """Shapes painted in file order, label -> class id via `class_of` (labelme2voc's pixels)."""
+    from PIL import Image, ImageDraw
 
     out = np.full(shape, fill, np.uint8)
+    canvas = draw = None
     for s in f.shapes:
-        value = class_of[s.label]
-        if s.kind == "polygon":
-            fill_centre_polygon(out, s.points, value)
-        elif s.kind == "rectangle":
-            (x0, y0), (x1, y1) = np.sort(s.points[:2], axis=0)
-            fill_centre_polygon(out, np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]), value)
-        else:
-            c, edge = s.points[0], s.points[1]
-            r = int(round(float(np.hypot(*(edge - c)))))
-            cv2.circle(out, (int(round(c[0])), int(round(c[1]))), r, int(value), -1)
-    return out
+        value = int(class_of[s.label])
+        if s.kind == "mask":
+            if canvas is not None:
+                out, canvas = np.array(canvas), None
+            _paste(out, s, value)
+            continue
+        if canvas is None:
+            canvas = Image.fromarray(out)
+            draw = ImageDraw.Draw(canvas)
+        xy = [(float(x), float(y)) for x, y in s.points]
+        if s.kind == "rectangle":
+            (x0, y0), (x1, y1) = xy[:2]
+            draw.rectangle(((min(x0, x1), min(y0, y1)), (max(x0, x1), max(y0, y1))),
+                           fill=value, outline=value)
+        elif s.kind == "circle":
+            (cx, cy), (px, py) = xy[:2]
+            r = float(np.hypot(px - cx, py - cy))
+            draw.ellipse(((cx - r, cy - r), (cx + r, cy + r)), fill=value, outline=value)
+        else:                          # polygon, oriented_rectangle
+            draw.polygon(xy, fill=value, outline=value)
+    return np.array(canvas) if canvas is not None else out
+
+
+def _paste(out: np.ndarray, s: LabelmeShape, value: int) -> None:
+    """A mask shape's patch at its corner, cropped at the image edges."""
+    (x0, y0), (x1, y1) = s.points.astype(int)
+    h, w = out.shape
+    ys, ye = max(y0, 0), min(y1 + 1, h)
+    xs, xe = max(x0, 0), min(x1 + 1, w)
+    if ys < ye and xs < xe:
+        region = out[ys:ye, xs:xe]
+        region[s.patch[ys - y0:ye - y0, xs - x0:xe - x0]] = value

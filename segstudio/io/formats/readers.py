@@ -191,22 +191,30 @@ def plan_labelme(project: Project, src: Path, fill: int, options: ImportOptions,
     if not files:
         raise FormatError(f"{src}: no labelme .json files")
     matcher = Matcher(project)
-    plans, used = [], set()
+    plans, used, bad = [], set(), []
     for path in files:
         cancel.raise_if_cancelled()
-        first = read_labelme(path)
-        image_name = Path(first.image_path.replace("\\", "/")).name
-        keys = [k for k in (image_name, image_name.split(".")[0], path.stem) if k]
-        entry = matcher.find(*keys)
-        if entry is None:
-            unmatched(str(path), options, found)
+        try:       # a bad file is reported and left out; the others are imported
+            first = read_labelme(path)
+            image_name = Path(first.image_path.replace("\\", "/")).name
+            keys = [k for k in (image_name, image_name.split(".")[0], path.stem) if k]
+            entry = matcher.find(*keys)
+            if entry is None:
+                unmatched(str(path), options, found)
+                continue
+            parsed = read_labelme(path, image_shape(project, entry))
+        except FormatError as e:
+            bad.append(str(e))
             continue
         shape = image_shape(project, entry)
-        parsed = read_labelme(path, shape)
         found.warnings += parsed.warnings
         used |= {s.label for s in parsed.shapes}
 
         def build(class_of: dict[str, int], parsed=parsed, shape=shape) -> np.ndarray:
             return rasterize(parsed, shape, class_of, fill)
         plans.append(Planned(entry, str(path), build))
+    if bad and not plans:
+        raise FormatError(bad[0] + (f" (and {len(bad) - 1} more file(s) could not be read)"
+                                    if len(bad) > 1 else ""))
+    found.skipped += [f"{b}; the file was left out" for b in bad]
     return plans, used

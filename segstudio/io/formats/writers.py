@@ -78,7 +78,7 @@ class PngWriter:
 
 
 @register_writer("coco", label="COCO", description="COCO JSON (polygons or RLE)",
-                 options=("coco_mode",))
+                 options=("coco_mode",), keeps_unlabeled=False)
 class CocoWriter:
     """images/<split>/, annotations/instances_<split>.json; background is not a category."""
 
@@ -120,7 +120,8 @@ class CocoWriter:
                 json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
 
 
-@register_writer("yolo", label="YOLO", description="YOLO segmentation (Ultralytics)")
+@register_writer("yolo", label="YOLO", description="YOLO segmentation (Ultralytics)",
+                 keeps_unlabeled=False)
 class YoloWriter:
     """Ultralytics: images/<split>/, labels/<split>/<id>.txt, data.yaml."""
 
@@ -250,7 +251,8 @@ class NiftiWriter:
         _write_lists(ctx, ctx.root, results)
 
 
-@register_writer("dicom-seg", label="DICOM-SEG", description="DICOM-SEG (medical)")
+@register_writer("dicom-seg", label="DICOM-SEG", description="DICOM-SEG (medical)",
+                 keeps_unlabeled=False)
 class DicomSegWriter:
     """masks/<split>/<name>.seg.dcm: one BINARY DICOM-SEG per DICOM file; others are skipped."""
 
