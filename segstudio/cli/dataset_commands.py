@@ -66,8 +66,11 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", choices=IMAGE_MODES, default="copy",
                    help="copy images, symlink them, or write masks only")
     p.add_argument("--unlabeled", choices=UNLABELED_MODES, default="ignore",
-                   help="unlabeled pixels as 255 (ignore) or as background 0")
-    p.add_argument("--only-fully-labelled", action="store_true")
+                   help="unlabeled pixels as 255 (ignore) or as background 0 (nnunet: "
+                        "'ignore' is its declared ignore label)")
+    p.add_argument("--only-fully-labelled", action="store_true",
+                   help="leave out images with unlabeled pixels (COCO, YOLO and DICOM-SEG "
+                        "cannot mark them: they would become background)")
     p.add_argument("--include-unmasked", action="store_true",
                    help="also export images that have no mask yet")
     p.add_argument("--classes", help="comma-separated class names to keep (others -> background)")
@@ -97,6 +100,8 @@ def _run_export(args: argparse.Namespace) -> int:
                                                             options, on_progress=progress))
     if result is None:
         return 2
+    for w in result.warnings:          # also in export.json's "warnings"
+        print(f"warning: {w}", file=sys.stderr)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
     print(f"exported {sum(result.counts.values())} item(s) ({counts}) as {result.format} to "
           f"{result.out}; classes: " + ", ".join(f"{c.id}={c.name}" for c in result.classes))

@@ -118,21 +118,13 @@ def unlabeled_warning(options: ExportOptions, partly: int, total: int) -> str | 
         return None
     return (f"{partly} of {total} image(s) are only partly labelled; {fmt.label} cannot mark "
             f"pixels as unlabeled, so theirs become background. Export only fully labelled "
-            f"images (--only-fully-labelled) to leave them out.")
+            f"images ('Only fully labelled images', --only-fully-labelled) to leave them out.")
 
 
-def export_warnings(options: ExportOptions, entries: list[ImageEntry],
-                    plan: ClassPlan) -> list[str]:
+def export_warnings(options: ExportOptions, entries: list[ImageEntry]) -> list[str]:
     """Warnings for export.json, the CLI and the window (from the manifest's label status)."""
     partly = sum(1 for e in entries if e.labelled < 1.0)
-    out = [w for w in [unlabeled_warning(options, partly, len(entries))] if w]
-    if WRITERS[options.format].keeps_unlabeled and partly and plan.unlabeled_value == UNLABELED \
-            and options.format != "nnunet":
-        out.append(f"{partly} image(s) are only partly labelled; their unlabeled pixels are "
-                   f"{UNLABELED} in the masks (classes.json 'unlabeled'): tell the training "
-                   f"tool to ignore {UNLABELED} (nnU-Net: export as 'nnunet', which declares "
-                   f"them as its 'ignore' label)")
-    return out
+    return [w for w in [unlabeled_warning(options, partly, len(entries))] if w]
 
 
 def _unlabeled_doc(options: ExportOptions, plan: ClassPlan) -> dict[str, Any]:
@@ -143,8 +135,9 @@ def _unlabeled_doc(options: ExportOptions, plan: ClassPlan) -> dict[str, Any]:
         return {"value": "dataset.json labels['ignore']",
                 "note": "nnU-Net's ignore label, the highest label value (declared only when used)"}
     if plan.unlabeled_value == UNLABELED:
-        return {"value": UNLABELED, "note": "unlabeled pixels are 255 in the masks; ignore 255 "
-                "in training (e.g. CrossEntropyLoss(ignore_index=255))"}
+        return {"value": UNLABELED, "note": "unlabeled pixels are 255 in the masks (NIfTI "
+                "too); ignore 255 in training (e.g. CrossEntropyLoss(ignore_index=255)); for "
+                "nnU-Net export as 'nnunet', which declares them as its 'ignore' label"}
     return {"value": None, "note": "exported as background (0), as asked"}
 
 
@@ -261,7 +254,7 @@ def export_dataset(project: Project, out: Path | str, options: ExportOptions | N
         writer.finish(ctx, results)
         _class_files(ctx)
         exported = {e.id for item, _ in results for e in item.entries}
-        warnings = export_warnings(options, [e for e in entries if e.id in exported], plan)
+        warnings = export_warnings(options, [e for e in entries if e.id in exported])
         manifest = {"format": options.format, "project": project.name,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "options": asdict(options), "counts": dict(counts), "skipped": skipped,

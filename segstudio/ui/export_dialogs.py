@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QListWidget, QListWidgetItem, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from segstudio.io.export import WRITERS, ExportOptions
+from segstudio.io.export import WRITERS, ExportOptions, unlabeled_warning
 from segstudio.io.imports import READERS, UNLABELED_TARGET, ImportOptions
 from segstudio.workers.job import Job, plain_error
 
@@ -34,9 +34,17 @@ def _path_row(edit: QLineEdit, pick) -> QWidget:
 
 
 class ExportDialog(QDialog):
-    def __init__(self, class_names: list[str], default_out: Path, parent: QWidget | None = None) -> None:
+    """`label_status` = (partly labelled, labelled) image counts (io.export.label_status: from
+    the manifest, no mask is read): a format that cannot say "unlabeled" shows a warning."""
+
+    def __init__(self, class_names: list[str], default_out: Path, parent: QWidget | None = None,
+                 *, label_status: tuple[int, int] = (0, 0)) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export dataset")
+        self._label_status = label_status
+        self.warning = QLabel()
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #b35900;")
         self.format = QComboBox()
         for f in WRITERS.values():
             self.format.addItem(f.description, f.name)
@@ -88,15 +96,23 @@ class ExportDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        for w in (self.only_full, self.coco_rle, self.overwrite):
+        for w in (self.only_full, self.coco_rle, self.overwrite, self.warning):
             layout.addWidget(w)
         layout.addWidget(buttons)
         self.format.currentIndexChanged.connect(self._on_format_changed)
+        self.only_full.toggled.connect(self._update_warning)
+        self.unlabeled.currentIndexChanged.connect(self._update_warning)
         self._on_format_changed()
 
     def _on_format_changed(self, _index: int = 0) -> None:
         """Options only some formats read are enabled for those (the registry says which)."""
         self.coco_rle.setEnabled("coco_mode" in WRITERS[self.format.currentData()].options)
+        self._update_warning()
+
+    def _update_warning(self, *_args) -> None:
+        text = unlabeled_warning(self.options()[1], *self._label_status)
+        self.warning.setText(text or "")
+        self.warning.setVisible(bool(text))
 
     def _pick_out(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export into", self.out.text())

@@ -145,8 +145,11 @@ class FileMenu:
         project = self._project()
         if project is None:
             return
+        from segstudio.io.export import label_status
+
         dlg = ExportDialog([c.name for c in project.classes],
-                           project.root.parent / f"{project.root.name}-dataset", self.parent)
+                           project.root.parent / f"{project.root.name}-dataset", self.parent,
+                           label_status=label_status(project))
         if dlg.exec():
             self.run_export(*dlg.options())
 
