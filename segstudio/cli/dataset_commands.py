@@ -137,7 +137,8 @@ def _add_import(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=list(READERS),
                    help="; ".join(f"{f.name}: {f.description}" for f in READERS.values()))
     p.add_argument("--map", action="append", type=_parse_map, default=[], metavar="OLD=NEW",
-                   help="source class name OLD is project class NEW (repeatable)")
+                   help="source class name OLD is project class NEW (repeatable); NEW "
+                        "'unlabeled' makes its pixels 255 (labelme's __ignore__ is, unasked)")
     p.add_argument("--new-classes", action="store_true",
                    help="add unknown class names to the project instead of failing")
     p.add_argument("--unannotated", choices=("background", "ignore"), default="background",

@@ -34,3 +34,44 @@ def test_export_dialog_without_partly_labelled_images_shows_no_warning(qtbot, tm
     dlg.show()
     dlg.format.setCurrentIndex(dlg.format.findData("coco"))
     assert not dlg.warning.isVisible()
+
+
+def test_import_dialog_maps_labelme_ignore_to_unlabeled(qtbot, tmp_path):
+    """labelme's __ignore__ is offered as "unlabeled" (255), _background_ as background."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    from segstudio.core.classes import UNLABELED, LabelClass
+    from segstudio.io.imports import import_annotations, preview_import
+    from segstudio.io.project import Project
+    from segstudio.ui.export_dialogs import ImportDialog
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((20, 30), np.uint8))
+    project = Project.create(tmp_path / "p", classes=[LabelClass(0, "background", "#000000"),
+                                                      LabelClass(1, "cell", "#E69F00")])
+    project.add_images([tmp_path / "a.png"])
+    project.save()
+    src = tmp_path / "lm"
+    src.mkdir()
+    square = [[2, 2], [12, 2], [12, 12], [2, 12]]
+    (src / "a.json").write_text(json.dumps({"imagePath": "a.png", "imageHeight": 20,
+                                            "imageWidth": 30, "shapes": [
+        {"label": "_background_", "points": [[0, 0], [29, 0], [29, 19], [0, 19]]},
+        {"label": "cell", "points": square},
+        {"label": "__ignore__", "points": [[15, 2], [25, 2], [25, 12]]}]}))
+    dlg = ImportDialog(["background", "cell"],
+                       lambda s, o: preview_import(Project.open(project.root), s, o))
+    qtbot.addWidget(dlg)
+    dlg.format.setCurrentIndex(dlg.format.findData("labelme"))
+    dlg.src.setText(str(src))
+    with qtbot.waitSignal(dlg.checked, timeout=30_000) as ok:
+        dlg.check()
+    assert ok.args == [True]
+    assert dlg.current_mapping() == {"__ignore__": "unlabeled", "_background_": "background",
+                                     "cell": "cell"}
+    result = import_annotations(project, *dlg.options())
+    assert result.added_classes == []
+    mask = project.load_mask(project.images[0], (20, 30))
+    assert mask[5, 5] == 1 and mask[4, 22] == UNLABELED and mask[18, 28] == 0

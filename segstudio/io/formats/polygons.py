@@ -7,8 +7,9 @@ we follow each tool's own:
   We trace the component at twice the resolution, so the outline runs a quarter pixel
   outside the centres of its edge pixels and decodes back to exactly the same pixels.
 - Ultralytics / labelme: integer coordinates are pixel centres and masks are drawn with
-  `cv2.fillPoly` (labelme: PIL's polygon with outline). The outline through the centres of
-  the edge pixels (`cv2.findContours`) fills back to the same pixels.
+  `cv2.fillPoly` (labelme: Pillow's polygon with outline, which `formats.labelme` calls
+  itself so that imports equal labelme2voc's). The outline through the centres of the edge
+  pixels (`cv2.findContours`) fills back to the same pixels.
 
 Polygons cannot hold holes: a ring exports as its filled outline (RLE keeps holes).
 """
