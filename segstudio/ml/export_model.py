@@ -53,10 +53,14 @@ def export_run(project_root: Path | str | None, run: str | Path, out: Path | str
 
             model = load_run_model(project_root, run_dir).model
             in_channels = int(card.get("in_channels") or model_in_channels(model))
-            result = export_onnx(model, in_channels, tmp / "model.onnx")
+            notes = preprocessing(card, in_channels)
+            result = export_onnx(model, in_channels, tmp / "model.onnx",
+                                 metadata={f"segstudio.{k}": v for k, v in notes.items()})
             summary["onnx"] = {"file": "model.onnx", "opset": result.opset,
                                "checked_with_onnxruntime": result.checked,
-                               "max_abs_diff": result.max_abs_diff}
+                               "checked_sizes": [list(s) for s in result.checked_sizes],
+                               "max_abs_diff": result.max_abs_diff,
+                               "preprocessing": notes}
         cancel.raise_if_cancelled()
         card = {**card, "exported": summary}
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2, allow_nan=False),
@@ -67,6 +71,53 @@ def export_run(project_root: Path | str | None, run: str | Path, out: Path | str
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def channel_rule(in_channels: int) -> str:
+    """How an image's bands become the model's channels (segstudio.ml.normalise.to_channels)."""
+    if in_channels == 1:
+        return ("1 channel: a grey image as it is; a colour image is the mean of R, G and B; "
+                "an alpha channel is dropped")
+    if in_channels == 3:
+        return ("3 channels in R, G, B order (as the file stores them, not OpenCV's BGR); a grey "
+                "image is repeated to 3 channels; an alpha channel is dropped")
+    return (f"{in_channels} channels in the order the file stores them; an alpha channel "
+            f"is dropped")
+
+
+def preprocessing(card: dict, in_channels: int) -> dict[str, str]:
+    """What a consumer of the ONNX file must do to an image, in words plus the stored rule:
+    written into the file's metadata_props (as `segstudio.<key>`) and the model card."""
+    import json
+
+    from segstudio.ml.normalise import Normalisation
+
+    raw = card.get("normalisation") if isinstance(card.get("normalisation"), dict) else {}
+    scale = "images at their own resolution"
+    try:
+        norm = Normalisation.from_dict(raw, in_channels)
+        described = norm.describe()
+        working = getattr(norm, "working", None)       # the run's working scale, if any
+        if working is not None and not working.native:
+            scale = (f"{working.describe()}: resample the image (area averaging to shrink) "
+                     f"before the rule above, and the logits back to the image's size")
+    except (TypeError, ValueError) as e:
+        described = f"unreadable in the model card ({e})"
+    classes = [{"id": c.get("id"), "name": c.get("name")} for c in card.get("classes") or []
+               if isinstance(c, dict)]
+    return {
+        "input": (f"'image': float32 (batch, {in_channels}, height, width); any height and "
+                  f"width (the graph pads internally)"),
+        "channels": channel_rule(in_channels),
+        "normalisation": (f"{described}; statistics of the whole image after the channel "
+                          f"rule, never of a tile"),
+        "normalisation_rule": json.dumps(raw, allow_nan=False, default=str),
+        "scale": scale,
+        "output": ("'logits': float32 (batch, classes, height, width), raw scores before "
+                   "softmax; argmax over axis 1 is the class id (one channel: a sigmoid logit "
+                   "of class 1)"),
+        "classes": json.dumps(classes, ensure_ascii=False),
+    }
 
 
 def model_in_channels(model) -> int:

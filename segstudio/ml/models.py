@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.onnx.operators
 from torch import nn
 
 from segstudio.ml.config import PRESETS  # the presets are declared once, without torch
@@ -120,7 +121,8 @@ class UNet(nn.Module):
     """U-Net: `depth` poolings, `width` channels at full resolution, doubling per level.
 
     Any input size works: the input is padded to a multiple of 2**depth and the output cropped,
-    so prediction on whole images needs no caller-side padding.
+    so prediction on whole images needs no caller-side padding. The pad is tensor arithmetic on
+    the input's shape, so an ONNX export pads and crops right at every size, not only the traced one.
     """
 
     def __init__(self, in_channels: int, num_classes: int, depth: int = 4, width: int = 32,
@@ -139,11 +141,8 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(chans[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        m = 2**self.depth
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        h, w = x.shape[-2], x.shape[-1]      # ints in eager mode, traced sizes under export
+        x = _pad_to_multiple(x, 2**self.depth)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
@@ -151,8 +150,27 @@ class UNet(nn.Module):
         x = skips.pop()
         for up, dec in zip(self.up, self.dec):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
-        x = self.head(x)
-        return x[..., :h, :w] if (ph or pw) else x
+        return self.head(x)[..., :h, :w]
+
+
+def _pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Pad (B, C, h, w) at the bottom/right to multiples of `m`: mirror where every pad fits
+    (min(h, w) > largest pad), else repeat the edge, as F.pad's "reflect"/"replicate" would.
+
+    Tensor ops only, no Python branch on a size: the ONNX tracer records this for any input
+    size (an `if pad:` would be frozen at the size traced). A gather of computed indices
+    gives F.pad's values exactly, and with no padding the input's values unchanged.
+    """
+    size = torch.onnx.operators.shape_as_tensor(x)[-2:]     # (h, w) on the CPU, traced
+    pad = (m - size % m) % m
+    fits = size.min() > pad.max()
+    for axis in (2, 3):
+        n, p = size[axis - 2], pad[axis - 2]
+        i = torch.arange(n + p)      # indices on the CPU: no wait for a GPU to answer a size
+        mirror = torch.where(i < n, i, 2 * (n - 1) - i)
+        edge = torch.clamp(i, max=n - 1)
+        x = x.index_select(axis, torch.where(fits, mirror, edge).to(x.device))
+    return x
 
 
 class TinyFCN(nn.Module):

@@ -60,3 +60,101 @@ def test_without_onnxruntime_it_exports_unchecked(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     result = export_onnx(TinySeg(), 3, tmp_path / "m.onnx", size=(16, 16))
     assert result.path.exists() and not result.checked and result.max_abs_diff is None
+
+
+# -- the U-Net at sizes that are no multiple of its down-sampling factor ------------------------
+ODD_SIZES = [(255, 301), (100, 100), (37, 5), (300, 200)]
+
+
+def test_unet_onnx_gives_torchs_output_at_any_size(tmp_path):
+    """The pad to a multiple of 2**depth is traced symbolically: a size-dependent `if` would
+    be frozen at the traced 64 x 64 and the graph would fail or crop wrongly elsewhere."""
+    ort = pytest.importorskip("onnxruntime")
+    from segstudio.ml.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet", in_channels=3, num_classes=3, depth=3, width=8).eval()
+    result = export_onnx(model, 3, tmp_path / "u.onnx")
+    assert result.checked and set(result.checked_sizes) >= {(64, 64), (255, 301), (100, 100)}
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    for h, w in ODD_SIZES:
+        x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+        got = session.run(None, {"image": x})[0]
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        assert got.shape == (1, 3, h, w), (h, w)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3, err_msg=f"{h} x {w}")
+
+
+def _reference_unet_forward(model, x):
+    """The U-Net's documented rule written with F.pad: bottom/right pad to a multiple of
+    2**depth, mirrored when min(h, w) > the largest pad, else the edge repeated; then crop."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    m = 2**model.depth
+    ph, pw = (-h) % m, (-w) % m
+    x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    skips = []
+    for i, block in enumerate(model.down):
+        x = block(x if i == 0 else F.max_pool2d(x, 2))
+        skips.append(x)
+    x = skips.pop()
+    for up, dec in zip(model.up, model.dec):
+        x = dec(torch.cat([up(x), skips.pop()], dim=1))
+    return model.head(x)[..., :h, :w]
+
+
+def test_unet_eager_output_is_exactly_the_padded_rule_for_a_shipped_checkpoint():
+    """Existing checkpoints load unchanged and give bit-identical output (mirror and edge pads)."""
+    from segstudio.ml.runs import load_run_model
+    from tests.conftest import REPO
+
+    model = load_run_model(None, REPO / "models" / "starter-nuclei").model.eval()
+    rng = np.random.default_rng(3)
+    for h, w in [(64, 64), (255, 301), (100, 10), (7, 5), (1, 1)]:
+        x = torch.from_numpy(rng.standard_normal((2, 1, h, w)).astype(np.float32))
+        with torch.no_grad():
+            assert torch.equal(model(x), _reference_unet_forward(model, x)), (h, w)
+
+
+def test_a_graph_frozen_at_the_traced_size_is_refused(tmp_path):
+    """A Python branch on the size traces fine at 64 x 64; the odd-size check catches it."""
+    pytest.importorskip("onnxruntime")
+
+    class Branchy(TinySeg):
+        def forward(self, x):
+            h, w = x.shape[-2:]
+            ph, pw = (-h) % 8, (-w) % 8
+            if ph or pw:                      # frozen: False at the traced size
+                x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+            return super().forward(x)[..., :h, :w]
+
+    with pytest.raises(OnnxExportError, match=r"255 x 301"):
+        export_onnx(Branchy(), 3, tmp_path / "bad.onnx", size=(64, 64))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exported_run_says_how_to_preprocess_in_the_onnx_file_and_the_card(tmp_path, sample_copy):
+    ort = pytest.importorskip("onnxruntime")
+    import json
+
+    from segstudio.cli import main
+    from tests.conftest import REPO
+
+    out = tmp_path / "exported"
+    assert main(["export-model", str(sample_copy), "--run", str(REPO / "models" / "starter-nuclei"),
+                 "--out", str(out)]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    notes = card["exported"]["onnx"]["preprocessing"]
+    meta = ort.InferenceSession(str(out / "model.onnx"),
+                                providers=["CPUExecutionProvider"]).get_modelmeta()
+    props = meta.custom_metadata_map
+    assert {k: props[f"segstudio.{k}"] for k in notes} == notes
+    assert "percentiles 1-99.8" in notes["normalisation"]                # the run's own rule
+    assert json.loads(notes["normalisation_rule"])["mode"] == "percentile"
+    assert notes["channels"].startswith("1 channel") and "mean of R, G and B" in notes["channels"]
+    assert "logits" in notes["output"] and "before softmax" in notes["output"]
+    assert json.loads(notes["classes"])[1] == {"id": 1, "name": "nucleus"}
+    assert [255, 301] in card["exported"]["onnx"]["checked_sizes"]
