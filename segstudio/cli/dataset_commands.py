@@ -66,8 +66,9 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", choices=IMAGE_MODES, default="copy",
                    help="copy images, symlink them, or write masks only")
     p.add_argument("--unlabeled", choices=UNLABELED_MODES, default="ignore",
-                   help="unlabeled pixels as 255 (ignore) or as background 0 (nnunet: "
-                        "'ignore' is its declared ignore label)")
+                   help="unlabeled pixels as 255 (ignore), as background 0, or as the value "
+                        "after the last class, declared in classes.json (label: nnU-Net style; "
+                        "the nnunet format always declares its 'ignore' label)")
     p.add_argument("--only-fully-labelled", action="store_true",
                    help="leave out images with unlabeled pixels (COCO, YOLO and DICOM-SEG "
                         "cannot mark them: they would become background)")

@@ -66,17 +66,24 @@ def plan_classes(project: Project, options: ExportOptions) -> ClassPlan:
                               f"{[c.name for c in project.classes]}")
         wanted = {n.casefold() for n in options.classes}
         kept = [c for c in project.classes if c.name.casefold() in wanted and c.id != BACKGROUND]
-    unlabeled_value = UNLABELED if options.unlabeled == "ignore" else BACKGROUND
-    lut = np.full(256, unlabeled_value, np.uint8)    # ids no class owns: treated as unlabeled
-    for c in project.classes:
-        lut[c.id] = BACKGROUND
     bg = project.class_by_id(BACKGROUND)
     classes = [ExportedClass(BACKGROUND, bg.name if bg else "background",
                              bg.color if bg else "#000000", BACKGROUND)]
     for i, c in enumerate(sorted(kept, key=lambda c: c.id), 1):
-        new_id = i if options.renumber else c.id
-        lut[c.id] = new_id
-        classes.append(ExportedClass(new_id, c.name, c.color, c.id))
+        classes.append(ExportedClass(i if options.renumber else c.id, c.name, c.color, c.id))
+    if options.unlabeled == "label":      # declared ignore label: the value after the last class
+        unlabeled_value = max(c.id for c in classes) + 1
+        if unlabeled_value >= UNLABELED:
+            raise ExportError(f"--unlabeled label needs a value after the last class id "
+                              f"({unlabeled_value - 1}), and 255 is the last; renumber the "
+                              f"classes (no --keep-ids) or use --unlabeled ignore")
+    else:
+        unlabeled_value = UNLABELED if options.unlabeled == "ignore" else BACKGROUND
+    lut = np.full(256, unlabeled_value, np.uint8)    # ids no class owns: treated as unlabeled
+    for c in project.classes:
+        lut[c.id] = BACKGROUND
+    for c in classes[1:]:
+        lut[c.source_id] = c.id
     lut[UNLABELED] = unlabeled_value
     return ClassPlan(lut, classes, unlabeled_value)
 
@@ -134,6 +141,9 @@ def _unlabeled_doc(options: ExportOptions, plan: ClassPlan) -> dict[str, Any]:
     if options.format == "nnunet":
         return {"value": "dataset.json labels['ignore']",
                 "note": "nnU-Net's ignore label, the highest label value (declared only when used)"}
+    if options.unlabeled == "label":
+        return {"value": plan.unlabeled_value, "note": "unlabeled pixels have the value after "
+                "the last class (classes.json 'unlabeled'), nnU-Net style: ignore it in training"}
     if plan.unlabeled_value == UNLABELED:
         return {"value": UNLABELED, "note": "unlabeled pixels are 255 in the masks (NIfTI "
                 "too); ignore 255 in training (e.g. CrossEntropyLoss(ignore_index=255)); for "
@@ -154,7 +164,7 @@ def _class_files(ctx: ExportContext) -> None:
     plan = ctx.plan
     doc = {"classes": [asdict(c) for c in plan.classes],
            "background": BACKGROUND,
-           "unlabeled": plan.unlabeled_value if plan.unlabeled_value == UNLABELED else None}
+           "unlabeled": plan.unlabeled_value if plan.unlabeled_value != BACKGROUND else None}
     (ctx.root / "classes.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
                                            encoding="utf-8")
     names = {c.id: c.name for c in plan.classes}

@@ -65,6 +65,7 @@ class ExportDialog(QDialog):
         self.unlabeled = QComboBox()
         self.unlabeled.addItem("stay unlabeled (255, ignored by training)", "ignore")
         self.unlabeled.addItem("become background (0)", "background")
+        self.unlabeled.addItem("the value after the last class (declared, nnU-Net style)", "label")
         self.only_full = QCheckBox("Only fully labelled images")
         self.coco_rle = QCheckBox("COCO as RLE (lossless; polygons cannot hold holes)")
         self.overwrite = QCheckBox("Replace the folder if it exists")

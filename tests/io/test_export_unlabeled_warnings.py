@@ -48,3 +48,26 @@ def test_formats_that_keep_unlabeled_say_which_value_it_has(tmp_path):
     opts = ExportOptions(format="coco", unlabeled="background")
     assert unlabeled_warning(opts, 2, 3) is None
     assert unlabeled_warning(ExportOptions(format="png"), 2, 3) is None
+
+
+def test_nifti_can_declare_unlabeled_as_the_value_after_the_last_class(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from .conftest import mask_of
+
+    project = make_project(tmp_path / "p", n=3)
+    out = tmp_path / "nifti"
+    export_dataset(project, out, ExportOptions(format="nifti", unlabeled="label"))
+    classes = json.loads((out / "classes.json").read_text())
+    assert classes["unlabeled"] == 3 and [c["id"] for c in classes["classes"]] == [0, 1, 2]
+    assert json.loads((out / "export.json").read_text())["unlabeled"]["value"] == 3
+    e = project.images[0]                                    # has a 255 band
+    got = np.asarray(nib.load(str(out / "masks" / e.split / f"{e.id}.nii.gz")).dataobj).T
+    want = mask_of(project, e.id).copy()
+    want[want == 255] = 3
+    assert (want == 3).any() and np.array_equal(got, want)
+    # only the kept class: it is 1, unlabeled is 2
+    export_dataset(project, tmp_path / "one", ExportOptions(format="png", unlabeled="label",
+                                                            classes=("nucleus",)))
+    assert json.loads((tmp_path / "one" / "classes.json").read_text())["unlabeled"] == 2

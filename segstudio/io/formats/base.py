@@ -28,7 +28,9 @@ from segstudio.io.project import SPLITS, ImageEntry, Project
 log = logging.getLogger(__name__)
 
 IMAGE_MODES = ("copy", "link", "none")
-UNLABELED_MODES = ("ignore", "background")
+# "ignore": 255; "background": 0; "label": the value after the last exported class, declared
+# in classes.json (nnU-Net's rule for its ignore label: the highest value, consecutive)
+UNLABELED_MODES = ("ignore", "background", "label")
 SPLIT_MODES = ("project", "ratios")
 COCO_MODES = ("polygon", "rle")
 
@@ -106,7 +108,7 @@ class ExportOptions:
     ratios: tuple[float, float, float] = (0.8, 0.2, 0.0)   # train, val, test (split="ratios")
     seed: int = 0
     images: str = "copy"                     # "copy", "link" (symlink) or "none" (masks only)
-    unlabeled: str = "ignore"                # "ignore": 255 in masks; "background": 0
+    unlabeled: str = "ignore"                # "ignore": 255; "background": 0; "label": n + 1
     only_fully_labelled: bool = False        # skip images with any unlabeled pixel
     include_unmasked: bool = False           # also images that have no mask at all
     classes: tuple[str, ...] | None = None   # class names to keep (None: all); others -> background
