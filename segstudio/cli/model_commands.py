@@ -183,7 +183,81 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- train ---------------------------------------------------------------------------------------
+# -- plan and train ------------------------------------------------------------------------------
+def _add_plan_settings(p: argparse.ArgumentParser) -> None:
+    """The settings the plan decides unless given (segstudio.ml.plan)."""
+    p.add_argument("--batch-size", type=int, default=None, help="default: from the plan")
+    p.add_argument("--patch-size", type=int, default=None, help="default: from the plan")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--working-size", type=int, default=None, metavar="PX",
+                      help="resample every image to this longer side (default: from the plan)")
+    size.add_argument("--working-scale", type=float, default=None, metavar="F",
+                      help="resample every image by this factor; 1 = full resolution")
+    for flag, what in (("flip-h", "left-right mirroring"), ("flip-v", "up-down mirroring"),
+                       ("rot90", "90-degree rotations")):
+        p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"{what} on or off (default: the plan, off where it would swap "
+                            f"labels)")
+    p.add_argument("--normalisation", default=None, choices=["percentile", "meanstd", "clip"],
+                   help="default: by modality (clip + z-score for CT, per image otherwise)")
+
+
+def _add_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", type=Path, help="project folder")
+    p.add_argument("--preset", default=None, help="model preset: fast (default), strong, tiny")
+    p.add_argument("--device", default=None, help="plan for this device: auto (default), cpu, "
+                   "cuda, ...")
+    p.add_argument("--config", type=Path, help="TOML file with a [train] table")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    _add_plan_settings(p)
+
+
+@command("plan", "show the training plan derived from a project's labelled images, "
+                 "without training")(_add_plan)
+def _run_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from segstudio.io.images import ImageReadError
+    from segstudio.io.project import Project, ProjectError
+    from segstudio.ml.data import project_plan, read_labelled
+
+    try:
+        cfg = train_config_from_args(args)
+        project = Project.open(args.project)
+        items = read_labelled(project)
+    except (ValueError, OSError, ProjectError, ImageReadError) as e:
+        err(str(e))
+        return 2
+    if not items:
+        err(f"{args.project}: no labelled images in the train or val split; label some, then "
+            f"plan again")
+        return 1
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if _cuda_available() else "cpu"
+    plan = project_plan(items, project.classes, cfg, device=device)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=1))
+    else:
+        fp = plan.fingerprint
+        print(f"plan for {project.name}: {fp['images']} labelled image(s), "
+              f"{fp['height'][0]}-{fp['height'][1]} x {fp['width'][0]}-{fp['width'][1]} px, "
+              f"{fp['modality']}")
+        for line in plan.lines():
+            print(f"  {line}")
+    return 0
+
+
+def _cuda_available() -> bool:
+    """Without importing torch when it is not installed or there is no driver."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None or not os.path.exists("/proc/driver/nvidia"):
+        return False
+    import torch
+    return bool(torch.cuda.is_available())
+
+
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("project", type=Path, help="project folder")
     p.add_argument("--preset", default=None, help="model preset: fast (default), strong, tiny")
@@ -196,8 +270,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    help="fine-tune: start from a run's best weights (classes may have been added)")
     p.add_argument("--config", type=Path, help="TOML file with a [train] table of TrainConfig "
                    "fields (flags override it)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--patch-size", type=int, default=None)
+    _add_plan_settings(p)
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -220,7 +293,8 @@ def train_config_from_args(args: argparse.Namespace):
         table = tomllib.loads(args.config.read_text(encoding="utf-8"))
         values.update(table.get("train", table))
     for flag in ("preset", "epochs", "minutes", "device", "batch_size", "patch_size",
-                 "steps_per_epoch", "lr", "seed", "threads", "compile"):
+                 "steps_per_epoch", "lr", "seed", "threads", "compile", "working_size",
+                 "working_scale", "flip_h", "flip_v", "rot90", "normalisation"):
         if getattr(args, flag, None) is not None:
             values[flag] = getattr(args, flag)
     return TrainConfig.from_dict(dataclasses.asdict(TrainConfig()) | values)

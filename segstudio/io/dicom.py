@@ -348,7 +348,8 @@ def probe_dicom(path: Path) -> list[ImageInfo]:
     rescaled = slope != 1 or _text(ds, "RescaleIntercept") not in (None, "")
     dtype = "uint8" if bits == 1 else _dtype(bits, signed, rescaled)
     extra = {"rescale": (slope, intercept) if rescaled else None, "frames": frames,
-             "declared_frames": declared, "transfer_syntax": str(uid)}
+             "declared_frames": declared, "transfer_syntax": str(uid),
+             "modality": (_text(ds, "Modality") or "").strip().upper() or None}
     window = _window(path, ds)
     channels = 1 if samples == 1 else 3
     if frames == 1:

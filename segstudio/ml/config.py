@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 SCHEDULES = ("cosine", "onecycle")
-TRAIN_NORMALISATIONS = ("percentile", "meanstd")      # per image, as normalise.PER_IMAGE
+# per image (normalise.PER_IMAGE), or CT's clip + z-score of the foreground; None: the plan picks
+TRAIN_NORMALISATIONS = ("percentile", "meanstd", "clip")
 
 # Named model shapes the app and CLI offer; each is a registered model plus its arguments.
 # "fast" trains a usable nuclei model in minutes on two CPU cores; "strong" is ~4x the compute.
@@ -45,16 +46,22 @@ class TrainConfig:
     epochs: int = 40
     minutes: float | None = None         # time budget; whichever of epochs/minutes ends first
     steps_per_epoch: int = 50
-    batch_size: int = 8
-    patch_size: int = 192
+    # None: the plan (segstudio.ml.plan) decides from the labelled data, and says why
+    batch_size: int | None = None
+    patch_size: int | None = None
+    working_size: int | None = None      # every image resampled to this longer side (px)
+    working_scale: float | None = None   # or one factor for all (1: full resolution)
     lr: float = 3e-3
     weight_decay: float = 1e-4
     schedule: str = "cosine"             # linear warm-up then cosine; or "onecycle"
     warmup: float = 0.05                 # fraction of the run spent warming up
     dice_weight: float = 1.0             # loss = CE + dice_weight * soft Dice
     class_weights: tuple[float, ...] | str | None = None   # CE weight per class id, or "balanced"
-    normalisation: str = "percentile"    # TRAIN_NORMALISATIONS
-    augment: bool = True
+    normalisation: str | None = None     # TRAIN_NORMALISATIONS; None: by modality (the plan)
+    augment: bool = True                 # False: no augmentation at all
+    flip_h: bool | None = None           # left-right mirror; None: off for lateral classes
+    flip_v: bool | None = None           # up-down mirror; None: off for classes bound to a side
+    rot90: bool | None = None            # 90-degree rotations; None: only with both mirrors
     label_bias: float = 0.8              # share of patches centred on a labelled pixel
     patience: int | None = 10            # epochs without validation gain; 0/None: never stop
     device: str = "auto"
@@ -74,15 +81,31 @@ class TrainConfig:
             return f"unknown preset {self.preset!r}; known: {sorted(PRESETS)}"
         if self.schedule not in SCHEDULES:
             return f"unknown schedule {self.schedule!r}; known: {list(SCHEDULES)}"
-        if self.normalisation not in TRAIN_NORMALISATIONS:
+        if self.normalisation is not None and self.normalisation not in TRAIN_NORMALISATIONS:
             return (f"unknown normalisation {self.normalisation!r}; known: "
                     f"{list(TRAIN_NORMALISATIONS)}")
         for name in ("epochs", "steps_per_epoch", "batch_size"):
             value = getattr(self, name)
+            if value is None and name == "batch_size":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 return f"{name} must be a whole number of at least 1, got {value!r}"
-        if self.patch_size < 16:
-            return f"patch_size must be at least 16, got {self.patch_size}"
+        if self.patch_size is not None and (not isinstance(self.patch_size, int)
+                                            or self.patch_size < 16):
+            return f"patch_size must be a whole number of at least 16, got {self.patch_size}"
+        if self.working_size is not None and self.working_scale is not None:
+            return ("give working_size (a longer side in px) or working_scale (a factor), "
+                    "not both")
+        if self.working_size is not None and (not isinstance(self.working_size, int)
+                                              or self.working_size < 16):
+            return f"working_size must be a whole number of pixels, at least 16, got " \
+                   f"{self.working_size!r}"
+        if self.working_scale is not None and not 0.0 < self.working_scale <= 8.0:
+            return f"working_scale must be a factor in (0, 8], got {self.working_scale}"
+        for name in ("flip_h", "flip_v", "rot90"):
+            if getattr(self, name) not in (None, True, False):
+                return f"{name} is true, false or unset (the plan decides), got " \
+                       f"{getattr(self, name)!r}"
         if self.minutes is not None and not self.minutes > 0:
             return f"minutes must be positive (or unset for no time limit), got {self.minutes}"
         if not self.lr > 0:

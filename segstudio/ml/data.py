@@ -1,8 +1,11 @@
 """Project images and masks -> normalised snapshots -> augmented training patches.
 
-The trainer works on copies taken once at the start (`snapshot_project`), so painting in the
-app goes on while it trains. Patches are cropped around labelled pixels most of the time, so a
-few scribbles on a large image still fill most batches with supervision.
+The trainer works on copies taken once at the start (`read_labelled`, then
+`build_training_data`), so painting in the app goes on while it trains. Training images are
+resampled to the run's working scale once, there (`segstudio.ml.resample`); validation images
+stay as stored, because validation goes through the predictor, which resamples and brings the
+prediction back to full size, as Measure does. Patches are cropped around labelled pixels most
+of the time, so a few scribbles on a large image still fill most batches with supervision.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from segstudio.core.classes import UNLABELED, LabelClass
 from segstudio.core.jobs import CancelToken
 from segstudio.ml.normalise import (Normalisation, effective_channels,  # noqa: F401 (re-exported)
                                     normalise_image, to_channels)
+from segstudio.ml.resample import resize_mask
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +76,42 @@ class Sample:
 
 
 @dataclass
+class ValImage:
+    """A validation image as stored (raw pixels, full-size mask): the predictor prepares it."""
+
+    id: str
+    image: np.ndarray
+    mask: np.ndarray
+    split: str = "val"
+
+
+@dataclass
+class Labelled:
+    """One labelled image read from a project: raw pixels, a private mask copy, its header."""
+
+    id: str
+    image: np.ndarray
+    mask: np.ndarray
+    split: str
+    kind: str = "raster"
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
 class TrainingData:
-    """Snapshots of the labelled images, split by the image list's train/val column."""
+    """Snapshots of the labelled images, split by the image list's train/val column.
+
+    `train` holds normalised images at the working scale; `val` raw images at full size.
+    """
 
     train: list[Sample]
-    val: list[Sample]
+    val: list[ValImage]
     classes: list[LabelClass]
     in_channels: int
     normalisation: Normalisation
     data_hash: str
     warnings: list[str] = field(default_factory=list)
+    plan: Any = None                 # the segstudio.ml.plan.Plan the data was prepared by
 
     @property
     def num_classes(self) -> int:
@@ -124,14 +154,18 @@ def build_training_data(items: Sequence[tuple[str, np.ndarray, np.ndarray, str]]
         digest.update(image_id.encode())
         digest.update(np.ascontiguousarray(image).tobytes())
         digest.update(mask.tobytes())
-        sample = Sample(image_id, normalise(image, norm, in_channels), mask, split)
-        (val if split == "val" else train).append(sample)
+        if split == "val":
+            val.append(ValImage(image_id, image, mask))
+            continue
+        prepared = normalise(image, norm, in_channels)
+        train.append(Sample(image_id, prepared, resize_mask(mask, prepared.shape[:2]), split))
     if not train:
         raise DataError("no labelled pixels in the training images: paint at least a few "
                         "strokes of each class on images in the 'train' split (or move "
                         "labelled images there), then train again")
-    data = TrainingData(train, val, list(classes), in_channels, norm, digest.hexdigest()[:16],
-                        warnings)
+    # the run's normalisation knows its channel count: validation prepares raw images with it
+    data = TrainingData(train, val, list(classes), in_channels,
+                        replace(norm, in_channels=in_channels), digest.hexdigest()[:16], warnings)
     counts = data.class_pixels("train")
     for c in classes:
         if counts[c.id] == 0:
@@ -145,13 +179,11 @@ def build_training_data(items: Sequence[tuple[str, np.ndarray, np.ndarray, str]]
     return data
 
 
-def snapshot_project(project: Any, *, norm: Normalisation | None = None,
-                     masks: Mapping[str, np.ndarray] | None = None,
-                     in_channels: int | None = None,
-                     cancel: CancelToken | None = None) -> TrainingData:
-    """Copy every labelled image of a Project (unsaved masks from `masks` win over disk)."""
+def read_labelled(project: Any, *, masks: Mapping[str, np.ndarray] | None = None,
+                  cancel: CancelToken | None = None) -> list[Labelled]:
+    """Every labelled train/val image of a Project, read once (unsaved `masks` win over disk)."""
     masks = masks or {}
-    items = []
+    out = []
     for entry in project.images:
         if entry.split == "test" or (entry.id not in masks and not project.masks.has_mask(entry.id)):
             continue
@@ -161,15 +193,52 @@ def snapshot_project(project: Any, *, norm: Normalisation | None = None,
         h, w = loaded.data.shape[:2]
         mask = masks.get(entry.id)
         mask = project.load_mask(entry, (h, w)) if mask is None else np.array(mask, copy=True)
-        items.append((entry.id, np.asarray(loaded.data), mask, entry.split))
+        out.append(Labelled(entry.id, np.asarray(loaded.data), mask, entry.split,
+                            loaded.info.kind, dict(loaded.info.extra or {})))
+    return out
+
+
+def project_plan(items: Sequence[Labelled], classes: list[LabelClass], cfg: Any, *,
+                 device: str = "cpu", memory_bytes: int | None = None,
+                 cancel: CancelToken | None = None) -> Any:
+    """The plan (`segstudio.ml.plan.Plan`) for these labelled images under `cfg`."""
+    from segstudio.ml import plan as planning
+
+    facts = []
+    for it in items:
+        if cancel:
+            cancel.raise_if_cancelled()
+        if it.split != "test" and np.any(it.mask != UNLABELED):
+            facts.append(planning.image_facts(it.id, it.image, it.mask, kind=it.kind,
+                                              extra=it.extra))
+    foreground = {}
+    if any(f.modality == "ct" for f in facts):
+        foreground = planning.foreground_statistics(
+            [(it.image, it.mask) for it in items if it.split != "test"])
+    fp = planning.fingerprint(facts, classes, foreground)
+    return planning.make_plan(fp, cfg, device=device, memory_bytes=memory_bytes)
+
+
+def snapshot_project(project: Any, *, norm: Normalisation | None = None,
+                     masks: Mapping[str, np.ndarray] | None = None,
+                     in_channels: int | None = None,
+                     cancel: CancelToken | None = None) -> TrainingData:
+    """Copy every labelled image of a Project (unsaved masks from `masks` win over disk)."""
+    items = [(it.id, it.image, it.mask, it.split)
+             for it in read_labelled(project, masks=masks, cancel=cancel)]
     return build_training_data(items, project.classes, norm, in_channels, cancel)
 
 
 @dataclass(frozen=True)
 class Augment:
-    """Random geometric and intensity changes; all off with `Augment.none()`."""
+    """Random geometric and intensity changes; all off with `Augment.none()`.
 
-    flips: bool = True
+    The plan turns mirrors and rotations off where they would swap labels (left and right
+    lung, sky and road): `flip_h` mirrors left-right, `flip_v` up-down.
+    """
+
+    flip_h: bool = True
+    flip_v: bool = True
     rot90: bool = True
     scale: tuple[float, float] = (0.75, 1.33)
     brightness: float = 0.1          # added, in normalised units
@@ -177,7 +246,7 @@ class Augment:
 
     @classmethod
     def none(cls) -> Augment:
-        return cls(False, False, (1.0, 1.0), 0.0, (1.0, 1.0))
+        return cls(False, False, False, (1.0, 1.0), 0.0, (1.0, 1.0))
 
 
 def _crop(img: np.ndarray, mask: np.ndarray, cy: int, cx: int, size: int
@@ -228,11 +297,10 @@ class PatchSampler:
             mask = cv2.resize(mask, (p, p), interpolation=cv2.INTER_NEAREST)
             if img.ndim == 2:
                 img = img[:, :, None]
-        if aug.flips:
-            if rng.random() < 0.5:
-                img, mask = img[:, ::-1], mask[:, ::-1]
-            if rng.random() < 0.5:
-                img, mask = img[::-1], mask[::-1]
+        if aug.flip_h and rng.random() < 0.5:
+            img, mask = img[:, ::-1], mask[:, ::-1]
+        if aug.flip_v and rng.random() < 0.5:
+            img, mask = img[::-1], mask[::-1]
         if aug.rot90:
             k = int(rng.integers(4))
             if k:

@@ -17,6 +17,14 @@ TOTAL = 1000        # progress is reported in thousandths: steps or time, whiche
 
 
 @dataclass(frozen=True)
+class PlanMade(Progress):
+    """The plan for the run was derived from the data (`segstudio.ml.plan`), before step 1."""
+
+    summary: str = ""            # one line: working scale, patch, batch, mirroring
+    lines: tuple[str, ...] = ()  # every item with its reason
+
+
+@dataclass(frozen=True)
 class StepDone(Progress):
     """One optimisation step finished."""
 

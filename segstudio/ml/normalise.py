@@ -5,7 +5,13 @@ per-image modes ("percentile", "meanstd") take their statistics from the whole i
 `for_image(image)` first turns it into a `PixelNormalisation`: a per-pixel `(x - shift) *
 factor` that the tiled predictor may apply band by band. Training snapshots go through the very
 same `for_image(...)(...)` call, so the model sees bit-identical inputs whether an image is
-validated during training or measured later (`segstudio.ml.predict`). numpy only, no torch.
+validated during training or measured later (`segstudio.ml.predict`). A `Normalisation` also
+carries the run's working scale (`segstudio.ml.resample.WorkingScale`): the predictor asks
+`working_shape(h, w)` and resamples before the model sees the pixels. numpy only, no torch.
+
+Modes: "percentile" and "meanstd" per image (microscopy, photographs, radiographs); "clip"
+for CT (clip to fixed values, then a fixed z-score: nnU-Net's rule, with the clip values and
+statistics taken from the foreground of the training images); "fixed" for a given mean/std.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-NORMALISATIONS = ("percentile", "meanstd", "fixed")
+from segstudio.ml.resample import NATIVE, WorkingScale
+
+NORMALISATIONS = ("percentile", "meanstd", "fixed", "clip")
 PER_IMAGE = ("percentile", "meanstd")
 _STATS_PIXELS = 1_000_000      # statistics of a strided sample of at most ~1 Mpx
 
@@ -25,6 +33,8 @@ class Normaliser(Protocol):
     """What the predictor takes: `for_image(image)` gives the per-pixel function for its bands."""
 
     def for_image(self, image: np.ndarray) -> PixelNormalisation: ...
+
+    def working_shape(self, height: int, width: int) -> tuple[int, int]: ...
 
 
 def effective_channels(data: np.ndarray) -> int:
@@ -68,14 +78,21 @@ def _dtype_scale(dtype: np.dtype) -> float:
 
 @dataclass(frozen=True)
 class PixelNormalisation:
-    """Per-pixel `(x - shift) * factor` (per channel) after adapting the channel count."""
+    """Per-pixel `(clip(x) - shift) * factor` (per channel) after adapting the channel count.
+
+    Works on pixels as they come: the image is already at its working scale.
+    """
 
     shift: tuple[float, ...] = (0.0,)
     factor: tuple[float, ...] = (1.0,)
     in_channels: int | None = None
+    clip: tuple[float, float] | None = None
 
     def for_image(self, image: np.ndarray) -> PixelNormalisation:
         return self
+
+    def working_shape(self, height: int, width: int) -> tuple[int, int]:
+        return height, width
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         """(c, h, w) float32 of an (h, w) / (h, w, c) block: a view of (h, w, c) memory."""
@@ -87,6 +104,8 @@ class PixelNormalisation:
             raise ValueError(f"normalisation has {shift.size} mean(s) and {factor.size} std(s) "
                              f"for an image with {c} channel(s)")
         out = np.subtract(x, shift, dtype=np.float32)     # a new array: `x` may be the input
+        if self.clip is not None:
+            np.clip(out, self.clip[0] - shift, self.clip[1] - shift, out=out)
         out *= factor
         return np.moveaxis(out, -1, 0)
 
@@ -101,7 +120,8 @@ class Normalisation:
 
     "percentile": (x - p_low) / (p_high - p_low) of each image; "meanstd": each image's z-score;
     "fixed": (x * scale - mean) / std with scale None meaning "by dtype" (1/255 for uint8,
-    1/65535 for uint16, 1 otherwise). With in_channels set, grey images are repeated to 3
+    1/65535 for uint16, 1 otherwise); "clip": clip to (clip_low, clip_high), then (x - mean) /
+    std. `working` is the scale the model sees images at. With in_channels set, grey images are repeated to 3
     channels, alpha is dropped and colour averaged to grey, so any readable image fits the model.
     """
 
@@ -112,38 +132,74 @@ class Normalisation:
     std: tuple[float, ...] = (1.0,)
     scale: float | None = None
     in_channels: int | None = None
+    clip_low: float = -1024.0
+    clip_high: float = 3071.0
+    working: WorkingScale = NATIVE
 
     def __post_init__(self) -> None:
         if self.mode not in NORMALISATIONS:
             raise ValueError(f"unknown normalisation {self.mode!r}; known: {list(NORMALISATIONS)}")
+        if self.mode == "clip" and not self.clip_high > self.clip_low:
+            raise ValueError(f"clip normalisation needs clip_high > clip_low, got "
+                             f"{self.clip_low}, {self.clip_high}")
 
     def to_dict(self) -> dict[str, Any]:
         """What a checkpoint stores (in_channels lives beside it in the config)."""
         if self.mode in PER_IMAGE:
-            return {"mode": self.mode, "low": self.low, "high": self.high}
-        return {"mode": "fixed", "mean": list(self.mean), "std": list(self.std),
-                "scale": self.scale}
+            d: dict[str, Any] = {"mode": self.mode, "low": self.low, "high": self.high}
+        elif self.mode == "clip":
+            d = {"mode": "clip", "clip": [self.clip_low, self.clip_high],
+                 "mean": list(self.mean), "std": list(self.std)}
+        else:
+            d = {"mode": "fixed", "mean": list(self.mean), "std": list(self.std),
+                 "scale": self.scale}
+        if not self.working.native:
+            d["working"] = self.working.to_dict()
+        return d
+
+    def working_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The size the model sees an image of this size at."""
+        return self.working.shape_for(height, width)
+
+    def describe(self) -> str:
+        if self.mode == "percentile":
+            return f"per image, percentiles {self.low:g}-{self.high:g} to 0-1"
+        if self.mode == "meanstd":
+            return "per image, zero mean and unit variance"
+        if self.mode == "clip":
+            return (f"clip to {self.clip_low:.0f}..{self.clip_high:.0f}, then (x - "
+                    f"{self.mean[0]:.1f}) / {self.std[0]:.1f} (CT rule)")
+        return f"fixed: (x - {list(self.mean)}) / {list(self.std)}"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, in_channels: int | None = None
                   ) -> Normalisation:
         """From a checkpoint: the trainer's {"mode", "low", "high"} or {"mean", "std", "scale"}."""
         d = dict(d or {})
-        known = {"mode", "low", "high", "mean", "std", "scale", "in_channels"}
+        known = {"mode", "low", "high", "mean", "std", "scale", "in_channels", "clip", "working"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"normalisation: unknown key(s) {unknown}; known: {sorted(known)}")
         mean, std = d.get("mean", 0.0), d.get("std", 1.0)
         channels = d.get("in_channels", in_channels)
+        clip = d.get("clip", (-1024.0, 3071.0))
+        if not isinstance(clip, Sequence) or len(clip) != 2:
+            raise ValueError(f"normalisation: 'clip' is two numbers, got {clip!r}")
         return cls(str(d.get("mode", "fixed")), float(d.get("low", 1.0)),
                    float(d.get("high", 99.8)),
                    tuple(float(v) for v in (mean if isinstance(mean, Sequence) else [mean])),
                    tuple(float(v) for v in (std if isinstance(std, Sequence) else [std])),
                    None if d.get("scale") is None else float(d["scale"]),
-                   None if channels is None else int(channels))
+                   None if channels is None else int(channels),
+                   float(clip[0]), float(clip[1]), WorkingScale.from_dict(d.get("working")))
 
     def for_image(self, image: np.ndarray) -> PixelNormalisation:
         """The per-pixel function for this image (statistics of the whole image, not a tile)."""
+        if self.mode == "clip":
+            std = np.asarray(self.std, np.float64)
+            return PixelNormalisation(tuple(float(v) for v in np.atleast_1d(self.mean)),
+                                      tuple(float(v) for v in np.atleast_1d(1.0 / std)),
+                                      self.in_channels, (self.clip_low, self.clip_high))
         if self.mode == "fixed":
             a = np.asarray(image)
             scale = self.scale if self.scale is not None else _dtype_scale(a.dtype)
@@ -168,5 +224,11 @@ class Normalisation:
 
 
 def normalise_image(data: np.ndarray, norm: Normalisation) -> np.ndarray:
-    """(h, w, c) float32 model input of one whole image: what training snapshots hold."""
-    return np.moveaxis(norm.for_image(data)(data), 0, -1)
+    """(h, w, c) float32 model input of one whole image at the run's working scale: what
+    training snapshots hold. Statistics come from the image as stored, pixels from the
+    resampled image: the predictor does the same."""
+    from segstudio.ml.resample import resize_image
+
+    pixels = norm.for_image(data)
+    small = resize_image(data, norm.working_shape(*data.shape[:2]))
+    return np.moveaxis(pixels(small), 0, -1)

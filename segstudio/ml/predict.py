@@ -32,7 +32,9 @@ import torch.nn.functional as F
 
 from segstudio.core.classes import UNLABELED
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
-from segstudio.ml.normalise import Normalisation, Normaliser  # noqa: F401  (re-exported)
+from segstudio.ml.normalise import (Normalisation, Normaliser,  # noqa: F401  (re-exported)
+                                    PixelNormalisation)
+from segstudio.ml.resample import resize_image, source_coordinates
 
 log = logging.getLogger(__name__)
 
@@ -200,14 +202,60 @@ def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def _bands(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
            options: TileOptions, on_progress: ProgressFn | None, cancel: CancelToken | None
            ) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """(y0, y1, probabilities (y1 - y0, w, C)): channels last, like the model's memory."""
-    cancel = cancel or CancelToken()
+    """(y0, y1, probabilities (y1 - y0, w, C)) at the image's own size, channels last.
+
+    At a working scale other than 1 the image is resampled first (statistics still come from
+    the image as stored), predicted at that scale and the probabilities are brought back.
+    """
     if image.ndim not in (2, 3):
         raise ValueError(f"expected an (h, w) or (h, w, c) image, got shape {image.shape}")
     height, width = int(image.shape[0]), int(image.shape[1])
     if height == 0 or width == 0:
         raise ValueError(f"cannot predict an empty image of shape {image.shape}")
     pixels = normalise.for_image(image)     # per-image statistics, shared by all its tiles
+    hs, ws = normalise.working_shape(height, width)
+    if (hs, ws) == (height, width):
+        yield from _tile_bands(model, image, pixels, options, on_progress, cancel)
+        return
+    small = resize_image(image, (hs, ws))
+    yield from _upsampled(_tile_bands(model, small, pixels, options, on_progress, cancel),
+                          (hs, ws), (height, width))
+
+
+def _upsampled(bands: Iterator[tuple[int, int, torch.Tensor]], small: tuple[int, int],
+               full: tuple[int, int]) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Bilinear resampling of a stream of (y0, y1, (rows, w, C)) bands from `small` to `full`
+    size, in row chunks: only the source rows a pending output row needs are kept."""
+    (hs, ws), (height, width) = small, full
+    ylo, yhi, wy = source_coordinates(height, hs)
+    xlo, xhi, wx = source_coordinates(width, ws)
+    xlo_t, xhi_t = torch.from_numpy(xlo), torch.from_numpy(xhi)
+    wx_t = torch.from_numpy(wx)[None, :, None]
+    buf: torch.Tensor | None = None
+    start = out_y = 0
+    for _y0, y1, p in bands:
+        buf = p.clone() if buf is None else torch.cat([buf, p])
+        last = height if y1 >= hs else int(np.searchsorted(yhi, y1, side="left"))
+        step = max(1, (1 << 22) // (width * p.shape[-1]))
+        while out_y < last:
+            r1 = min(last, out_y + step)
+            lo = torch.from_numpy(ylo[out_y:r1] - start)
+            hi = torch.from_numpy(yhi[out_y:r1] - start)
+            rows = torch.lerp(buf[lo], buf[hi], torch.from_numpy(wy[out_y:r1])[:, None, None])
+            yield out_y, r1, torch.lerp(rows[:, xlo_t], rows[:, xhi_t], wx_t)
+            out_y = r1
+        if out_y < height:
+            drop = int(ylo[out_y]) - start
+            if drop > 0:
+                buf, start = buf[drop:], start + drop
+
+
+def _tile_bands(model: torch.nn.Module, image: np.ndarray, pixels: PixelNormalisation,
+                options: TileOptions, on_progress: ProgressFn | None,
+                cancel: CancelToken | None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The tiled pass over an image already at its working scale."""
+    cancel = cancel or CancelToken()
+    height, width = int(image.shape[0]), int(image.shape[1])
     t = options.tile
     hp, wp = max(height, t), max(width, t)           # images smaller than a tile are padded
     ys = tile_starts(hp, t, options.overlap)

@@ -29,15 +29,17 @@ from segstudio.ml.cards import NO_SCORE, describe_score  # noqa: F401  (re-expor
 from segstudio.ml.checkpoint import save_checkpoint
 from segstudio.ml.config import SCHEDULES, ConfigError, TrainConfig  # noqa: F401  (re-exported)
 from segstudio.ml.data import (Augment, DataError, Normalisation, PatchSampler, Prefetcher,
-                               TrainingData, snapshot_project)
+                               TrainingData, build_training_data, project_plan, read_labelled)
 from segstudio.ml.device import describe, pick_device
 from segstudio.ml.earlier import (check_resumable_classes, first_sentence, init_checkpoint,
                                   resume_checkpoint, transfer_weights)
-from segstudio.ml.events import (TOTAL, EpochDone, StepDone, TrainFinished,  # noqa: F401
+from segstudio.ml.events import (TOTAL, EpochDone, PlanMade, StepDone, TrainFinished,  # noqa: F401
                                  TrainingCancelled, TrainingError, TrainResult,
                                  cancelled_message)
 from segstudio.ml.loss import SegLoss, balanced_weights, soft_dice_loss  # noqa: F401
 from segstudio.ml.models import build_model, count_parameters
+from segstudio.ml.normalise import PREPARED
+from segstudio.ml.plan import resolved_without_plan
 from segstudio.ml.runs import new_run_dir, versions, write_card
 from segstudio.ml.step import TrainStep, lr_factor  # noqa: F401  (re-exported)
 from segstudio.ml.validate import metrics_from, score, validate  # noqa: F401
@@ -133,7 +135,8 @@ class TrainingRun:
     def new_sampler(self, seed: int | tuple[int, int]) -> PatchSampler:
         cfg = self.cfg
         return PatchSampler(self.setup.data.train, cfg.patch_size, cfg.batch_size, seed=seed,
-                            augment=Augment() if cfg.augment else Augment.none(),
+                            augment=Augment(bool(cfg.flip_h), bool(cfg.flip_v), bool(cfg.rot90))
+                            if cfg.augment else Augment.none(),
                             label_bias=cfg.label_bias)
 
     # -- the verbs -----------------------------------------------------------------------------
@@ -177,8 +180,11 @@ class TrainingRun:
     def validate(self) -> dict[str, float]:
         """The validation metrics of the current weights (rank 0 only under torchrun)."""
         data = self.setup.data
+        # validation images as stored go through the run's own normalisation and working
+        # scale (what Measure does); without them, the prepared training snapshots
+        norm = data.normalisation if data.val else PREPARED
         return validate(self.stepper.model, self.val_samples, data.classes, data.num_classes,
-                        cancel=None if self.dctx.enabled else self.cancel)
+                        normalise=norm, cancel=None if self.dctx.enabled else self.cancel)
 
     def checkpoint(self, status: str, metrics: dict[str, float]) -> None:
         """last.pt and the model card (rank 0 writes; every rank notes the elapsed time)."""
@@ -304,6 +310,7 @@ def _card_base(run: TrainingRun) -> dict[str, Any]:
         "resumed": s.resumed is not None,
         "fine_tuned_from": str(s.init_from) if s.init_from else None,
         "warnings": s.warnings, "checkpoints": {"best": "best.pt", "last": "last.pt"},
+        "plan": data.plan.to_dict() if data.plan is not None else None,
     }
 
 
@@ -338,7 +345,11 @@ def set_up(source: Any, cfg: TrainConfig, *, runs_dir: Path | str | None,
     earlier = resumed or init
     norm = Normalisation.from_dict(earlier["config"]["normalisation"]) if earlier else None
     report(Progress(0, 1, "reading images and masks"))
-    data = _source_data(source, cfg, norm, masks, cancel)
+    device = pick_device(cfg.device)
+    data, cfg = _source_data(source, cfg, norm, masks, cancel, str(device))
+    if data.plan is not None:
+        report(PlanMade(0, 1, "plan: " + data.plan.summary(), lines=tuple(data.plan.lines()),
+                        summary=data.plan.summary()))
     if runs_dir is None:
         raise TrainingError("no folder for the run: pass runs_dir, or train on a Project")
     if earlier and int(earlier["config"]["in_channels"]) != data.in_channels:
@@ -350,7 +361,7 @@ def set_up(source: Any, cfg: TrainConfig, *, runs_dir: Path | str | None,
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    dctx = distributed.setup(pick_device(cfg.device))   # a pass-through unless under torchrun
+    dctx = distributed.setup(device)    # a pass-through unless under torchrun
     spec = dict(earlier["config"]["model"]) if earlier else cfg.model_spec()
     torch.manual_seed(cfg.seed)
     model = build_model(spec["name"], data.in_channels, data.num_classes,
@@ -413,14 +424,32 @@ def checkpoint_config(cfg: TrainConfig, spec: dict[str, Any], data: TrainingData
 
 
 def _source_data(source: Any, cfg: TrainConfig, norm: Normalisation | None,
-                 masks: Mapping[str, np.ndarray] | None, cancel: CancelToken) -> TrainingData:
+                 masks: Mapping[str, np.ndarray] | None, cancel: CancelToken, device: str
+                 ) -> tuple[TrainingData, TrainConfig]:
+    """The training data and the config with every open setting decided.
+
+    A Project is read once, planned (`segstudio.ml.plan`) and snapshotted at the plan's working
+    scale; an earlier run (resumed or fine-tuned) keeps its own normalisation and scale.
+    Prepared TrainingData has no fingerprint: open settings take the classic defaults.
+    """
     if isinstance(source, TrainingData):
-        if norm is not None and norm != source.normalisation:
+        if norm is not None and norm.to_dict() != source.normalisation.to_dict():
             raise TrainingError("the earlier run normalised images differently; build the "
                                 "training data with its normalisation")
-        return source
-    norm = norm or Normalisation(cfg.normalisation)
-    return snapshot_project(source, norm=norm, masks=masks, cancel=cancel)
+        return source, resolved_without_plan(cfg)
+    items = read_labelled(source, masks=masks, cancel=cancel)
+    plan = project_plan(items, source.classes, cfg, device=device, cancel=cancel)
+    if norm is not None:        # the earlier run's input preparation, whatever the data say
+        reasons = {**plan.reasons, "normalisation": "the earlier run's",
+                   "working": "the earlier run's"}
+        plan = replace(plan, normalisation=norm, working=norm.working, reasons=reasons)
+    cfg = plan.apply(cfg)
+    data = build_training_data([(it.id, it.image, it.mask, it.split) for it in items],
+                               source.classes, plan.normalisation, cancel=cancel)
+    data.plan = plan
+    for line in plan.lines():
+        log.info("plan: %s", line)
+    return data, cfg
 
 
 def _friendly(e: BaseException, cfg: TrainConfig, device: torch.device) -> TrainingError | None:

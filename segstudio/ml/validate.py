@@ -1,8 +1,9 @@
 """Validation during training, through the one predictor and the one scoring.
 
 Each validation image goes through `segstudio.ml.predict.predict_tiled` with the default
-`TileOptions` (what Predict and Measure use), on the snapshot the trainer already normalised
-with the run's own `Normalisation` (so the model sees the numbers Measure feeds it), and is
+`TileOptions` (what Predict and Measure use), as stored, with the run's own `Normalisation`
+and working scale (so the model sees the numbers Measure feeds it, and the prediction is
+scored at the image's own size), and is
 scored by `segstudio.core.metrics` with background left out of the means, as Measure does. The
 runs table's "mean Dice" is therefore the number Measure shows on the same images.
 """
@@ -19,7 +20,7 @@ from torch import nn
 from segstudio.core.classes import BACKGROUND, LabelClass
 from segstudio.core.jobs import CancelToken
 from segstudio.core.metrics import class_scores, confusion_matrix
-from segstudio.ml.normalise import PREPARED
+from segstudio.ml.normalise import PREPARED, Normaliser
 from segstudio.ml.predict import TileOptions, predict_tiled
 
 VALIDATION_TILES = TileOptions()       # the predictor's defaults: those of Predict and Measure
@@ -27,18 +28,20 @@ EXCLUDE_FROM_MEAN = (BACKGROUND,)      # Measure's: the means are over the foreg
 
 
 def evaluate(model: nn.Module, samples: Sequence, num_classes: int, *,
-             options: TileOptions = VALIDATION_TILES, cancel: CancelToken | None = None
-             ) -> tuple[np.ndarray, float]:
+             normalise: Normaliser = PREPARED, options: TileOptions = VALIDATION_TILES,
+             cancel: CancelToken | None = None) -> tuple[np.ndarray, float]:
     """(confusion matrix, mean cross-entropy over labelled pixels) on whole images.
 
-    `samples` hold images already normalised by the run (`segstudio.ml.data.Sample`).
+    `samples` hold `image` and `mask`: validation images as stored with the run's
+    `normalise` (which resamples to its working scale and back), or training snapshots already
+    prepared (`PREPARED`).
     """
     was_training = model.training
     cm = np.zeros((num_classes, num_classes), np.int64)
     loss_sum, pixels = 0.0, 0
     try:
         for s in samples:
-            pred = predict_tiled(model, s.image, PREPARED, options, uncertainty=False,
+            pred = predict_tiled(model, s.image, normalise, options, uncertainty=False,
                                  truth=s.mask, cancel=cancel)
             cm += confusion_matrix(s.mask, pred.labels, num_classes)
             loss_sum += pred.nll_sum
@@ -72,8 +75,9 @@ def score(metrics: dict[str, float]) -> float:
 
 
 def validate(model: nn.Module, samples: Sequence, classes: Sequence[LabelClass],
-             num_classes: int, *, cancel: CancelToken | None = None) -> dict[str, float]:
+             num_classes: int, *, normalise: Normaliser = PREPARED,
+             cancel: CancelToken | None = None) -> dict[str, float]:
     """The metrics of one validation pass (see `metrics_from`)."""
     with torch.inference_mode():
-        cm, val_loss = evaluate(model, samples, num_classes, cancel=cancel)
+        cm, val_loss = evaluate(model, samples, num_classes, normalise=normalise, cancel=cancel)
     return metrics_from(cm, classes, val_loss)

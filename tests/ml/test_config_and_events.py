@@ -34,7 +34,7 @@ def test_config_and_events_modules_import_without_torch():
     ({"class_weights": ["a", 1]}, "class_weights is a list of numbers or 'balanced'"),
     ({"epoch": 3}, "unknown training setting(s) ['epoch']"),
     ({"normalisation": "zscore"}, "unknown normalisation 'zscore'; known: ['percentile', "
-                                  "'meanstd']"),
+                                  "'meanstd', 'clip']"),
 ])
 def test_settings_that_cannot_train_say_why(values, says):
     cfg, problem = check_config(values)

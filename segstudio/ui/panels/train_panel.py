@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
 from segstudio.core.jobs import Progress
 # torch-free: the presets and the events are declared once, in ml, and read here
 from segstudio.ml.config import PRESET_LABELS as PRESETS
-from segstudio.ml.events import EpochDone, StepDone
+from segstudio.ml.events import EpochDone, PlanMade, StepDone
 from segstudio.ui.curves import CurvePlot
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -51,6 +51,21 @@ class TrainPanel(QWidget):
         self.minutes.setToolTip("Time budget: training stops at the budget or the epochs, whichever comes first")
         self.device = QComboBox()
         self.device.addItems(DEVICES)
+        self.working = QSpinBox()
+        self.working.setRange(0, 16384)
+        self.working.setSingleStep(64)
+        self.working.setSuffix(" px")
+        self.working.setSpecialValueText("from the plan")
+        self.working.setToolTip("The longer side every image is resampled to for training and "
+                                "prediction; masks always come back at full size. 'From the "
+                                "plan' measures the labelled objects and picks it")
+        self.mirroring = QComboBox()
+        for text, value in (("from the plan", None), ("on", True), ("off", False)):
+            self.mirroring.addItem(text, value)
+        self.mirroring.setToolTip("Mirrors and 90° rotations. The plan turns them off where "
+                                  "they would swap labels (left and right lung, sky and road)")
+        self.plan_line = QLabel("Plan: made from the labelled images when training starts")
+        self.plan_line.setWordWrap(True)
         self.device_line = QLabel("Device: found when training starts")
         self.device_line.setWordWrap(True)
         self.balance = QCheckBox("Balance rare classes")
@@ -91,6 +106,8 @@ class TrainPanel(QWidget):
         form.addRow("Epochs", self.epochs)
         form.addRow("Minutes", self.minutes)
         form.addRow("Device", self.device)
+        form.addRow("Working size", self.working)
+        form.addRow("Mirroring", self.mirroring)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
@@ -99,6 +116,7 @@ class TrainPanel(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.balance)
         layout.addWidget(self.finetune)
+        layout.addWidget(self.plan_line)
         layout.addWidget(self.device_line)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -110,20 +128,29 @@ class TrainPanel(QWidget):
         self._started = 0.0
         self._run_dirs: list[Path] = []
         self._active: Path | None = None
+        self._plans: dict[Path, dict] = {}        # run folder -> the plan its card stores
 
     # -- config ----------------------------------------------------------------------------
     def config_values(self) -> dict:
         """What the user chose, as TrainConfig fields."""
         minutes = self.minutes.value()
-        return {"preset": self.preset.currentData(), "epochs": self.epochs.value(),
-                "minutes": minutes if minutes > 0 else None, "device": self.device.currentText(),
-                "class_weights": "balanced" if self.balance.isChecked() else None}
+        values = {"preset": self.preset.currentData(), "epochs": self.epochs.value(),
+                  "minutes": minutes if minutes > 0 else None,
+                  "device": self.device.currentText(),
+                  "class_weights": "balanced" if self.balance.isChecked() else None}
+        if self.working.value() > 0:
+            values["working_size"] = self.working.value()
+        mirror = self.mirroring.currentData()
+        if mirror is not None:
+            values.update(flip_h=mirror, flip_v=mirror, rot90=mirror)
+        return values
 
     # -- a run in progress -----------------------------------------------------------------
     def set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-        for w in (self.preset, self.epochs, self.minutes, self.device, self.balance, self.finetune):
+        for w in (self.preset, self.epochs, self.minutes, self.device, self.balance, self.finetune,
+                  self.working, self.mirroring):
             w.setEnabled(not running)
         if running:
             self._started = time.monotonic()
@@ -144,11 +171,18 @@ class TrainPanel(QWidget):
             eta = f", about {_fmt_s(elapsed * (p.total - p.done) / p.done)} left"
         self.status.setText(f"{p.message} — {_fmt_s(elapsed)} elapsed{eta}")
         match p:
+            case PlanMade(summary=summary, lines=lines):
+                self.show_plan(summary, lines)
             case StepDone(step=step, loss=loss):
                 self.loss_plot.append("loss", step, loss)
             case EpochDone(epoch=epoch):
                 self.val_plot.append("mean Dice", epoch, p.mean_dice)
                 self.val_plot.append("mean IoU", epoch, p.mean_iou)
+
+    def show_plan(self, summary: str, lines: tuple[str, ...] | list[str]) -> None:
+        """The plan the run uses, in one line; every item with its reason in the tooltip."""
+        self.plan_line.setText(f"Plan: {summary}")
+        self.plan_line.setToolTip("\n".join(lines))
 
     def show_config_problem(self, message: str) -> None:
         """Settings that cannot train, said where they were chosen; nothing was started."""
@@ -183,6 +217,9 @@ class TrainPanel(QWidget):
                     item.setForeground(QColor("#B00020"))
                 self.runs.setItem(row, col, item)
             self._run_dirs.append(Path(card["run_dir"]))
+            plan = card.get("plan")
+            if isinstance(plan, dict) and isinstance(plan.get("lines"), list):
+                self._plans[Path(card["run_dir"])] = plan
         self.runs.blockSignals(False)
         if active is not None:
             self.set_active(active, emit=False)
@@ -192,6 +229,11 @@ class TrainPanel(QWidget):
     def set_active(self, run_dir: Path | None, emit: bool = True) -> None:
         self._active = run_dir
         self.active_label.setText(f"Active run: {run_dir.name if run_dir else 'none'}")
+        plan = self._plans.get(run_dir) if run_dir is not None else None
+        if plan is not None and self.start_button.isEnabled():
+            lines = [str(x) for x in plan["lines"]]
+            self.show_plan(f"{run_dir.name} used: " + "; ".join(
+                x.split(" — ")[0] for x in lines[:2]), lines)
         self.runs.blockSignals(True)
         if run_dir in self._run_dirs:
             self.runs.selectRow(self._run_dirs.index(run_dir))
