@@ -167,8 +167,10 @@ def _class_files(ctx: ExportContext) -> None:
            "unlabeled": plan.unlabeled_value if plan.unlabeled_value != BACKGROUND else None}
     (ctx.root / "classes.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
                                            encoding="utf-8")
+    if (ctx.root / "classes.txt").exists():    # the writer's own (YOLO: by YOLO index)
+        return
     names = {c.id: c.name for c in plan.classes}
-    lines = [names.get(i, f"_unused_{i}") for i in range(max(names) + 1)]
+    lines = [names.get(i, f"_unused_{i}") for i in range(max(names) + 1)]     # by mask value
     (ctx.root / "classes.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

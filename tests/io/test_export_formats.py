@@ -44,9 +44,10 @@ def test_voc_layout_and_round_trip(project, tmp_path):
     out = tmp_path / "voc"
     export_dataset(project, out, ExportOptions(format="voc"))
     ids = [e.id for e in project.images]
-    assert sorted(p.stem for p in (out / "JPEGImages").glob("*.jpg")) == sorted(ids)
-    assert sorted(p.stem for p in (out / "SegmentationClass").glob("*.png")) == sorted(ids)
-    sets = out / "ImageSets" / "Segmentation"
+    voc = out / "VOCdevkit" / "VOC2012"          # torchvision's VOCSegmentation(out) layout
+    assert sorted(p.stem for p in (voc / "JPEGImages").glob("*.jpg")) == sorted(ids)
+    assert sorted(p.stem for p in (voc / "SegmentationClass").glob("*.png")) == sorted(ids)
+    sets = voc / "ImageSets" / "Segmentation"
     train = (sets / "train.txt").read_text().split()
     val = (sets / "val.txt").read_text().split()
     assert (sets / "trainval.txt").read_text().split() == train + val

@@ -132,5 +132,6 @@ def test_slices_and_dicom_frames_export_as_image_files_in_2d_formats(tmp_path, r
         png = cv2.imread(str(tmp_path / "png" / "images" / e.split / f"{e.id}.png"),
                          cv2.IMREAD_UNCHANGED)
         assert np.array_equal(png, project.read_image(e).data)
-        jpg = cv2.imread(str(tmp_path / "voc" / "JPEGImages" / f"{e.id}.jpg"))
+        jpg = cv2.imread(str(tmp_path / "voc" / "VOCdevkit" / "VOC2012" / "JPEGImages" /
+                             f"{e.id}.jpg"))
         assert jpg.shape[:2] == png.shape[:2]

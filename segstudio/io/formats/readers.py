@@ -65,7 +65,8 @@ def plan_folder(project: Project, src: Path, fill: int, options: ImportOptions,
 
     if not src.is_dir():
         raise FormatError(f"{src}: expected a folder of label images")
-    folder = next((src / s for s in ("SegmentationClass", "masks") if (src / s).is_dir()), src)
+    folder = next((src / s for s in ("SegmentationClass", "VOCdevkit/VOC2012/SegmentationClass",
+                                      "masks") if (src / s).is_dir()), src)
     listed = class_list(src)
     if listed is not None:
         by_value, found.listing = dict(listed[0]), listed[1]
@@ -154,25 +155,25 @@ def plan_coco(project: Project, src: Path, fill: int, options: ImportOptions,
                  options=("unannotated",))
 def plan_yolo(project: Project, src: Path, fill: int, options: ImportOptions,
                found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
-    from segstudio.io.formats.yolo import rasterize, read_label_file, read_names
+    from segstudio.io.formats.yolo import (class_names, label_files, match_keys, rasterize,
+                                           read_label_file)
 
     if not src.is_dir():
         raise FormatError(f"{src}: expected a YOLO dataset folder (with data.yaml and labels/)")
     try:
-        names = read_names(src)
+        names, names_from = class_names(src)
     except ImportError as e:
         raise AnnotationImportError(str(e)) from None
-    labels = src / "labels" if (src / "labels").is_dir() else src
     matcher = Matcher(project)
     plans, used = [], set()
-    for path in list_files(labels, (".txt",), skip=("classes.txt",)):
+    for path in label_files(src):     # only labels/ folders: never README.txt beside them
         cancel.raise_if_cancelled()
-        entry = matcher.find(path.stem)
+        entry = matcher.find(*match_keys(path))
         if entry is None:
             unmatched(str(path), options, found)
             continue
         shape = image_shape(project, entry)
-        objects = read_label_file(path, len(names), shape, found.warnings)
+        objects = read_label_file(path, len(names), shape, found.warnings, names_from)
         used |= {names[o.class_index] for o in objects}
 
         def build(class_of: dict[str, int], objects=objects, shape=shape) -> np.ndarray:

@@ -48,7 +48,8 @@ def _write_lists(ctx: ExportContext, folder: Path, results: list[tuple[Item, Any
     if trainval:
         by_split["trainval"] = by_split.get("train", []) + by_split.get("val", [])
     for split, ids in by_split.items():
-        (folder / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
+        # an empty list is an empty file: a lone newline reads as one image named ""
+        (folder / f"{split}.txt").write_text("".join(i + "\n" for i in ids), encoding="utf-8")
 
 
 @register_writer("png", label="PNG", description="Indexed PNG masks (VOC palette)")
@@ -147,22 +148,32 @@ class YoloWriter:
         splits = iter_split_names(item for item, _ in results)
         for split in splits:               # Ultralytics wants every listed folder to exist
             ctx.image_folder("images", split)
-        text = data_yaml(ctx.final, splits, [c.name for c in ctx.plan.foreground])
-        (ctx.root / "data.yaml").write_text(text, encoding="utf-8")
+        names = [c.name for c in ctx.plan.foreground]     # YOLO index i = names[i]
+        (ctx.root / "data.yaml").write_text(data_yaml(ctx.final, splits, names), encoding="utf-8")
+        # classes.txt in YOLO index order, as data.yaml (not by mask value as other formats
+        # write it): line 1 is class 0, so tools that read only classes.txt do not shift by one
+        (ctx.root / "classes.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
+
+
+VOC_ROOT = ("VOCdevkit", "VOC2012")     # where torchvision's VOCSegmentation(root) looks
 
 
 @register_writer("voc", label="VOC", description="Pascal VOC layout")
 class VocWriter(PngWriter):
-    """Pascal VOC: JPEGImages/, SegmentationClass/ (indexed PNG), ImageSets/Segmentation/*.txt."""
+    """Pascal VOC as the devkit ships it: VOCdevkit/VOC2012/{JPEGImages/<id>.jpg,
+    SegmentationClass/<id>.png (indexed), ImageSets/Segmentation/{train,val,trainval,test}.txt},
+    so `torchvision.datasets.VOCSegmentation(<out>, year="2012", image_set="train")` loads the
+    export unchanged; classes.json and export.json stay at the top."""
 
     def _mask_folder(self, ctx: ExportContext, split: str) -> Path:
-        return ctx.folder("SegmentationClass")
+        return ctx.folder(*VOC_ROOT, "SegmentationClass")
 
     def _put_image(self, ctx: ExportContext, entry: ImageEntry, info, split: str) -> str:
-        return ctx.put_image(entry, info, ctx.image_folder("JPEGImages"), jpeg=True)
+        return ctx.put_image(entry, info, ctx.image_folder(*VOC_ROOT, "JPEGImages"), jpeg=True)
 
     def finish(self, ctx: ExportContext, results: list[tuple[Item, Any]]) -> None:
-        _write_lists(ctx, ctx.folder("ImageSets", "Segmentation"), results, trainval=True)
+        _write_lists(ctx, ctx.folder(*VOC_ROOT, "ImageSets", "Segmentation"), results,
+                     trainval=True)
 
 
 _slug = slug      # the same naming rule as image ids (core/names.py)

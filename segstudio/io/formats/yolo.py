@@ -3,12 +3,18 @@
 A line is `class x1 y1 x2 y2 ...`: the class index (0-based over the exported classes,
 background is not a class) then the outline through the centres of the edge pixels, each
 coordinate divided by the image width or height (so within 0..1). Ultralytics draws these
-back with cv2.fillPoly, which fills the same pixels.
+back with cv2.fillPoly after scaling by the width / height and casting to int32, which
+truncates: a vertex written as 136.9999 / w lands on pixel 136, not 137. So every vertex is
+written NUDGE px past its pixel centre, with enough decimals that the written value times the
+size (in float32, as Ultralytics reads it) stays within [v, v + 2 * NUDGE): truncation gives v
+and our own reader (1/16 px rounding) gives v too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +27,25 @@ from segstudio.io.formats.polygons import centre_polygon, edge_slack, fill_centr
 log = logging.getLogger(__name__)
 
 
+NUDGE = 0.004      # px past the pixel centre; with the rounding below a vertex stays < 0.01 px off
+
+
+def coordinate_decimals(width: int, height: int) -> int:
+    """Decimals that keep the written rounding (and float32 reading) under NUDGE / 2 px."""
+    side = max(width, height, 1)
+    # rounding to d decimals moves a normalised value by <= 0.5e-d, i.e. 0.5e-d * side px;
+    # float32 adds ~6e-8 relative (0.0003 px at 5000 px), inside the remaining half
+    return max(6, math.ceil(math.log10(side / NUDGE)))
+
+
 def label_lines(mask: np.ndarray, class_index: dict[int, int]) -> list[str]:
     """One line per 8-connected object; `class_index` maps class id -> YOLO index."""
     h, w = mask.shape
+    d = coordinate_decimals(w, h)
     lines = []
     for inst in instances(mask, list(class_index)):
-        pts = centre_polygon(inst) / (w, h)
-        coords = " ".join(f"{v:.6f}" for v in pts.reshape(-1))
+        pts = (centre_polygon(inst) + NUDGE) / (w, h)
+        coords = " ".join(f"{v:.{d}f}" for v in pts.reshape(-1))
         lines.append(f"{class_index[inst.class_id]} {coords}")
     return lines
 
@@ -99,8 +117,21 @@ def _names_from(path: Path, names: object) -> list[str]:
     return out
 
 
+BACKGROUND_NAMES = ("background", "_background_", "__background__")
+
+
 def read_names(root: Path) -> list[str]:
     """Class names from data.yaml (or classes.txt) in a YOLO dataset folder."""
+    return class_names(root)[0]
+
+
+def class_names(root: Path) -> tuple[list[str], Path]:
+    """(names by YOLO index, the file they came from): data.yaml, else classes.txt.
+
+    A classes.txt only counts when it is in YOLO order: one that begins with a background
+    line or holds `_unused_<n>` lines lists mask values (other formats' classes.txt, or an
+    export before YOLO got its own), and reading it as YOLO indices would shift every class,
+    so it is refused with what to do."""
     for name in ("data.yaml", "dataset.yaml", "data.yml"):
         path = root / name
         if path.exists():
@@ -122,11 +153,69 @@ def read_names(root: Path) -> list[str]:
                 raise FormatError(f"{path}: not valid YAML ({at}{why})") from None
             except RecursionError:
                 raise FormatError(f"{path}: nested too deeply to be a data.yaml") from None
-            return _names_from(path, data.get("names") if isinstance(data, dict) else None)
+            return _names_from(path, data.get("names") if isinstance(data, dict) else None), path
     path = root / "classes.txt"
     if path.exists():
-        return [n for n in read_name_lines(path) if n is not None]
+        return _yolo_name_lines(path), path
     raise FormatError(f"{root}: no data.yaml (or classes.txt) naming the classes")
+
+
+def _yolo_name_lines(path: Path) -> list[str]:
+    lines = read_name_lines(path)
+    while lines and lines[-1] is None:
+        lines.pop()
+    if None in lines:
+        raise FormatError(f"{path}, line {lines.index(None) + 1}: blank line between class "
+                          f"names; line n names YOLO class n - 1, so a gap would shift the "
+                          f"classes after it: remove it or put a name there")
+    if not lines:
+        raise FormatError(f"{path}: names no classes")
+    fix = ("add a data.yaml with `names:` (index: name) to say which is which, or make "
+           "classes.txt list the YOLO classes only, in index order")
+    if lines[0].casefold() in BACKGROUND_NAMES:
+        then = f" (class 0 would then be '{lines[1]}')" if len(lines) > 1 else ""
+        raise FormatError(f"{path}: line 1 is '{lines[0]}', but YOLO class 0 is the first real "
+                          f"class (background has no index): this looks like a list by mask "
+                          f"value, which would shift every class by one. Delete that line if "
+                          f"it does not name a YOLO class{then}, or {fix}")
+    unused = [i for i, n in enumerate(lines, 1) if n.startswith("_unused_")]
+    if unused:
+        raise FormatError(f"{path}, line {unused[0]}: '{lines[unused[0] - 1]}' is a gap in a "
+                          f"list by mask value, not a YOLO class; {fix}")
+    return lines
+
+
+def label_files(src: Path) -> list[Path]:
+    """The label files of a YOLO dataset: .txt files in folders named `labels` (Ultralytics
+    finds a label by replacing /images/ with /labels/ in the image's path), so README.txt,
+    README.roboflow.txt or notes beside them are never read as labels. Covers our layout
+    (labels/<split>/), Roboflow's (train|valid|test/labels/) and a `labels` folder itself."""
+    src = Path(src)
+    if src.name == "labels":
+        folders = [src]
+    else:
+        folders = sorted(p for p in src.rglob("labels") if p.is_dir())
+        folders = [f for f in folders if not any(g in f.parents for g in folders)]
+    files = {p for f in folders for p in f.rglob("*.txt")
+             if p.is_file() and p.name != "classes.txt" and not p.name.startswith(".")}
+    if not folders:
+        raise FormatError(f"{src}: no labels/ folder; YOLO label files live in labels/ beside "
+                          f"images/ (labels/train/, or train/labels/ as Roboflow writes them)")
+    return sorted(files)
+
+
+_IMAGE_SUFFIX = re.compile(r"^(.*)_(jpe?g|png|tiff?|bmp|webp)$", re.IGNORECASE)
+
+
+def match_keys(path: Path) -> list[str]:
+    """Names to match a label file to its image by: the stem, and for Roboflow's renamed files
+    (`cells_01_png.rf.5f3c....txt`) the original name `cells_01.png` and stem `cells_01`."""
+    keys = [path.stem]
+    if ".rf." in path.stem:
+        base = path.stem.split(".rf.")[0]
+        m = _IMAGE_SUFFIX.match(base)
+        keys += [f"{m[1]}.{m[2]}", m[1]] if m else [base]
+    return keys
 
 
 @dataclass(frozen=True)
@@ -137,7 +226,8 @@ class YoloObject:
 
 
 def read_label_file(path: Path, n_classes: int, shape: tuple[int, int] | None = None,
-                    warnings: list[str] | None = None) -> list[YoloObject]:
+                    warnings: list[str] | None = None,
+                    names_from: Path | None = None) -> list[YoloObject]:
     """Parse and check one label file; raises FormatError naming the file and line.
 
     Coordinates a little outside 0..1 (polygons.edge_slack for an image of `shape` (h, w),
@@ -162,7 +252,9 @@ def read_label_file(path: Path, n_classes: int, shape: tuple[int, int] | None = 
         except ValueError:
             raise FormatError(f"{where}: expected a class index then numbers, got {raw.strip()[:60]!r}") from None
         if not 0 <= cls < n_classes:
-            raise FormatError(f"{where}: class index {cls} outside 0..{n_classes - 1}")
+            named = (f" ({names_from.name} names {n_classes} class(es): a name missing there, "
+                     f"or the wrong class list?)" if names_from is not None else "")
+            raise FormatError(f"{where}: class index {cls} outside 0..{n_classes - 1}{named}")
         if len(vals) == 4:
             raise FormatError(f"{where}: 4 values is a detection box, not a segmentation polygon")
         if len(vals) % 2:
