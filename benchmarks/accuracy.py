@@ -1,11 +1,24 @@
 """Train from scratch through the CLI on a dataset folder and score a held-out split.
 
-    python benchmarks/accuracy.py DATASET_DIR --minutes M [--scribbles] [--ignore-class K]
+    python benchmarks/accuracy.py DATASET_DIR --minutes M [--seeds N] [--split hash|blocks]
+        [--scribbles none|skeleton|human] [--ignore-class K] [--background K|none]
+        [--upscale F] [--lateral] [--extra "train flags"]
 
 DATASET_DIR holds images/<name>.*, masks/<name>.png (class ids) and a README; classes come from
 classes.json beside the masks when present, else from the mask values (names from the README
-where it lists them). Images are split by a hash of their name: 20 % test (held out, scored
-here), 10 % val (early stopping and best checkpoint), the rest train. The project is built in
+where it lists them). `--split hash` (default) splits by a hash of the name: 20 % test (held
+out, scored here), 10 % val (early stopping and best checkpoint), the rest train. `--split
+blocks` is for video frames and other sequences: the sorted names are cut into 10 contiguous
+blocks (test: blocks 2 and 7, val: block 5), and `--gap` frames next to a test or val block are
+left out of training, so no test frame has a near-copy in training.
+
+Labels: full masks, `--scribbles skeleton` (every object's skeleton: far more than a person
+draws) or `--scribbles human` (one short stroke in 30 % of the objects of each class, at least
+one per class and image, and three background strokes). Derived sets: `--upscale F` enlarges
+images and masks by F (a project whose objects are much bigger than a patch); `--lateral`
+turns class 1 into "left object" / "right object" by which half of the image each object's
+centre lies in (a label that a left-right mirror swaps). `--seeds N` trains N runs (seeds 0..N-1)
+and reports each, their mean and spread. The project is built in
 a temporary folder and trained with `segstudio-cli train` (cli.main), so this measures the
 path users run. Prints ONE JSON line with per-class Dice/IoU on the test split and mean_dice /
 mean_iou over the classes other than background (0) and the ignored class.
@@ -36,6 +49,69 @@ def split_of(name: str) -> str:
     # salted: dsb2018_nuclei itself was selected by the SHA-1 of the names
     h = int(hashlib.sha256(f"segstudio-split:{name}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "test" if h < 0.2 else "val" if h < 0.3 else "train"
+
+
+def block_splits(names: list[str], blocks: int = 10, gap: int = 3) -> dict[str, str | None]:
+    """Contiguous blocks of the sorted names: test = blocks 2 and 7, val = block 5; training
+    frames within `gap` of a test or val frame are left out (None)."""
+    order = sorted(names)
+    n = len(order)
+    split = {}
+    for i, name in enumerate(order):
+        b = min(blocks - 1, i * blocks // max(n, 1))
+        split[name] = "test" if b in (2, 7) else "val" if b == 5 else "train"
+    held = [i for i, name in enumerate(order) if split[name] != "train"]
+    for i, name in enumerate(order):
+        if split[name] == "train" and any(abs(i - j) <= gap for j in held):
+            split[name] = None
+    return split
+
+
+def human_scribbles(mask: np.ndarray, seed: int, share: float = 0.3, width: int = 3
+                    ) -> np.ndarray:
+    """Strokes as a person draws them: one short line inside 30 % of each class's objects (at
+    least one), each up to 40 px, kept inside the object; three strokes on the background."""
+    rng = np.random.default_rng(seed)
+    out = np.full_like(mask, UNLABELED)
+    kernel = np.ones((3, 3), np.uint8)
+    for c in np.unique(mask):
+        if c == UNLABELED:
+            continue
+        region = (mask == c).astype(np.uint8)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
+        ids = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= 9]
+        if not ids:
+            continue
+        k = 3 if c == 0 else max(1, int(round(share * len(ids))))
+        picks = rng.choice(ids, size=min(k, len(ids)), replace=False) if c != 0 else \
+            rng.choice(ids, size=k, replace=True)
+        for i in picks:
+            inner = cv2.erode((comp == i).astype(np.uint8), kernel, iterations=2)
+            if not inner.any():
+                inner = (comp == i).astype(np.uint8)
+            ys, xs = np.nonzero(inner)
+            j = int(rng.integers(len(ys)))
+            ext = max(stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT])
+            length = min(40.0, 0.6 * ext) if c != 0 else 60.0
+            a = float(rng.uniform(0, np.pi))
+            dx, dy = np.cos(a) * length / 2, np.sin(a) * length / 2
+            line = np.zeros_like(inner)
+            cv2.line(line, (int(xs[j] - dx), int(ys[j] - dy)), (int(xs[j] + dx), int(ys[j] + dy)),
+                     1, width)
+            out[(line & inner).astype(bool)] = c
+    return out
+
+
+def lateral(mask: np.ndarray) -> np.ndarray:
+    """Class 1's objects become 1 ("left object") or 2 ("right object") by the half of the
+    image their centre lies in; other values stay."""
+    out = mask.copy()
+    n, comp, _stats, cents = cv2.connectedComponentsWithStats((mask == 1).astype(np.uint8), 8)
+    w = mask.shape[1]
+    for i in range(1, n):
+        if cents[i][0] >= w / 2:
+            out[comp == i] = 2
+    return out
 
 
 def read_classes(dataset: Path, mask_files: list[Path]) -> list[tuple[int, str]]:
@@ -97,8 +173,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--minutes", type=float, required=True)
-    ap.add_argument("--scribbles", action="store_true")
+    ap.add_argument("--scribbles", nargs="?", const="skeleton", default="none",
+                    choices=["none", "skeleton", "human"])
     ap.add_argument("--ignore-class", type=int, default=None)
+    ap.add_argument("--background", default="0",
+                    help="class id left out of the mean, or 'none' (CamVid's 0 is Sky)")
+    ap.add_argument("--split", choices=["hash", "blocks"], default="hash")
+    ap.add_argument("--gap", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--upscale", type=float, default=None)
+    ap.add_argument("--lateral", action="store_true")
+    ap.add_argument("--label", default=None, help="a name for this configuration in the JSON")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--extra", default="", help="more `segstudio-cli train` flags, one string")
     ap.add_argument("--keep", type=Path, help="build the project here instead of a temp folder")
@@ -111,47 +196,103 @@ def main() -> int:
     masks = {p.stem: p for p in (args.dataset / "masks").glob("*.png")}
     images = [p for p in images if p.stem in masks]
     classes = read_classes(args.dataset, [masks[p.stem] for p in images])
+    if args.lateral:
+        classes = [(i, n) for i, n in classes if i != 1] + [(1, "left object"),
+                                                            (2, "right object")]
+        classes = sorted(dict(classes).items())
     ignore = args.ignore_class
+    splits = block_splits([p.stem for p in images], gap=args.gap) if args.split == "blocks" \
+        else {p.stem: split_of(p.stem) for p in images}
+    images = [p for p in images if splits[p.stem] is not None]      # the gap frames
     work = args.keep or Path(tempfile.mkdtemp(prefix="segstudio-accuracy-"))
+    if args.upscale:
+        images = upscaled(images, masks, work / "upscaled", args.upscale)
     project = Project.create(work / "project", name=args.dataset.name, classes=[
         LabelClass(i, n, default_color(i)) for i, n in classes if i != ignore])
     entries = project.add_images(images)
     labelled = total = 0
     test: list[tuple[str, np.ndarray]] = []
     for entry, path in zip(entries, images):
-        split = split_of(path.stem)
+        split = splits[path.stem]
         project.update_entry(entry.id, split=split)
         mask = cv2.imread(str(masks[path.stem]), cv2.IMREAD_UNCHANGED)
+        if args.upscale:
+            mask = cv2.resize(mask, None, fx=args.upscale, fy=args.upscale,
+                              interpolation=cv2.INTER_NEAREST)
+        if args.lateral:
+            mask = lateral(mask)
         if ignore is not None:
             mask = np.where(mask == ignore, UNLABELED, mask).astype(np.uint8)
         if split == "test":
             test.append((entry.id, mask))
             continue
-        if args.scribbles:
+        if args.scribbles == "skeleton":
             mask = scribble(mask)
+        elif args.scribbles == "human":
+            mask = human_scribbles(mask, int(hashlib.sha256(path.stem.encode()).hexdigest()[:8],
+                                             16))
         labelled += int(np.count_nonzero(mask != UNLABELED))
         total += mask.size
         project.masks.write(entry.id, mask)
     project.save()
 
-    t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    argv = ["train", str(project.root), "--minutes", str(args.minutes), "--preset", args.preset,
-            "--epochs", "100000", "--quiet", *args.extra.split()]
     try:
-        rc = cli.main(argv)
-        wall = time.perf_counter() - t0
-        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-        if rc != 0:
-            print(json.dumps({"benchmark": "accuracy", "error": f"train exited with {rc}"}))
-            return rc
-        return report(args, project, classes, images, test, labelled, total, wall, cpu0, cpu1)
+        lines = []
+        for seed in range(args.seeds):
+            t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+            argv = ["train", str(project.root), "--minutes", str(args.minutes), "--preset",
+                    args.preset, "--epochs", "100000", "--quiet", "--seed", str(seed),
+                    *args.extra.split()]
+            rc = cli.main(argv)
+            wall = time.perf_counter() - t0
+            cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            if rc != 0:
+                print(json.dumps({"benchmark": "accuracy", "error": f"train exited with {rc}"}))
+                return rc
+            lines.append(report(args, project, classes, images, splits, test, labelled, total,
+                                wall, cpu0, cpu1, seed))
+        print(json.dumps(summary(args, lines)))
+        return 0
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def report(args, project, classes, images, test, labelled, total, wall, cpu0, cpu1) -> int:
-    """Score the run's best checkpoint on the held-out test images; print the JSON line."""
+def upscaled(images: list[Path], masks: dict[str, Path], folder: Path, factor: float
+             ) -> list[Path]:
+    """The images enlarged by `factor` (bilinear), written as PNG under folder, same stems."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in images:
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        big = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+        dest = folder / f"{p.stem}.png"
+        cv2.imwrite(str(dest), big)
+        out.append(dest)
+    return out
+
+
+def summary(args, lines: list[dict]) -> dict:
+    """Mean and spread (sample std) over the seeds, per class and overall."""
+    dice = np.asarray([x["mean_dice"] for x in lines], np.float64)
+    names = list(lines[0]["per_class"])
+    per_class = {}
+    for n in names:
+        vals = [x["per_class"][n]["dice"] for x in lines if x["per_class"][n]["dice"] is not None]
+        per_class[n] = round(float(np.mean(vals)), 4) if vals else None
+    return {"benchmark": "accuracy", "summary": True, "label": args.label,
+            "dataset": lines[0]["dataset"], "minutes": args.minutes, "seeds": len(lines),
+            "split": args.split, "scribbles": args.scribbles, "upscale": args.upscale,
+            "lateral": args.lateral, "extra": args.extra,
+            "mean_dice": round(float(dice.mean()), 4),
+            "spread": round(float(dice.std(ddof=1)), 4) if len(dice) > 1 else None,
+            "per_seed": [x["mean_dice"] for x in lines], "per_class_dice": per_class,
+            "plan": lines[0].get("plan"), "steps": [x["steps"] for x in lines]}
+
+
+def report(args, project, classes, images, splits, test, labelled, total, wall, cpu0, cpu1,
+           seed) -> dict:
+    """Score the run's best checkpoint on the held-out test images; print its JSON line."""
     from segstudio.core.metrics import class_scores, confusion_matrix
     from segstudio.ml.predict import predict_tiled
     from segstudio.ml.runs import list_runs, load_run_model
@@ -168,15 +309,19 @@ def report(args, project, classes, images, test, labelled, total, wall, cpu0, cp
     scores = class_scores(cm)
     iou, dice = scores.iou, scores.dice
     ignore = args.ignore_class
-    unscored = (0,) if ignore is None else (0, ignore)
+    background = () if args.background == "none" else (int(args.background),)
+    unscored = background if ignore is None else (*background, ignore)
     per_class = {name: {"dice": None if np.isnan(dice[i]) else round(float(dice[i]), 4),
                         "iou": None if np.isnan(iou[i]) else round(float(iou[i]), 4)}
                  for i, name in classes if i != ignore and i < n}
-    print(json.dumps({
+    line = {
         "benchmark": "accuracy", "dataset": args.dataset.name, "minutes": args.minutes,
+        "seed": seed, "split": args.split, "label": args.label,
         "scribbles": args.scribbles, "ignore_class": ignore, "preset": args.preset,
+        "unscored": list(unscored), "upscale": args.upscale, "lateral": args.lateral,
+        "extra": args.extra,
         "labelled_fraction": round(labelled / max(total, 1), 4),
-        "images": {s: sum(split_of(p.stem) == s for p in images) for s in ("train", "val", "test")},
+        "images": {s: sum(splits[p.stem] == s for p in images) for s in ("train", "val", "test")},
         "per_class": per_class,
         "mean_dice": round(scores.mean("dice", unscored), 4),
         "mean_iou": round(scores.mean("iou", unscored), 4),
@@ -184,8 +329,10 @@ def report(args, project, classes, images, test, labelled, total, wall, cpu0, cp
         "device": card["device"], "train_wall_s": round(wall, 1),
         "train_cpu_s": round(cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime, 1),
         "val_mean_dice": card["metrics"]["best"].get("mean_dice"),
-    }))
-    return 0
+        "plan": (card.get("plan") or {}).get("lines"),
+    }
+    print(json.dumps(line), flush=True)
+    return line
 
 
 if __name__ == "__main__":

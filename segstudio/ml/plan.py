@@ -56,6 +56,9 @@ MIN_SIDE_IMAGES = 3         # a single class keeping to one side needs this many
 SIDE_OFFSET = 0.2           # ... and its centroids this far from the middle
 GROWS_WITH_IMAGE = 0.5      # slope of log(object size) on log(image size): "same scene"
 MAX_COMPONENTS = 2000       # objects measured per image and class
+STUFF_SPAN = 0.8            # a region this wide (share of the long side) is "stuff", not a thing
+MIN_OBJECT = 12             # px: the plan never shrinks a class's typical object below this
+NOT_WORTH = 0.75            # a working scale above this is not worth resampling for
 _DEPTHS = range(1, 7)
 
 
@@ -71,6 +74,7 @@ class ImageFacts:
     dtype: str
     modality: str                                  # "ct", "mr", "xray", "photo", "grey", ...
     extents: dict[int, list[int]] = field(default_factory=dict)   # class -> object extents px
+    areas: dict[int, list[int]] = field(default_factory=dict)     # class -> their pixel counts
     centroids: dict[int, tuple[float, float]] = field(default_factory=dict)  # (x, y) / size
     pixels: dict[int, int] = field(default_factory=dict)
 
@@ -92,10 +96,40 @@ class Fingerprint:
         kinds = [f.modality for f in self.images]
         return max(set(kinds), key=kinds.count) if kinds else "grey"
 
-    def extents(self, cls: int | None = None) -> np.ndarray:
+    def extents(self, cls: int | None = None, *, things: bool = False) -> np.ndarray:
+        """Object extents in px, of one class or all; `things`: without "stuff" classes."""
+        skip = self.stuff_classes() if things else set()
         vals = [e for f in self.images for c, es in f.extents.items()
-                if cls is None or c == cls for e in es]
+                if (cls is None or c == cls) and c not in skip for e in es]
         return np.asarray(vals, np.float64)
+
+    def stuff_classes(self) -> set[int]:
+        """Classes that span the image (road, sky, tissue) in most images where they appear:
+        regions seen by their texture, not objects that must fit a patch whole."""
+        out = set()
+        for c in {c for f in self.images for c in f.extents}:
+            spans = [max(f.extents[c]) >= STUFF_SPAN * f.long_side for f in self.images
+                     if f.extents.get(c)]
+            if spans and np.mean(spans) >= SIDE_AGREEMENT - 0.1:
+                out.add(c)
+        return out
+
+    def typical_extents(self, relative: bool = False) -> dict[int, float]:
+        """Per object class, the area-weighted median extent (px, or share of the long side):
+        how big the objects a pixel belongs to are, fragments barely counting."""
+        out = {}
+        stuff = self.stuff_classes()
+        for c in {c for f in self.images for c in f.extents} - stuff:
+            ext, wts = [], []
+            for f in self.images:
+                for e, a in zip(f.extents.get(c, []), f.areas.get(c, [])):
+                    ext.append(e / f.long_side if relative else e)
+                    wts.append(a)
+            if ext:
+                order = np.argsort(ext)
+                cum = np.cumsum(np.asarray(wts, np.float64)[order])
+                out[c] = float(np.asarray(ext)[order][np.searchsorted(cum, cum[-1] / 2)])
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         sizes = np.asarray([(f.height, f.width) for f in self.images] or [(0, 0)])
@@ -156,6 +190,7 @@ def image_facts(image_id: str, image: np.ndarray, mask: np.ndarray, *, kind: str
             ext = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
             keep = np.argsort(-area)[:MAX_COMPONENTS]
             facts.extents[int(c)] = [int(e) for e in ext[keep]]
+            facts.areas[int(c)] = [int(a) for a in area[keep]]
         cx = float((cents[:, 0] * area).sum() / area.sum()) / max(w, 1)
         cy = float((cents[:, 1] * area).sum() / area.sum()) / max(h, 1)
         facts.centroids[int(c)] = (cx, cy)
@@ -324,7 +359,7 @@ def make_plan(fp: Fingerprint, cfg: TrainConfig | None = None, *, device: str = 
     """The plan for a fingerprint; settings given in `cfg` are kept and said so."""
     cfg = cfg or TrainConfig()
     reasons: dict[str, str] = {}
-    ext = fp.extents()
+    ext = fp.extents(things=True)
     p90 = float(np.percentile(ext, 90)) if ext.size else 0.0
     spec = cfg.model_spec()
     is_unet = spec.get("name") == "unet"
@@ -339,6 +374,10 @@ def make_plan(fp: Fingerprint, cfg: TrainConfig | None = None, *, device: str = 
 
     # working scale
     target = OBJECT_SHARE * patch
+    stuff = sorted(fp.stuff_classes())
+    names = {c.id: c.name for c in fp.classes}
+    stuff_note = (f" (not counting {', '.join(repr(names.get(c, c)) for c in stuff)}, which "
+                  f"span the image)" if stuff else "")
     if cfg.working_size is not None:
         working = WorkingScale("long_side", long_side=int(cfg.working_size))
         reasons["working"] = "set by you"
@@ -347,24 +386,39 @@ def make_plan(fp: Fingerprint, cfg: TrainConfig | None = None, *, device: str = 
             if cfg.working_scale != 1.0 else NATIVE
         reasons["working"] = "set by you"
     elif not ext.size:
-        working, reasons["working"] = NATIVE, "no objects labelled to measure"
+        working, reasons["working"] = NATIVE, "no objects labelled to measure" + stuff_note
     elif p90 <= target:
         working = NATIVE
-        reasons["working"] = (f"90 % of the objects span at most {p90:.0f} px: they fit the "
-                              f"{patch} px patch at full resolution")
+        reasons["working"] = (f"90 % of the objects{stuff_note} span at most {p90:.0f} px: "
+                              f"they fit the {patch} px patch at full resolution")
     else:
         grows, why = _grows_with_image(fp)
-        rel = np.asarray([e / f.long_side for f in fp.images for es in f.extents.values()
-                          for e in es])
-        long_side = int(math.ceil(target / float(np.percentile(rel, 90)) / 16) * 16)
-        if grows and long_side < max(f.long_side for f in fp.images):
+        rel = np.asarray([e / f.long_side for f in fp.images for c, es in f.extents.items()
+                          if c not in stuff for e in es])
+        smallest_rel = min(fp.typical_extents(relative=True).values())
+        smallest = min(fp.typical_extents().values())
+        biggest_side = max(f.long_side for f in fp.images)
+        long_side = target / float(np.percentile(rel, 90))
+        long_side = int(math.ceil(max(long_side, MIN_OBJECT / smallest_rel) / 16) * 16)
+        factor = max(target / p90, MIN_OBJECT / smallest)
+        detail = (f"; no class's typical object below {MIN_OBJECT} px"
+                  if factor > target / p90 * 1.001 else "")
+        if grows and long_side < NOT_WORTH * biggest_side:
             working = WorkingScale("long_side", long_side=max(long_side, 32))
-            reasons["working"] = (f"{why}: each image is resampled so that 90 % of the objects "
-                                  f"span at most {target:.0f} px of the {patch} px patch")
+            reasons["working"] = (f"{why}: each image is resampled so that 90 % of the objects"
+                                  f"{stuff_note} span at most {target:.0f} px of the {patch} px "
+                                  f"patch{detail}")
+        elif not grows and factor < NOT_WORTH:
+            working = WorkingScale("factor", factor=round(factor, 3))
+            reasons["working"] = (f"{why}; 90 % of the objects{stuff_note} span up to "
+                                  f"{p90:.0f} px, more than {target:.0f} px of the {patch} px "
+                                  f"patch{detail}")
         else:
-            working = WorkingScale("factor", factor=round(target / p90, 3))
-            reasons["working"] = (f"{why}; 90 % of the objects span up to {p90:.0f} px, more "
-                                  f"than {target:.0f} px of the {patch} px patch")
+            working = NATIVE
+            reasons["working"] = (f"90 % of the objects{stuff_note} span up to {p90:.0f} px; "
+                                  f"shrinking the images would lose their detail{detail}"
+                                  if factor >= NOT_WORTH or long_side >= NOT_WORTH * biggest_side
+                                  else why)
 
     # the working images may be smaller than the patch: no point in a bigger one
     sides = [max(working.shape_for(f.height, f.width)) for f in fp.images]

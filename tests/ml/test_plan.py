@@ -88,18 +88,36 @@ def test_an_upscaled_project_gets_a_working_scale_that_fits_its_objects(rng):
     # 128 px images: the patch is the whole image, and more of them make a step
     assert native.working.native and native.patch_size == 128
     assert "the whole working image" in native.reasons["batch"]
-    big = [Labelled(it.id, resize_image(it.image, (1024, 1024)),
-                    resize_mask(it.mask, (1024, 1024)), "train") for it in small]   # 8x
+    big = [Labelled(it.id, resize_image(it.image, (2048, 2048)),
+                    resize_mask(it.mask, (2048, 2048)), "train") for it in small]   # 16x
     plan = project_plan(big, CLASSES2, TrainConfig(), memory_bytes=2 * GB)
-    assert plan.working.mode == "factor" and plan.working.factor < 0.95
+    assert plan.working.mode == "factor" and plan.working.factor < 0.75
     # the objects' 90th percentile extent lands inside half the patch at the working scale,
     # and no smaller than it needs to be
     p90 = plan.fingerprint["object_extent_px"]["p90"]
     assert 0.45 * plan.patch_size <= p90 * plan.working.factor <= 0.5 * plan.patch_size + 1
-    huge = [Labelled(it.id, resize_image(it.image, (2048, 2048)),
-                     resize_mask(it.mask, (2048, 2048)), "train") for it in small]   # 16x
-    assert project_plan(huge, CLASSES2, TrainConfig(), memory_bytes=2 * GB).working.factor < 0.5
     assert "90 % of the objects span up to" in plan.reasons["working"]
+    # at 8x the objects (about 110 px) still fit a 256 px patch: no resampling for so little
+    eight = [Labelled(it.id, resize_image(it.image, (1024, 1024)),
+                      resize_mask(it.mask, (1024, 1024)), "train") for it in small]
+    assert project_plan(eight, CLASSES2, TrainConfig(), memory_bytes=2 * GB).working.native
+
+
+def test_regions_that_span_the_image_do_not_shrink_it(rng):
+    """Road and sky span a street scene: the cars and signs set the scale, not them."""
+    items = []
+    for i in range(4):
+        mask = np.zeros((360, 480), np.uint8)
+        mask[220:] = 1                                   # "road", the whole width
+        for _ in range(6):                               # "signs", about 20 px
+            y, x = int(rng.integers(20, 200)), int(rng.integers(20, 450))
+            mask[y:y + 20, x:x + 16] = 2
+        items.append(Labelled(f"c{i}", mask * 80, mask, "train"))
+    classes = [LabelClass(0, "background", "#000000"), LabelClass(1, "road", "#ff0000"),
+               LabelClass(2, "sign", "#00ff00")]
+    plan = project_plan(items, classes, TrainConfig(), memory_bytes=2 * GB)
+    assert plan.working.native
+    assert "not counting 'road', which span the image" in plan.reasons["working"]
 
 
 def test_images_of_one_scene_at_many_sizes_get_one_longer_side(rng):
