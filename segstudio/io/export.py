@@ -160,6 +160,32 @@ def writer_for(name: str) -> Writer:
         raise ExportError(f"unknown format {name!r}; known: {list(WRITERS)}") from None
 
 
+def consumer_notes(fmt: str, results: list[tuple[Item, Any]]) -> list[str]:
+    """What the consumer of this format needs to know, for export.json's `notes`."""
+    if fmt == "coco":
+        most = 0           # objects of one category in one image: what COCOeval's maxDets caps
+        for _item, res in results:
+            anns = res[3] if isinstance(res, tuple) and len(res) == 4 else []
+            most = max([most, *Counter(a.get("category_id") for a in anns).values()])
+        limit = max(most, 100)
+        return [f"COCOeval (pycocotools) scores only the maxDets[-1] best detections per image "
+                f"and category (default [1, 10, 100]); the most objects of one class in one "
+                f"image here is {most}, so set E.params.maxDets = [1, 10, {limit}] before "
+                f"evaluate(), or an image with more objects scores below 1.0 even against "
+                f"itself. summarize()'s stats[0] stays fixed at maxDets=100 (-1 when 100 is "
+                f"not listed): read AP@[.5:.95] as the mean of eval['precision'][:, :, :, 0, "
+                f"-1] over values > -1; stats[1] and stats[2] (AP50, AP75) follow maxDets[2]"]
+    if fmt == "yolo":
+        return ["classes.txt lists the YOLO classes in index order (line 1 is class 0), like "
+                "data.yaml's names; polygon vertices lie 0.004 px past the pixel centres, so "
+                "Ultralytics' int32 truncation draws exactly the exported pixels"]
+    if fmt == "voc":
+        return ["torchvision.datasets.VOCSegmentation(<this folder>, year='2012', "
+                "image_set='train' | 'val' | 'trainval') loads it unchanged (its 2012 loader "
+                "takes no 'test'; test.txt is there for other tools)"]
+    return []
+
+
 def _class_files(ctx: ExportContext) -> None:
     plan = ctx.plan
     doc = {"classes": [asdict(c) for c in plan.classes],
@@ -270,7 +296,8 @@ def export_dataset(project: Project, out: Path | str, options: ExportOptions | N
         manifest = {"format": options.format, "project": project.name,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "options": asdict(options), "counts": dict(counts), "skipped": skipped,
-                    "unlabeled": _unlabeled_doc(options, plan), "warnings": warnings}
+                    "unlabeled": _unlabeled_doc(options, plan), "warnings": warnings,
+                    "notes": consumer_notes(options.format, results)}
         (tmp / "export.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False,
                                                     default=str) + "\n", encoding="utf-8")
         swap_into_place(tmp, out)

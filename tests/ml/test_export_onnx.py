@@ -119,6 +119,7 @@ def test_unet_eager_output_is_exactly_the_padded_rule_for_a_shipped_checkpoint()
             assert torch.equal(model(x), _reference_unet_forward(model, x)), (h, w)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")     # the branch is the point
 def test_a_graph_frozen_at_the_traced_size_is_refused(tmp_path):
     """A Python branch on the size traces fine at 64 x 64; the odd-size check catches it."""
     pytest.importorskip("onnxruntime")
