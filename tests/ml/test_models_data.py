@@ -90,3 +90,20 @@ def test_no_labelled_pixels_says_what_to_do():
     items = [("a", np.zeros((32, 32), np.uint8), np.full((32, 32), UNLABELED, np.uint8), "train")]
     with pytest.raises(DataError, match="no labelled pixels.*paint"):
         build_training_data(items, CLASSES2)
+
+
+@pytest.mark.parametrize("flip_h", [False, True])
+def test_a_left_right_label_survives_augmentation_only_without_the_mirror(flip_h):
+    """Class 1 fills the left half, class 2 the right: with the left-right mirror off (what
+    the plan chooses for lateral classes) no patch ever shows class 2 left of class 1."""
+    from segstudio.ml.data import Sample
+
+    mask = np.ones((64, 64), np.uint8)
+    mask[:, 32:] = 2
+    image = np.repeat(np.linspace(0, 1, 64, dtype=np.float32)[None, :, None], 64, 0)
+    sampler = PatchSampler([Sample("a", image, mask, "train")], patch=48, batch=64, seed=0,
+                           augment=Augment(flip_h=flip_h, flip_v=True, rot90=False),
+                           label_bias=0.0)
+    _x, y = sampler.next_batch()
+    swapped = [(m[:, 0] == 2).any() and (m[:, -1] == 1).any() for m in y]
+    assert any(swapped) == flip_h

@@ -70,3 +70,30 @@ def test_validation_loss_is_the_cross_entropy_of_the_predictor(trained_project):
         n += int(keep.sum())
     assert read_card(run_dir)["metrics"]["best"]["val_loss"] == pytest.approx(total / n,
                                                                               rel=1e-5)
+
+
+def test_at_a_working_scale_validation_and_measure_still_agree_at_full_size(tmp_path):
+    """A run trained at half scale: Measure predicts at that scale, brings the masks back to
+    the images' own size, and shows the runs table's number."""
+    import torch
+
+    from segstudio.ml.runs import load_run_model
+    from segstudio.ml.session import measure
+    from segstudio.ml.train import TrainConfig, train
+    from tests.ml.conftest import TINY_RUN, make_blob_project
+
+    torch.manual_seed(0)
+    root = make_blob_project(tmp_path, np.random.default_rng(1))
+    result = train(Project.open(root), TrainConfig(**{**TINY_RUN, "working_scale": 0.5}))
+    card = read_card(result.run_dir)
+    assert card["plan"]["working"] == {"mode": "factor", "factor": 0.5}
+    assert card["plan"]["reasons"]["working"] == "set by you"
+    loaded = load_run_model(root, result.run_dir)
+    assert loaded.normalise.working_shape(300, 200) == (150, 100)
+    project = Project.open(root)
+    entry = project.images[0]
+    image = project.read_image(entry).data
+    from segstudio.ml.predict import predict_tiled
+    assert predict_tiled(loaded.model, image, loaded.normalise).labels.shape == image.shape[:2]
+    report = measure(root, result.run_dir, "val")
+    assert report.means["dice"] == pytest.approx(card["metrics"]["best"]["mean_dice"], abs=1e-6)
