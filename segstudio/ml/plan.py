@@ -430,14 +430,15 @@ def make_plan(fp: Fingerprint, cfg: TrainConfig | None = None, *, device: str = 
     # depth: the receptive field covers the objects at the working scale
     depth = None
     base_depth = int(spec.get("depth", 4)) if is_unet else None
-    scale = float(np.median([working.scale_for(f.height, f.width) for f in fp.images])) \
-        if fp.images else 1.0
+    stuff_ids = fp.stuff_classes()
+    scaled = [e * working.scale_for(f.height, f.width) for f in fp.images
+              for c, es in f.extents.items() if c not in stuff_ids for e in es]
     if not is_unet:
         reasons["depth"] = f"model {spec.get('name')!r} has no depth"
     elif cfg.depth is not None:
         depth, reasons["depth"] = cfg.depth, "set by you"
     else:
-        need = p90 * scale
+        need = float(np.percentile(scaled, 90)) if scaled else 0.0
         depth = next((d for d in _DEPTHS if d >= base_depth and
                       (unet_receptive_field(d) >= need or 2 ** (d + 1) > patch // 8)),
                      base_depth)
