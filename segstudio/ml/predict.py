@@ -26,6 +26,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -242,12 +243,24 @@ def _upsampled(bands: Iterator[tuple[int, int, torch.Tensor]], small: tuple[int,
             lo = torch.from_numpy(ylo[out_y:r1] - start)
             hi = torch.from_numpy(yhi[out_y:r1] - start)
             rows = torch.lerp(buf[lo], buf[hi], torch.from_numpy(wy[out_y:r1])[:, None, None])
-            yield out_y, r1, torch.lerp(rows[:, xlo_t], rows[:, xhi_t], wx_t)
+            yield out_y, r1, _widen(rows, width, xlo_t, xhi_t, wx_t)
             out_y = r1
         if out_y < height:
             drop = int(ylo[out_y]) - start
             if drop > 0:
                 buf, start = buf[drop:], start + drop
+
+
+def _widen(rows: torch.Tensor, width: int, xlo: torch.Tensor, xhi: torch.Tensor,
+           wx: torch.Tensor) -> torch.Tensor:
+    """(n, w_small, C) -> (n, width, C), linear along x with pixel centres aligned: OpenCV's
+    resize (the same mapping, several times faster) where it takes the channel count."""
+    n, _ws, c = rows.shape
+    if c <= 512:
+        a = np.ascontiguousarray(rows.numpy())
+        out = cv2.resize(a, (width, n), interpolation=cv2.INTER_LINEAR)
+        return torch.from_numpy(out.reshape(n, width, c))
+    return torch.lerp(rows[:, xlo], rows[:, xhi], wx)
 
 
 def _tile_bands(model: torch.nn.Module, image: np.ndarray, pixels: PixelNormalisation,
@@ -360,8 +373,11 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normalis
                 margin = np.empty((height, width), np.float16)
             if probabilities:
                 probs_out = np.empty((num_classes, height, width), np.float16)
-        top, idx = p.topk(min(2, num_classes), dim=-1)
-        labels[y0:y1] = idx[..., 0].to(torch.uint8).numpy()
+        if not uncertainty:        # one pass over the classes instead of a top-2 sort
+            labels[y0:y1] = p.argmax(dim=-1).to(torch.uint8).numpy()
+        else:
+            top, idx = p.topk(min(2, num_classes), dim=-1)
+            labels[y0:y1] = idx[..., 0].to(torch.uint8).numpy()
         if uncertainty:
             assert entropy is not None and margin is not None
             entropy[y0:y1] = _entropy(p).numpy()
