@@ -198,6 +198,8 @@ def _add_plan_settings(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None,
                        help=f"{what} on or off (default: the plan, off where it would swap "
                             f"labels)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="U-Net depth (default: the preset's, deeper for large objects)")
     p.add_argument("--normalisation", default=None, choices=["percentile", "meanstd", "clip"],
                    help="default: by modality (clip + z-score for CT, per image otherwise)")
 
@@ -294,7 +296,7 @@ def train_config_from_args(args: argparse.Namespace):
         values.update(table.get("train", table))
     for flag in ("preset", "epochs", "minutes", "device", "batch_size", "patch_size",
                  "steps_per_epoch", "lr", "seed", "threads", "compile", "working_size",
-                 "working_scale", "flip_h", "flip_v", "rot90", "normalisation"):
+                 "working_scale", "flip_h", "flip_v", "rot90", "normalisation", "depth"):
         if getattr(args, flag, None) is not None:
             values[flag] = getattr(args, flag)
     return TrainConfig.from_dict(dataclasses.asdict(TrainConfig()) | values)

@@ -295,8 +295,10 @@ def unet_receptive_field(depth: int) -> int:
     return rf
 
 
-def _lateral(fp: Fingerprint, axis: int) -> str | None:
-    """Why mirroring along `axis` (0: x, left-right; 1: y, up-down) would swap labels, or None."""
+def _lateral(fp: Fingerprint, axis: int) -> tuple[str | None, bool]:
+    """Why mirroring along `axis` (0: x, left-right; 1: y, up-down) would swap labels, or None;
+    and whether it is a pair of classes told apart by their side (a label defined by where it
+    lies, not by how it looks)."""
     side = "left and right" if axis == 0 else "top and bottom"
     names = {c.id: c.name for c in fp.classes}
     fg = sorted({c for f in fp.images for c in f.centroids if c != BACKGROUND})
@@ -310,7 +312,8 @@ def _lateral(fp: Fingerprint, axis: int) -> str | None:
             same_sign = max((d > 0).mean(), (d < 0).mean())
             if same_sign >= SIDE_AGREEMENT and np.median(np.abs(d)) >= MIN_SEPARATION:
                 return (f"classes '{names.get(a, a)}' and '{names.get(b, b)}' sit on opposite "
-                        f"sides ({side}) in {int(round(same_sign * len(d)))} of {len(d)} images")
+                        f"sides ({side}) in {int(round(same_sign * len(d)))} of {len(d)} "
+                        f"images", True)
     for c in fg:                          # one class keeping to one side
         pos = np.asarray([f.centroids[c][axis] for f in fp.images if c in f.centroids]) - 0.5
         if len(pos) < MIN_SIDE_IMAGES:
@@ -320,8 +323,8 @@ def _lateral(fp: Fingerprint, axis: int) -> str | None:
             where = ("left" if np.median(pos) < 0 else "right") if axis == 0 else (
                 "top" if np.median(pos) < 0 else "bottom")
             return (f"class '{names.get(c, c)}' keeps to the {where} of the image in "
-                    f"{int(round(same_sign * len(pos)))} of {len(pos)} images")
-    return None
+                    f"{int(round(same_sign * len(pos)))} of {len(pos)} images", False)
+    return None, False
 
 
 def _grows_with_image(fp: Fingerprint) -> tuple[bool, str]:
@@ -364,10 +367,17 @@ def make_plan(fp: Fingerprint, cfg: TrainConfig | None = None, *, device: str = 
     spec = cfg.model_spec()
     is_unet = spec.get("name") == "unet"
 
+    # classes told apart by their side need the whole image in view: a patch of its middle
+    # cannot know which half it shows
+    (h_why, h_pair), (v_why, v_pair) = _lateral(fp, 0), _lateral(fp, 1)
+    whole = h_pair       # left and right (lungs, kidneys); above and below is seen by looks
+
     # patch: the context window the network trains on
     if cfg.patch_size is not None:
         patch = cfg.patch_size
         patch_why = "set by you"
+    elif whole:
+        patch, patch_why = PATCH_LARGE, "classes told apart by their side"
     else:
         patch = PATCH_LARGE if p90 > OBJECT_SHARE * PATCH_SMALL else PATCH_SMALL
         patch_why = ("large objects" if patch == PATCH_LARGE else "small objects")
@@ -420,6 +430,16 @@ def make_plan(fp: Fingerprint, cfg: TrainConfig | None = None, *, device: str = 
                                   if factor >= NOT_WORTH or long_side >= NOT_WORTH * biggest_side
                                   else why)
 
+    if whole and cfg.working_size is None and cfg.working_scale is None:
+        biggest_side = max((f.long_side for f in fp.images), default=patch)
+        current = max((max(working.shape_for(f.height, f.width)) for f in fp.images),
+                      default=patch)
+        if current > patch and biggest_side > patch:
+            working = WorkingScale("long_side", long_side=patch)
+            reasons["working"] = (f"{h_why}: each image is resampled to {patch} px so "
+                                  f"that the network sees all of it and can tell the sides "
+                                  f"apart")
+
     # the working images may be smaller than the patch: no point in a bigger one
     sides = [max(working.shape_for(f.height, f.width)) for f in fp.images]
     if cfg.patch_size is None and sides:
@@ -439,6 +459,8 @@ def make_plan(fp: Fingerprint, cfg: TrainConfig | None = None, *, device: str = 
         depth, reasons["depth"] = cfg.depth, "set by you"
     else:
         need = float(np.percentile(scaled, 90)) if scaled else 0.0
+        if whole:
+            need = max(need, 0.8 * patch)    # to see from the middle to an edge and beyond
         depth = next((d for d in _DEPTHS if d >= base_depth and
                       (unet_receptive_field(d) >= need or 2 ** (d + 1) > patch // 8)),
                      base_depth)
@@ -466,7 +488,6 @@ def make_plan(fp: Fingerprint, cfg: TrainConfig | None = None, *, device: str = 
     reasons["batch"] = batch_why
 
     # augmentation
-    h_why, v_why = _lateral(fp, 0), _lateral(fp, 1)
     flip_h = (not h_why) if cfg.flip_h is None else cfg.flip_h
     flip_v = (not v_why) if cfg.flip_v is None else cfg.flip_v
     rot90 = (flip_h and flip_v) if cfg.rot90 is None else cfg.rot90

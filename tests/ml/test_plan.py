@@ -125,18 +125,35 @@ def test_images_of_one_scene_at_many_sizes_get_one_longer_side(rng):
     for i, side in enumerate((300, 640, 1500, 3000)):
         mask = np.zeros((side, int(side * 0.8)), np.uint8)
         _disc(mask, side // 2, int(side * 0.25), int(side * 0.2), 1)
-        _disc(mask, side // 2, int(side * 0.55), int(side * 0.2), 2)
+        _disc(mask, side // 2, int(side * 0.55), int(side * 0.2), 1)
         items.append(Labelled(f"r{i}", mask * 90, mask, "train"))
-    plan = project_plan(items, CLASSES3, TrainConfig(), memory_bytes=2 * GB)
+    plan = project_plan(items, CLASSES2, TrainConfig(), memory_bytes=2 * GB)
     assert plan.working.mode == "long_side"
-    assert 200 <= plan.working.long_side <= 320
+    assert 160 <= plan.working.long_side <= 320
     assert "grow with them" in plan.reasons["working"]
     # every image, small or large, is seen at about the same size
     shapes = {max(plan.working.shape_for(it.mask.shape[0], it.mask.shape[1])) for it in items
               if max(it.mask.shape) > plan.working.long_side}
     assert shapes == {plan.working.long_side}
-    assert plan.patch_size == 256 and plan.depth >= 4
+    assert plan.patch_size >= plan.working.long_side
     assert unet_receptive_field(plan.depth) >= 0.4 * plan.working.long_side
+
+
+def test_left_and_right_classes_are_seen_whole(rng):
+    """A label defined by its side needs the whole image in view: a patch of the middle of a
+    large image cannot know which half it shows."""
+    items = []
+    for i in range(4):
+        mask = np.zeros((1200, 1000), np.uint8)
+        for _ in range(30):                               # small objects, left or right half
+            y, x = int(rng.integers(20, 1180)), int(rng.integers(20, 980))
+            _disc(mask, y, x, 8, 1 if x < 500 else 2)
+        items.append(Labelled(f"n{i}", mask * 90, mask, "train"))
+    plan = project_plan(items, CLASSES3, TrainConfig(), memory_bytes=2 * GB)
+    assert plan.flip_h is False
+    assert plan.working == WorkingScale("long_side", long_side=plan.patch_size)
+    assert "so that the network sees all of it" in plan.reasons["working"]
+    assert unet_receptive_field(plan.depth) >= 0.8 * plan.patch_size
 
 
 def test_microscopy_crops_of_many_sizes_keep_their_own_scale(rng):
