@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from segstudio.ml.config import TrainConfig
+from segstudio.ml.optim import AdamW
 
 
 def lr_factor(progress: float, schedule: str, warmup: float) -> float:
@@ -54,8 +55,9 @@ class TrainStep:
         if cfg.amp and device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     foreach=True)
+        # torch's AdamW arithmetic without torch.optim's first-step import of torch._dynamo
+        # (a second of GIL-holding imports that stalls the window when training starts)
+        self.opt = AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def host_batch(self, xb: np.ndarray, yb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """CPU tensors of a numpy batch, page-locked on CUDA (the prefetch thread calls this)."""

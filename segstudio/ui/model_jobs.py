@@ -30,16 +30,14 @@ def train_job(project_root: Path, cfg: TrainConfig, init_from: Path | None, *,
 def warm_up_job(*, on_progress=None, cancel=None) -> None:
     """Import the training stack ahead of need.
 
-    Its first import runs ~1 s of Python bytecode holding the GIL (torch.optim pulls in sympy);
-    done while the window is idle after opening, it no longer stalls the window when the user
-    presses Train. Torch's libraries load first without the GIL (workers/preload.py).
+    Its first import holds the GIL for a while; done while the window is idle after opening,
+    it no longer stalls the window when the user presses Train. Torch's libraries load first
+    without the GIL (workers/preload.py). The trainer's own optimizer (ml/optim.py) never
+    imports torch._dynamo, which torch.optim's first step would (over a second, GIL held).
     """
     preload_torch_libraries()
-    import torch
 
     import segstudio.ml.train  # noqa: F401
-
-    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
 
 def in_worker(module: str, name: str):
