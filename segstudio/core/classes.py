@@ -36,10 +36,25 @@ class LabelClass:
     name: str
     color: str
     visible: bool = True
+    objects: bool = False      # an instance class: each pixel also carries an object id
+
 
     @property
     def rgb(self) -> tuple[int, int, int]:
         return int(self.color[1:3], 16), int(self.color[3:5], 16), int(self.color[5:7], 16)
+
+
+def class_record(c: LabelClass) -> dict:
+    """The manifest record of a class; `objects` only when set, so old readers see old files."""
+    d = {"id": c.id, "name": c.name, "color": c.color, "visible": c.visible}
+    if c.objects:
+        d["objects"] = True
+    return d
+
+
+def object_class_ids(classes: list[LabelClass]) -> frozenset[int]:
+    """Ids of the classes whose labels carry object ids."""
+    return frozenset(c.id for c in classes if c.objects)
 
 
 def default_color(class_id: int) -> str:

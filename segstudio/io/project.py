@@ -13,14 +13,15 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segstudio.core.classes import (BACKGROUND, ClassError, LabelClass, clean_classes,
-                                    default_color, next_class_id, validate_classes)
+from segstudio.core.classes import (BACKGROUND, ClassError, LabelClass, class_record,
+                                    clean_classes, default_color, next_class_id,
+                                    object_class_ids, validate_classes)
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.core.names import slug
 from segstudio.io.atomic import atomic_write_json, remove_stale_temporaries, same_file
@@ -40,7 +41,7 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 
 _TOP_KEYS = {"format", "version", "name", "classes", "images", "settings"}
-_CLASS_KEYS = {"id", "name", "color", "visible"}
+_CLASS_KEYS = {"id", "name", "color", "visible", "objects"}
 _IMAGE_KEYS = {"id", "path", "frame", "split", "labelled", "predicted", "reviewed"}
 DEFAULT_SETTINGS: dict[str, Any] = {"max_pixels": DEFAULT_MAX_PIXELS, "val_fraction": 0.2}
 
@@ -166,7 +167,8 @@ class Project:
             cid = field_of(c, "id", int, where)
             classes.append(LabelClass(cid, field_of(c, "name", str, where),
                                       field_of(c, "color", str, where, default_color(cid)),
-                                      field_of(c, "visible", bool, where, True)))
+                                      field_of(c, "visible", bool, where, True),
+                                      field_of(c, "objects", bool, where, False)))
         try:
             classes = clean_classes(classes, str(path))   # names saved before they were checked
             validate_classes(classes)
@@ -208,7 +210,7 @@ class Project:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "name": self.name,
-            "classes": [asdict(c) for c in self.classes],
+            "classes": [class_record(c) for c in self.classes],
             "images": [entry_dict(e) for e in self.images],   # not asdict: it deep-copies
             "settings": self.settings,
         }
@@ -455,6 +457,22 @@ class Project:
     # -- masks and view state --------------------------------------------------------------
     def load_mask(self, entry: ImageEntry, shape: tuple[int, int]) -> np.ndarray:
         return self.masks.load(entry.id, shape)
+
+    def load_layers(self, entry: ImageEntry, shape: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mask and its instance layer (None if the image has none), ids kept only on
+        pixels of classes marked objects (a class unmarked since keeps its pixels, not ids)."""
+        mask, objects = self.masks.load_layers(entry.id, shape)
+        if objects is not None:
+            keep = np.zeros(256, bool)
+            keep[list(object_class_ids(self.classes))] = True
+            objects[~keep[mask]] = 0
+        return mask, objects
+
+    def load_objects(self, entry: ImageEntry, shape: tuple[int, int]) -> np.ndarray:
+        """The image's object ids (uint32, 0 = no object; zeros where it has none)."""
+        objects = self.load_layers(entry, shape)[1] if self.masks.has_objects(entry.id) else None
+        return objects if objects is not None else np.zeros(shape, np.uint32)
 
     @property
     def state_dir(self) -> Path:
