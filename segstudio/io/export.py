@@ -85,7 +85,9 @@ def plan_classes(project: Project, options: ExportOptions) -> ClassPlan:
     for c in classes[1:]:
         lut[c.source_id] = c.id
     lut[UNLABELED] = unlabeled_value
-    return ClassPlan(lut, classes, unlabeled_value)
+    holds_objects = {c.id for c in project.classes if c.objects}
+    objects = frozenset(c.id for c in classes[1:] if c.source_id in holds_objects)
+    return ClassPlan(lut, classes, unlabeled_value, objects)
 
 
 def assign_splits(entries: list[ImageEntry], options: ExportOptions) -> dict[str, str]:
@@ -158,6 +160,24 @@ def writer_for(name: str) -> Writer:
         return WRITERS[name].make()
     except KeyError:
         raise ExportError(f"unknown format {name!r}; known: {list(WRITERS)}") from None
+
+
+def object_notes(fmt: str, names: list[str]) -> list[str]:
+    """What export.json says about object classes (`names`), per format."""
+    if not names:
+        return []
+    what = {"coco": "one annotation per object (touching objects stay apart); an object with "
+                    "holes, or whose outline would not decode to its own pixels, is written as "
+                    "RLE (iscrowd 0) even in polygon mode",
+            "yolo": "one line per object (touching objects stay apart); a line is one outline "
+                    "without holes: holes are filled and of an object in several parts only "
+                    "the largest part is written (YOLO-seg's limit)",
+            "png": "instances/<split>/<id>.png beside masks/: 16-bit object ids (0 = none, "
+                   "1..n per image; a uint32 .tif above 65535 objects)"}.get(fmt)
+    if what is None:
+        return [f"class(es) {names} hold objects; {fmt} keeps only their class pixels"]
+    return [f"class(es) {names} hold objects: {what}; pixels of those classes without an "
+            f"object id are written as 8-connected regions, like the other classes"]
 
 
 def consumer_notes(fmt: str, results: list[tuple[Item, Any]]) -> list[str]:
@@ -297,7 +317,8 @@ def export_dataset(project: Project, out: Path | str, options: ExportOptions | N
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "options": asdict(options), "counts": dict(counts), "skipped": skipped,
                     "unlabeled": _unlabeled_doc(options, plan), "warnings": warnings,
-                    "notes": consumer_notes(options.format, results)}
+                    "notes": consumer_notes(options.format, results) + object_notes(
+                        options.format, [c.name for c in plan.classes if c.id in plan.objects])}
         (tmp / "export.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False,
                                                     default=str) + "\n", encoding="utf-8")
         swap_into_place(tmp, out)

@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from segstudio.core.classes import BACKGROUND, UNLABELED, ClassError, validate_class_name
+import numpy as np
+
+from segstudio.core.classes import (BACKGROUND, UNLABELED, ClassError, object_class_ids,
+                                    validate_class_name)
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.io.formats import FormatError
 from segstudio.io.formats import readers as _readers  # noqa: F401 (fills READERS)
 from segstudio.io.formats.base import READERS
+from segstudio.io.formats.instances import renumber
 from segstudio.io.formats.import_base import (AnnotationImportError, Found, ImportOptions,
                                               Planned)
 from segstudio.io.images import ImageReadError
@@ -80,7 +84,7 @@ def import_annotations(project: Project, src: Path | str, options: ImportOptions
     src = Path(src)
     plans, names, found = _plan(project, src, options, cancel)
     class_of, new = _resolve_classes(project, names, options, src, found)
-    result = _write(project, plans, class_of, new, found.skipped, on_progress, cancel)
+    result = _write(project, plans, class_of, new, found, on_progress, cancel)
     result.warnings = list(found.warnings)
     return result
 
@@ -203,50 +207,98 @@ def _raise_unnamed(found: Found, lacking: set[str]) -> None:
         f"(255 stays unlabeled)")
 
 
+def _mark_object_classes(project: Project, class_of: dict[str, int], found: Found) -> list[str]:
+    """Turns the classes the source holds objects of into object classes (instance images
+    always, COCO / labelme with as_objects); returns the names of those that were not."""
+    ids = {class_of[n] for n in found.object_names if n in class_of} - {BACKGROUND, UNLABELED}
+    changed = [c for c in project.classes if c.id in ids and not c.objects]
+    if changed:
+        project.set_classes([replace(c, objects=True) if c in changed else c
+                             for c in project.classes])
+    return [c.name for c in changed]
+
+
+def _objects_for(plan: Planned, class_of: dict[str, int], mask: np.ndarray,
+                 object_ids: frozenset[int]) -> np.ndarray | None:
+    """The plan's object ids where the mask holds an object class, renumbered 1..n; None when
+    the source has no objects there."""
+    if plan.objects is None or not object_ids:
+        return None
+    ids = np.asarray(plan.objects(class_of))
+    keep = np.zeros(256, bool)
+    keep[list(object_ids)] = True
+    ids = np.where(keep[mask], ids, 0)
+    if not ids.any():
+        return None
+    return renumber(ids)[0]
+
+
+def _write_layers(project: Project, image_id: str, mask: np.ndarray, objects: np.ndarray | None,
+                  had_objects: bool) -> None:
+    """The mask and its objects; a mask without objects removes the layer it replaces (old
+    objects go with the old mask)."""
+    if objects is None and not had_objects:
+        project.masks.write(image_id, mask)
+    else:
+        project.masks.write(image_id, mask, objects)
+
+
 def _write(project: Project, plans: list[Planned], class_of: dict[str, int], new: dict[str, str],
-           skipped: list[str], on_progress: ProgressFn | None,
+           found: Found, on_progress: ProgressFn | None,
            cancel: CancelToken) -> ImportResult:
     cancel.raise_if_cancelled()
     old_classes = list(project.classes)
     old_entries = list(project.images)
-    previous: list[tuple[str, bytes | None]] = []
+    previous: list[tuple[str, bytes | None, np.ndarray | None]] = []
     added: dict[str, int] = {}
     try:
         for source, target in new.items():
             if target.casefold() not in added:
                 added[target.casefold()] = project.add_class(target).id
             class_of[source] = added[target.casefold()]
+        made_objects = _mark_object_classes(project, class_of, found)
+        object_ids = object_class_ids(project.classes)
         for i, plan in enumerate(plans):
             cancel.raise_if_cancelled()
             try:
                 mask = plan.build(class_of)
+                objects = _objects_for(plan, class_of, mask, object_ids)
             except (FormatError, ValueError, TypeError, KeyError, IndexError, zlib.error) as e:
                 # planning checked the source; this is the net for what it missed
                 log.exception("building the mask of %s", plan.source)
                 raise AnnotationImportError(f"{plan.source}: cannot be turned into a mask "
                                             f"({type(e).__name__}: {e})") from None
             e = plan.entry
-            before = None
+            before, before_objects = None, None
             if project.masks.has_mask(e.id):
                 info = project.probe(e)
-                before = encode_mask_png(project.load_mask(e, (info.height, info.width)))
-            previous.append((e.id, before))
-            project.masks.write(e.id, mask)
+                old_mask, before_objects = project.masks.load_layers(e.id, (info.height, info.width))
+                before = encode_mask_png(old_mask)
+            previous.append((e.id, before, before_objects))
+            _write_layers(project, e.id, mask, objects, before_objects is not None)
             project.update_entry(e.id, labelled=labelled_fraction(mask))
             if on_progress:
                 on_progress(Progress(i + 1, len(plans), e.id))
         project.save()
     except BaseException:
-        for image_id, before in reversed(previous):
+        for image_id, before, before_objects in reversed(previous):
             try:
                 if before is None:
                     project.masks.png_path(image_id).unlink(missing_ok=True)
+                    for path in project.masks.objects_paths(image_id):
+                        path.unlink(missing_ok=True)
                 else:
-                    project.masks.write(image_id, decode_mask_png(before, project.masks.png_path(image_id)))
+                    _write_layers(project, image_id,
+                                  decode_mask_png(before, project.masks.png_path(image_id)),
+                                  before_objects, project.masks.has_objects(image_id))
             except Exception:      # keep undoing the rest; the original error is what matters
                 log.exception("could not restore the mask of %s", image_id)
         project.images[:] = old_entries
         project.classes = old_classes
         project.save()
         raise
-    return ImportResult([p.entry.id for p in plans], sorted(set(new.values())), skipped)
+    result = ImportResult([p.entry.id for p in plans], sorted(set(new.values())), found.skipped)
+    if made_objects:
+        found.warnings.append(f"class(es) {made_objects} now hold objects (one id per object "
+                              f"beside the class), as the imported annotations do")
+    return result

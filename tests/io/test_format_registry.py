@@ -82,7 +82,7 @@ def test_a_name_registered_twice_is_refused(scratch_registries):
 
 def test_cli_choices_are_the_registries():
     assert _choices("export") == list(WRITERS) == ["png", "coco", "yolo", "voc", "nifti", "dicom-seg", "nnunet"]
-    assert _choices("import") == list(READERS) == ["folder", "coco", "yolo", "labelme"]
+    assert _choices("import") == list(READERS) == ["folder", "coco", "yolo", "labelme", "instances"]
 
 
 def test_readme_lists_every_format():

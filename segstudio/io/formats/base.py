@@ -146,6 +146,7 @@ class ClassPlan:
     lut: np.ndarray                  # 256 uint8: project id -> exported id
     classes: list[ExportedClass]     # background first when present
     unlabeled_value: int
+    objects: frozenset[int] = frozenset()   # exported ids of the classes that hold objects
 
     @property
     def foreground(self) -> list[ExportedClass]:
@@ -222,6 +223,19 @@ class ExportContext:
         import cv2
 
         return cv2.LUT(raw, self.plan.lut)        # ~4x faster than numpy fancy indexing
+
+    def objects(self, entry: ImageEntry, info: ImageInfo, mask: np.ndarray) -> np.ndarray | None:
+        """The entry's object ids (uint32, 1..n) on the exported object classes of `mask` (the
+        exported mask), or None when no exported class holds objects in this image."""
+        if not self.plan.objects or not self.project.masks.has_objects(entry.id):
+            return None
+        from segstudio.io.formats.instances import renumber
+
+        ids = self.project.load_objects(entry, (info.height, info.width))
+        keep = np.zeros(256, bool)
+        keep[list(self.plan.objects)] = True
+        ids = np.where(keep[mask], ids, 0)
+        return renumber(ids)[0] if ids.any() else None
 
     def put_image(self, entry: ImageEntry, info: ImageInfo, dest_dir: Path,
                   jpeg: bool = False) -> str:

@@ -16,7 +16,8 @@ import numpy as np
 
 from segstudio.core.classes import ClassError, source_class_name
 from segstudio.io.formats import FormatError
-from segstudio.io.formats.polygons import edge_polygon, edge_slack, instances, is_number
+from segstudio.io.formats.polygons import (Instance, edge_polygon, edge_polygons, edge_slack,
+                                           has_holes, instances, is_number)
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +34,47 @@ def require_pycocotools():
 
 
 def annotations_for(mask: np.ndarray, image_id: int, class_ids: list[int], first_id: int,
-                    mode: str = "polygon") -> list[dict[str, Any]]:
-    """COCO annotations (one per 8-connected object) of the classes in `class_ids`."""
+                    mode: str = "polygon", objects: np.ndarray | None = None,
+                    object_classes: frozenset[int] | set[int] = frozenset()) -> list[dict[str, Any]]:
+    """COCO annotations of the classes in `class_ids`: one per object of the classes in
+    `object_classes` (ids in `objects`), one per 8-connected region of the others.
+
+    An object is never merged with the object it touches, and is written without loss: in
+    polygon mode as its outlines (one per part), as RLE when it has holes (a polygon would
+    fill them) or when its outlines would not decode back to its own pixels."""
     if mode not in COCO_MODES:
         raise ValueError(f"unknown COCO mode {mode!r}; known: {list(COCO_MODES)}")
-    mu = require_pycocotools() if mode == "rle" else None
+    mu = require_pycocotools() if mode == "rle" or object_classes else None
     out = []
-    for inst in instances(mask, class_ids):
+    for inst in instances(mask, class_ids, objects, object_classes):
         ann: dict[str, Any] = {"id": first_id + len(out), "image_id": image_id,
                                "category_id": inst.class_id, "bbox": list(inst.bbox),
                                "area": inst.area, "iscrowd": 0}
-        if mode == "polygon":
-            ann["segmentation"] = [edge_polygon(inst)]
+        polys = None
+        if mode == "polygon" and not inst.object_id:
+            polys = [edge_polygon(inst)]
+        elif mode == "polygon":
+            polys = _exact_polygons(inst, mu)
+        if polys is not None:
+            ann["segmentation"] = polys
         else:
             rle = mu.encode(inst.full_mask(mask.shape, order="F"))   # pycocotools wants F order
             ann["segmentation"] = {"size": [int(mask.shape[0]), int(mask.shape[1])],
                                    "counts": rle["counts"].decode("ascii")}
         out.append(ann)
     return out
+
+
+def _exact_polygons(inst: Instance, mu) -> list[list[float]] | None:
+    """An object's outlines when they decode (as pycocotools does) to exactly its pixels."""
+    if has_holes(inst):
+        return None
+    polys = edge_polygons(inst)
+    x0, y0, w, h = inst.bbox
+    local = [[v - (x0 if k % 2 == 0 else y0) for k, v in enumerate(p)] for p in polys]
+    # decoded in the object's own box: cheap, and what lies outside it is not the object
+    got = mu.decode(mu.merge(mu.frPyObjects(local, h, w))).astype(bool)
+    return polys if np.array_equal(got, inst.crop) else None
 
 
 def categories(names: dict[int, str]) -> list[dict[str, Any]]:
@@ -252,11 +276,10 @@ def _check_rle(seg: dict[str, Any], img: CocoImage, where: str) -> None:
                           f"'{img.file_name}' has {img.height} x {img.width} = {pixels}")
 
 
-def rasterize(img: CocoImage, class_of: dict[int, int], fill: int) -> np.ndarray:
-    """The image's annotations painted in file order: category -> class id via `class_of`."""
+def _decoded(img: CocoImage):
+    """(annotation, its (h, w) uint8 pixels) in file order, decoded as pycocotools does."""
     mu = require_pycocotools()
     h, w = img.height, img.width
-    out = np.full((h, w), fill, np.uint8)
     for ann in img.anns:
         seg = ann["segmentation"]
         if isinstance(seg, dict):
@@ -271,5 +294,25 @@ def rasterize(img: CocoImage, class_of: dict[int, int], fill: int) -> np.ndarray
             # pixels); moving the vertices first would change the edges' slopes
             polys = [[float(v) for v in p] for p in seg]
             m = mu.decode(mu.merge(mu.frPyObjects(polys, h, w)))
-        out[m.astype(bool)] = class_of[int(ann["category_id"])]
-    return out
+        yield ann, m.astype(bool)
+
+
+def rasterize(img: CocoImage, class_of: dict[int, int], fill: int) -> np.ndarray:
+    """The image's annotations painted in file order: category -> class id via `class_of`."""
+    return rasterize_objects(img, class_of, fill, objects=False)[0]
+
+
+def rasterize_objects(img: CocoImage, class_of: dict[int, int], fill: int,
+                      objects: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The class mask of `rasterize` and one object per annotation (uint32 1..n, painted in
+    the same order), from one decoding.
+
+    A crowd annotation (iscrowd 1) is a group of objects nobody separated: its pixels keep
+    their class but no object id (and clear the id of what they cover)."""
+    out = np.full((img.height, img.width), fill, np.uint8)
+    ids = np.zeros((img.height, img.width), np.uint32) if objects else None
+    for k, (ann, m) in enumerate(_decoded(img), 1):
+        out[m] = class_of[int(ann["category_id"])]
+        if ids is not None:
+            ids[m] = 0 if ann.get("iscrowd") in (1, True) else k
+    return out, ids

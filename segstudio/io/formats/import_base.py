@@ -34,6 +34,12 @@ class ImportOptions:
     new_classes: bool = False                  # unknown names become new classes (else an error)
     unannotated: str = "background"            # pixels no shape covers: "background" or "ignore"
     skip_unmatched: bool = False               # files for images not in the project: skip, not fail
+    # objects (io.formats.instances): the class an instance label image's objects belong to
+    # (None: the project's one object class, else its one class besides background, else
+    # "object"); as_objects: classes of imported COCO / labelme annotations become object
+    # classes (one object per annotation), as instance images' classes always do
+    object_class: str | None = None
+    as_objects: bool = False
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Found:
     unnamed: dict[str, list[int]] = field(default_factory=dict)   # file -> values with no name
     unnamed_names: set[str] = field(default_factory=set)       # the names given to those ("class 7")
     listing: str | None = None                                 # where named values were listed
+    object_names: set[str] = field(default_factory=set)        # source classes made object classes
 
 
 @dataclass
@@ -53,6 +60,9 @@ class Planned:
     entry: ImageEntry
     source: str                                # file (and place) it came from, for messages
     build: Callable[[dict[str, int]], np.ndarray]   # class_of (source name -> id) -> mask
+    # class_of -> uint32 object ids (0 = none), called after build; the driver keeps them only
+    # on pixels of object classes and renumbers them 1..n. None: the source has no objects
+    objects: Callable[[dict[str, int]], np.ndarray] | None = None
 
 
 class Matcher:
@@ -101,7 +111,7 @@ def list_files(src: Path, exts: tuple[str, ...], skip: tuple[str, ...] = ()) -> 
 
 
 def check_shape(path: Path | str, got: tuple[int, int], entry: ImageEntry,
-                 shape: tuple[int, int]) -> None:
+                 shape: tuple[int, int], what: str = "mask") -> None:
     if tuple(got) != tuple(shape):
-        raise FormatError(f"{path}: mask is {got[1]} x {got[0]} but image "
+        raise FormatError(f"{path}: {what} is {got[1]} x {got[0]} but image "
                           f"'{entry.display_name}' is {shape[1]} x {shape[0]} (width x height)")

@@ -40,6 +40,7 @@ class LabelmeShape:
     kind: str
     points: np.ndarray    # (n, 2) x, y pixel centres
     patch: np.ndarray | None = None   # kind "mask": (h, w) bool, its top-left at points[0]
+    group: int | str | None = None    # labelme's group_id: shapes of one label and group are one object
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,10 @@ def _shape(s: Any, kind: str, where: str, h: int | None,
                               f"{hi[1]:g}), outside the {w} x {h} image by more than the "
                               f"{edge_slack(w):g} x {edge_slack(h):g} px that are clipped")
         over = max(0.0, float(past.max()))
-    return LabelmeShape(label, kind, pts, patch), over
+    group = s.get("group_id")
+    if isinstance(group, bool) or not isinstance(group, (int, str)):
+        group = None                   # null (each shape its own object) or nothing usable
+    return LabelmeShape(label, kind, pts, patch, group), over
 
 
 def _mask_box(corners: np.ndarray, patch_shape: tuple[int, int]) -> np.ndarray:
@@ -197,12 +201,30 @@ def _mask_box(corners: np.ndarray, patch_shape: tuple[int, int]) -> np.ndarray:
 def rasterize(f: LabelmeFile, shape: tuple[int, int], class_of: dict[str, int],
               fill: int) -> np.ndarray:
     """Shapes painted in file order, label -> class id via `class_of` (labelme2voc's pixels)."""
+    return _draw(f, np.full(shape, fill, np.uint8), [int(class_of[s.label]) for s in f.shapes])
+
+
+def object_numbers(f: LabelmeFile) -> list[int]:
+    """Object number (1..n) of each shape: shapes sharing a label and a group_id are one object
+    (labelme's own instance rule), every other shape is its own."""
+    numbers, groups = [], {}
+    for s in f.shapes:
+        key = (s.label, s.group) if s.group is not None else len(numbers)
+        numbers.append(groups.setdefault(key, len(groups) + 1))
+    return numbers
+
+
+def rasterize_objects(f: LabelmeFile, shape: tuple[int, int]) -> np.ndarray:
+    """Object ids (uint32) painted with the same pixels and order as `rasterize`."""
+    return _draw(f, np.zeros(shape, np.int32), object_numbers(f)).astype(np.uint32)
+
+
+def _draw(f: LabelmeFile, out: np.ndarray, values: list[int]) -> np.ndarray:
+    """Shapes drawn into `out` (uint8, or int32 as Pillow's mode "I") with one value each."""
     from PIL import Image, ImageDraw
 
-    out = np.full(shape, fill, np.uint8)
     canvas = draw = None
-    for s in f.shapes:
-        value = int(class_of[s.label])
+    for s, value in zip(f.shapes, values):
         if s.kind == "mask":
             if canvas is not None:
                 out, canvas = np.array(canvas), None

@@ -1,6 +1,8 @@
 """Masks to instances to polygons and back.
 
-An instance is one 8-connected component of one class. Two polygon conventions exist and
+An instance is one 8-connected component of one class; for a class that holds objects (an
+object layer beside the class mask), one object id of that class, however its pixels touch
+other objects (two touching nuclei are two instances). Two polygon conventions exist and
 we follow each tool's own:
 
 - COCO (pycocotools): continuous coordinates, pixel (x, y) covers [x, x+1) x [y, y+1).
@@ -33,6 +35,7 @@ class Instance:
     bbox: tuple[int, int, int, int]    # x, y, w, h in pixels
     area: int                          # pixels
     crop: np.ndarray                   # (h, w) bool mask of the component inside bbox
+    object_id: int = 0                 # the object layer's id (0: a connected component)
 
     def full_mask(self, shape: tuple[int, int], order: str = "C") -> np.ndarray:
         out = np.zeros(shape, np.uint8, order=order)
@@ -41,8 +44,15 @@ class Instance:
         return out
 
 
-def instances(mask: np.ndarray, class_ids: list[int] | tuple[int, ...]) -> Iterator[Instance]:
-    """Every 8-connected component of each class in `class_ids`, in class then scan order."""
+def instances(mask: np.ndarray, class_ids: list[int] | tuple[int, ...],
+              objects: np.ndarray | None = None,
+              object_classes: frozenset[int] | set[int] | tuple[int, ...] = ()) -> Iterator[Instance]:
+    """Every instance of each class in `class_ids`, in class then object-id / scan order.
+
+    Classes in `object_classes` give one instance per id of `objects` (uint32, same shape)
+    inside the class, touching or not; their pixels without an object id, and every other
+    class, give one instance per 8-connected component, as before objects existed.
+    """
     import cv2
 
     counts = cv2.calcHist([mask], [0], None, [256], [0, 256]).ravel()
@@ -50,15 +60,54 @@ def instances(mask: np.ndarray, class_ids: list[int] | tuple[int, ...]) -> Itera
         if counts[cid] == 0:
             continue
         binary = (mask == cid).view(np.uint8)
-        # 16-bit labels make the statistics pass about twice as fast; fall back to 32-bit
-        # only for the rare class with more components than 16 bits can count
-        n = cv2.connectedComponents(binary, connectivity=8, ltype=cv2.CV_32S)[0]
-        ltype = cv2.CV_16U if n < 65535 else cv2.CV_32S
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=ltype)
-        for k in range(1, n):
-            x, y, w, h, area = (int(v) for v in stats[k])
-            crop = labels[y:y + h, x:x + w] == k
-            yield Instance(cid, (x, y, w, h), area, crop)
+        if objects is not None and cid in object_classes:
+            ids = np.where(binary.view(bool), objects, 0)
+            yield from _objects_of(cid, ids)
+            binary = (binary.view(bool) & (ids == 0)).view(np.uint8)
+            if not binary.any():
+                continue
+        yield from _components(cid, binary)
+
+
+def _components(cid: int, binary: np.ndarray) -> Iterator[Instance]:
+    import cv2
+
+    # 16-bit labels make the statistics pass about twice as fast; fall back to 32-bit
+    # only for the rare class with more components than 16 bits can count
+    n = cv2.connectedComponents(binary, connectivity=8, ltype=cv2.CV_32S)[0]
+    ltype = cv2.CV_16U if n < 65535 else cv2.CV_32S
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=ltype)
+    for k in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[k])
+        crop = labels[y:y + h, x:x + w] == k
+        yield Instance(cid, (x, y, w, h), area, crop)
+
+
+def _objects_of(cid: int, ids: np.ndarray) -> Iterator[Instance]:
+    """One instance per non-zero id of `ids` (zero outside the class), in id order."""
+    ys, xs = np.nonzero(ids)
+    if ys.size == 0:
+        return
+    labels = ids[ys, xs]
+    order = np.argsort(labels, kind="stable")     # one sort, then each object is a slice
+    labels, ys, xs = labels[order], ys[order], xs[order]
+    cuts = np.flatnonzero(np.diff(labels)) + 1
+    for start, end in zip(np.r_[0, cuts], np.r_[cuts, labels.size]):
+        oy, ox = ys[start:end], xs[start:end]
+        y0, x0 = int(oy.min()), int(ox.min())
+        h, w = int(oy.max()) - y0 + 1, int(ox.max()) - x0 + 1
+        crop = np.zeros((h, w), bool)
+        crop[oy - y0, ox - x0] = True
+        yield Instance(cid, (x0, y0, w, h), int(end - start), crop, int(labels[start]))
+
+
+def has_holes(inst: Instance) -> bool:
+    """Whether the instance encloses background (which an outline polygon would fill)."""
+    import cv2
+
+    inside = np.pad(~inst.crop, 1, constant_values=True).view(np.uint8)
+    n = cv2.connectedComponents(inside, connectivity=4)[0]     # 4: 8-connected pixels enclose
+    return n > 2          # label 0 is the instance itself, 1 the outside (it touches the pad)
 
 
 def edge_polygon(inst: Instance, tolerance: float = 0.25) -> list[float]:
@@ -78,6 +127,27 @@ def edge_polygon(inst: Instance, tolerance: float = 0.25) -> list[float]:
         x, y = pts[0]
         pts = np.array([[x - .25, y - .25], [x + .25, y - .25], [x + .25, y + .25], [x - .25, y + .25]])
     return [round(float(v), 2) for v in pts.reshape(-1)]
+
+
+def edge_polygons(inst: Instance, tolerance: float = 0.25) -> list[list[float]]:
+    """COCO outlines of every part of the instance (an object may have several), largest first."""
+    import cv2
+
+    x0, y0, _w, _h = inst.bbox
+    padded = np.pad(inst.crop.view(np.uint8), 1)
+    up = cv2.resize(padded, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for c in sorted(contours, key=cv2.contourArea, reverse=True):
+        if tolerance > 0:
+            c = cv2.approxPolyDP(c, 2 * tolerance, True)
+        pts = (c.reshape(-1, 2).astype(np.float64) + 0.5) / 2 - 1 + (x0, y0)
+        if len(pts) < 3:
+            x, y = pts[0]
+            pts = np.array([[x - .25, y - .25], [x + .25, y - .25], [x + .25, y + .25],
+                            [x - .25, y + .25]])
+        out.append([round(float(v), 2) for v in pts.reshape(-1)])
+    return out
 
 
 def centre_polygon(inst: Instance) -> np.ndarray:

@@ -113,7 +113,7 @@ def plan_folder(project: Project, src: Path, fill: int, options: ImportOptions,
                  file_filter="JSON (*.json)")
 def plan_coco(project: Project, src: Path, fill: int, options: ImportOptions,
                found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
-    from segstudio.io.formats.coco import rasterize, read_coco, require_pycocotools
+    from segstudio.io.formats.coco import read_coco, require_pycocotools
 
     try:
         require_pycocotools()
@@ -144,11 +144,29 @@ def plan_coco(project: Project, src: Path, fill: int, options: ImportOptions,
                                   f"project's image is {shape[1]} x {shape[0]}")
             used |= {coco.categories[a["category_id"]] for a in img.anns}
 
-            def build(class_of: dict[str, int], img=img, cats=coco.categories) -> np.ndarray:
-                return rasterize(img, {cid: class_of[n] for cid, n in cats.items()
-                                       if n in class_of}, fill)
-            plans.append(Planned(entry, what, build))
+            plans.append(_coco_plan(entry, what, img, coco.categories, fill))
+            if options.as_objects:
+                found.object_names |= {coco.categories[a["category_id"]] for a in img.anns
+                                       if a.get("iscrowd") not in (1, True)}
     return plans, used
+
+
+def _coco_plan(entry, what: str, img, cats: dict[int, str], fill: int) -> Planned:
+    from segstudio.io.formats.coco import rasterize_objects
+
+    last: dict[str, np.ndarray] = {}        # one decoding gives the mask and the objects
+
+    def paint(class_of: dict[str, int]):
+        return rasterize_objects(img, {cid: class_of[n] for cid, n in cats.items()
+                                       if n in class_of}, fill)
+
+    def build(class_of: dict[str, int]) -> np.ndarray:
+        mask, last["ids"] = paint(class_of)
+        return mask
+
+    def objects(class_of: dict[str, int]) -> np.ndarray:
+        return last.pop("ids") if "ids" in last else paint(class_of)[1]
+    return Planned(entry, what, build, objects)
 
 
 @register_reader("yolo", label="YOLO-seg", description="YOLO segmentation labels",
@@ -186,7 +204,7 @@ def plan_yolo(project: Project, src: Path, fill: int, options: ImportOptions,
                  options=("unannotated",))
 def plan_labelme(project: Project, src: Path, fill: int, options: ImportOptions,
                   found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
-    from segstudio.io.formats.labelme import rasterize, read_labelme
+    from segstudio.io.formats.labelme import rasterize, rasterize_objects, read_labelme
 
     files = [src] if src.is_file() else list_files(src, (".json",))
     if not files:
@@ -211,11 +229,129 @@ def plan_labelme(project: Project, src: Path, fill: int, options: ImportOptions,
         found.warnings += parsed.warnings
         used |= {s.label for s in parsed.shapes}
 
+        if options.as_objects:
+            found.object_names |= {s.label for s in parsed.shapes}
+
         def build(class_of: dict[str, int], parsed=parsed, shape=shape) -> np.ndarray:
             return rasterize(parsed, shape, class_of, fill)
-        plans.append(Planned(entry, str(path), build))
+
+        def objects(class_of: dict[str, int], parsed=parsed, shape=shape) -> np.ndarray:
+            return rasterize_objects(parsed, shape)
+        plans.append(Planned(entry, str(path), build, objects))
     if bad and not plans:
         raise FormatError(bad[0] + (f" (and {len(bad) - 1} more file(s) could not be read)"
                                     if len(bad) > 1 else ""))
     found.skipped += [f"{b}; the file was left out" for b in bad]
     return plans, used
+
+
+@register_reader("instances", label="instance label images",
+                 description="Folder of instance label images (each value one object)")
+def plan_instances(project: Project, src: Path, fill: int, options: ImportOptions,
+                   found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
+    """Instance label images (io.formats.instances): pixels of an object get its class, the
+    object layer its id. Beside class masks and a class list (our PNG export: masks/,
+    instances/, classes.json) each object takes its class from the mask; otherwise every
+    object is of one class (options.object_class). A file that cannot be read or whose size
+    differs from its image is reported and left out; the others are imported."""
+    from segstudio.io.formats.instances import INSTANCE_EXTS, match_keys, read_instance_image
+
+    folder = src / "instances" if src.is_dir() and (src / "instances").is_dir() else src
+    files = [src] if src.is_file() else list_files(folder, INSTANCE_EXTS)
+    if not files:
+        raise FormatError(f"{src}: no instance label images (.png, .tif) in it or in instances/")
+    listed = class_list(src) if folder != src and (src / "masks").is_dir() else None
+    target = None if listed is not None else _object_target(project, options)
+    matcher = Matcher(project)
+    plans, used, bad = [], set(), []
+    for path in files:
+        cancel.raise_if_cancelled()
+        entry = matcher.find(*match_keys(path))
+        if entry is None:
+            unmatched(str(path), options, found)
+            continue
+        try:
+            ids = read_instance_image(path)
+            check_shape(path, ids.shape, entry, image_shape(project, entry), "instance image")
+            if listed is None:
+                names_of, mask_path = {1: target}, None
+                classes = {target} if ids.any() else set()
+            else:
+                names_of, mask_path = listed[0], _class_mask_beside(src, folder, path)
+                classes = _classes_of_objects(mask_path, ids, names_of, entry, project)
+        except FormatError as e:
+            bad.append(str(e))
+            continue
+        used |= classes
+        found.object_names |= classes
+        plans.append(_instance_plan(entry, path, names_of, mask_path))
+    if bad and not plans:
+        raise FormatError(bad[0] + (f" (and {len(bad) - 1} more file(s) could not be used)"
+                                    if len(bad) > 1 else ""))
+    found.skipped += [f"{b}; the file was left out" for b in bad]
+    return plans, used
+
+
+def _object_target(project: Project, options: ImportOptions) -> str:
+    if options.object_class is not None:
+        try:
+            return source_class_name(options.object_class)
+        except ClassError as e:
+            raise FormatError(f"object class: {e}") from None
+    objects = [c for c in project.classes if getattr(c, "objects", False)]
+    if len(objects) == 1:
+        return objects[0].name
+    foreground = [c for c in project.classes if c.id != 0]
+    return foreground[0].name if len(foreground) == 1 else "object"
+
+
+def _class_mask_beside(src: Path, folder: Path, path: Path) -> Path:
+    rel = path.relative_to(folder)
+    for ext in LABEL_EXTS:
+        mask_path = (src / "masks" / rel).with_suffix(ext)
+        if mask_path.is_file():
+            return mask_path
+    raise FormatError(f"{path}: no class mask beside it (looked for "
+                      f"{(src / 'masks' / rel).with_suffix('.png')}), which the class list "
+                      f"{src / 'classes.json'} says should be there")
+
+
+def _classes_of_objects(mask_path: Path, ids: np.ndarray, names_of: dict[int, str], entry,
+                        project: Project) -> set[str]:
+    from segstudio.io.formats.indexed_png import LabelImageError, read_label_image
+
+    try:
+        mask = read_label_image(mask_path)
+    except LabelImageError as e:
+        raise FormatError(str(e)) from None
+    check_shape(mask_path, mask.shape[:2], entry, ids.shape)
+    values = set(np.unique(mask).tolist()) - {UNLABELED}
+    unnamed = sorted(values - set(names_of))
+    if unnamed:
+        raise FormatError(f"{mask_path}: holds class id(s) {unnamed} that the class list "
+                          f"does not name")
+    return {names_of[v] for v in np.unique(mask[ids > 0]).tolist() if v != UNLABELED}
+
+
+def _instance_plan(entry, path: Path, names_of: dict[int, str],
+                   mask_path: Path | None) -> Planned:
+    from segstudio.io.formats.indexed_png import read_label_image
+    from segstudio.io.formats.instances import read_instance_image
+
+    last: dict[str, np.ndarray] = {}       # build reads the file, objects takes what it read
+
+    def build(class_of: dict[str, int]) -> np.ndarray:
+        ids = last["ids"] = read_instance_image(path)
+        if mask_path is None:
+            out = np.zeros(ids.shape, np.uint8)       # 0 is background in an instance image
+            out[ids > 0] = class_of[names_of[1]]
+            return out
+        lut = np.full(256, UNLABELED, np.uint8)
+        for v, name in names_of.items():
+            if name in class_of:
+                lut[v] = class_of[name]
+        return lut[read_label_image(mask_path)]
+
+    def objects(class_of: dict[str, int]) -> np.ndarray:
+        return last.pop("ids") if "ids" in last else read_instance_image(path)
+    return Planned(entry, str(path), build, objects)

@@ -54,7 +54,8 @@ def _write_lists(ctx: ExportContext, folder: Path, results: list[tuple[Item, Any
 
 @register_writer("png", label="PNG", description="Indexed PNG masks (VOC palette)")
 class PngWriter:
-    """images/<split>/<id>.<ext>, masks/<split>/<id>.png (indexed), <split>.txt lists."""
+    """images/<split>/<id>.<ext>, masks/<split>/<id>.png (indexed), <split>.txt lists; with
+    object classes also instances/<split>/<id>.png (16-bit ids, .tif above 65535 objects)."""
 
     def items(self, ctx: ExportContext, entries: list[ImageEntry], splits: dict[str, str]) -> list[Item]:
         self.palette = _palette(ctx)
@@ -66,10 +67,22 @@ class PngWriter:
         mask = ctx.mask(entry, info)
         (self._mask_folder(ctx, item.split) / f"{entry.id}.png").write_bytes(
             encode_indexed_png(mask, self.palette))
+        folder = self._instance_folder(ctx, item.split)
+        if folder is not None:
+            from segstudio.io.formats.instances import write_instance_image
+
+            objects = ctx.objects(entry, info, mask)
+            # every mask gets its instance image (zeros: no objects), so the two folders pair up
+            write_instance_image(folder, entry.id, objects if objects is not None
+                                 else np.zeros(mask.shape, np.uint32))
         return self._put_image(ctx, entry, info, item.split)
 
     def _mask_folder(self, ctx: ExportContext, split: str) -> Path:
         return ctx.folder("masks", split)
+
+    def _instance_folder(self, ctx: ExportContext, split: str) -> Path | None:
+        """instances/<split>/ beside masks/ when an exported class holds objects."""
+        return ctx.folder("instances", split) if ctx.plan.objects else None
 
     def _put_image(self, ctx: ExportContext, entry: ImageEntry, info, split: str) -> str:
         return ctx.put_image(entry, info, ctx.image_folder("images", split))
@@ -84,7 +97,7 @@ class CocoWriter:
     """images/<split>/, annotations/instances_<split>.json; background is not a category."""
 
     def items(self, ctx: ExportContext, entries: list[ImageEntry], splits: dict[str, str]) -> list[Item]:
-        if ctx.options.coco_mode == "rle":
+        if ctx.options.coco_mode == "rle" or ctx.plan.objects:    # objects: RLE for holes
             from segstudio.io.formats.coco import require_pycocotools
 
             require_pycocotools()
@@ -96,7 +109,9 @@ class CocoWriter:
         entry = item.entries[0]
         info = ctx.info(entry)
         mask = ctx.mask(entry, info)
-        anns = annotations_for(mask, 0, [c.id for c in ctx.plan.foreground], 0, ctx.options.coco_mode)
+        objects = ctx.objects(entry, info, mask)
+        anns = annotations_for(mask, 0, [c.id for c in ctx.plan.foreground], 0, ctx.options.coco_mode,
+                               objects, ctx.plan.objects if objects is not None else frozenset())
         name = ctx.put_image(entry, info, ctx.image_folder("images", item.split))
         return name, info.height, info.width, anns
 
@@ -137,7 +152,10 @@ class YoloWriter:
 
         entry = item.entries[0]
         info = ctx.info(entry)
-        lines = label_lines(ctx.mask(entry, info), self.index)
+        mask = ctx.mask(entry, info)
+        objects = ctx.objects(entry, info, mask)
+        lines = label_lines(mask, self.index, objects,
+                            ctx.plan.objects if objects is not None else frozenset())
         (ctx.folder("labels", item.split) / f"{entry.id}.txt").write_text(
             "".join(ln + "\n" for ln in lines), encoding="utf-8")
         return ctx.put_image(entry, info, ctx.image_folder("images", item.split))
@@ -167,6 +185,9 @@ class VocWriter(PngWriter):
 
     def _mask_folder(self, ctx: ExportContext, split: str) -> Path:
         return ctx.folder(*VOC_ROOT, "SegmentationClass")
+
+    def _instance_folder(self, ctx: ExportContext, split: str) -> Path | None:
+        return None      # VOC's SegmentationObject is 8-bit with 255 borders: not written
 
     def _put_image(self, ctx: ExportContext, entry: ImageEntry, info, split: str) -> str:
         return ctx.put_image(entry, info, ctx.image_folder(*VOC_ROOT, "JPEGImages"), jpeg=True)

@@ -38,12 +38,17 @@ def coordinate_decimals(width: int, height: int) -> int:
     return max(6, math.ceil(math.log10(side / NUDGE)))
 
 
-def label_lines(mask: np.ndarray, class_index: dict[int, int]) -> list[str]:
-    """One line per 8-connected object; `class_index` maps class id -> YOLO index."""
+def label_lines(mask: np.ndarray, class_index: dict[int, int], objects: np.ndarray | None = None,
+                object_classes: frozenset[int] | set[int] = frozenset()) -> list[str]:
+    """One line per object (`objects` ids of the classes in `object_classes`) or, for the
+    other classes, per 8-connected region; `class_index` maps class id -> YOLO index.
+
+    A line holds one outline without holes: an object's holes are filled, and of an object
+    in several parts only the largest is written (YOLO-seg has one polygon per line)."""
     h, w = mask.shape
     d = coordinate_decimals(w, h)
     lines = []
-    for inst in instances(mask, list(class_index)):
+    for inst in instances(mask, list(class_index), objects, object_classes):
         pts = (centre_polygon(inst) + NUDGE) / (w, h)
         coords = " ".join(f"{v:.{d}f}" for v in pts.reshape(-1))
         lines.append(f"{class_index[inst.class_id]} {coords}")
