@@ -76,6 +76,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from segstudio.core.ranking import uncertainty_score
     from segstudio.io.atomic import atomic_write_bytes, atomic_write_json
     from segstudio.io.masks import encode_mask_png
+    from segstudio.ml.objects import write_object_ids
     from segstudio.io.project import ProjectError
     from segstudio.ml.predict import predict_tiled
     from segstudio.ml.runs import RunError, load_run_model
@@ -108,10 +109,13 @@ def _run_predict(args: argparse.Namespace) -> int:
             failed += 1
             continue
         pred = predict_tiled(loaded.model, image, loaded.normalise, options,
-                             probabilities=args.probabilities)
+                             probabilities=args.probabilities, objects=loaded.objects)
         atomic_write_bytes(args.out / f"{iid}.png", encode_mask_png(pred.labels))
         row = {"id": iid, "source": label, "mask": f"{iid}.png",
                "height": int(image.shape[0]), "width": int(image.shape[1])}
+        if pred.objects is not None:
+            row["objects"] = write_object_ids(args.out, iid, pred.objects)
+            row["object_count"] = int(pred.objects.max(initial=0))
         if pred.probabilities is not None:
             np.save(args.out / f"{iid}.probs.npy", pred.probabilities)
             row["probabilities"] = f"{iid}.probs.npy"
@@ -138,9 +142,10 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude-background", action="store_true",
                    help="leave class 0 out of the class means")
     p.add_argument("--objects", default=None, metavar="IDS",
-                   help="comma-separated class ids to count as objects (connected components, "
-                        "matched at IoU >= 0.5); default: class 1 of a background/one-class "
-                        "project, none otherwise; 'none' turns it off")
+                   help="comma-separated class ids to count as objects (matched one-to-one "
+                        "at IoU >= 0.5; AP 0.5-0.95, PQ); default: the run's object classes "
+                        "(their object ids), else class 1 of a background/one-class project "
+                        "(connected regions); 'none' turns it off")
     _add_tiling(p)
 
 
@@ -171,12 +176,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_project(project, loaded.model, loaded.normalise, loaded.classes,
                               split=args.split,
                               options=options, instance_classes=objects,
+                              objects=loaded.objects,
                               exclude_from_mean=(0,) if args.exclude_background else ())
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
     else:
         print(f"run {args.run} on {project.name}, split {args.split}")
         print(report.format_table())
+        if report.instances:
+            print(report.format_objects())
     if not report.images:
         err(f"no labelled images in split {args.split!r}; nothing was measured")
         return 1

@@ -25,6 +25,7 @@ from segstudio.core.classes import UNLABELED, LabelClass
 from segstudio.core.jobs import CancelToken
 from segstudio.ml.normalise import (Normalisation, effective_channels,  # noqa: F401 (re-exported)
                                     normalise_image, to_channels)
+from segstudio.ml.objects import ObjectHead, head_for, project_objects, resize_objects, training_target
 from segstudio.ml.resample import resize_mask
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Labelled:
     split: str
     kind: str = "raster"
     extra: dict = field(default_factory=dict)
+    objects: np.ndarray | None = None     # object ids of object classes, when stored
 
 
 @dataclass
@@ -112,24 +114,38 @@ class TrainingData:
     data_hash: str
     warnings: list[str] = field(default_factory=list)
     plan: Any = None                 # the segstudio.ml.plan.Plan the data was prepared by
+    objects: ObjectHead | None = None    # object classes: one more output, their boundary
 
     @property
     def num_classes(self) -> int:
+        """Outputs the model needs: every class id, and the boundary with object classes."""
+        if self.objects is not None:
+            return self.objects.num_outputs
         return max(c.id for c in self.classes) + 1
 
     def class_pixels(self, split: str = "train") -> dict[int, int]:
         counts = np.zeros(256, np.int64)
         for s in self.train if split == "train" else self.val:
             counts += np.bincount(s.mask.ravel(), minlength=256)
-        return {c.id: int(counts[c.id]) for c in self.classes}
+        out = {c.id: int(counts[c.id]) for c in self.classes}
+        if self.objects is not None:
+            out[self.objects.boundary] = int(counts[self.objects.boundary])
+        return out
 
 
 def build_training_data(items: Sequence[tuple[str, np.ndarray, np.ndarray, str]],
                         classes: list[LabelClass], norm: Normalisation | None = None,
                         in_channels: int | None = None,
-                        cancel: CancelToken | None = None) -> TrainingData:
-    """TrainingData from (id, raw image, mask, split) tuples; masks are copied."""
+                        cancel: CancelToken | None = None, *,
+                        objects: Mapping[str, np.ndarray] | None = None) -> TrainingData:
+    """TrainingData from (id, raw image, mask, split) tuples; masks are copied.
+
+    With object classes among `classes`, the training masks get the objects' boundary rings
+    (`segstudio.ml.objects`), from `objects` (image id -> object ids) where an image has them.
+    """
     norm = norm or Normalisation("percentile")
+    head = head_for(classes)
+    objects = objects or {}
     if not classes:
         raise DataError("the project has no classes; add at least a background and one class")
     known = {c.id for c in classes}
@@ -158,14 +174,25 @@ def build_training_data(items: Sequence[tuple[str, np.ndarray, np.ndarray, str]]
             val.append(ValImage(image_id, image, mask))
             continue
         prepared = normalise(image, norm, in_channels)
-        train.append(Sample(image_id, prepared, resize_mask(mask, prepared.shape[:2]), split))
+        target = resize_mask(mask, prepared.shape[:2])
+        if head is not None:
+            ids = objects.get(image_id)
+            if ids is not None and ids.shape != mask.shape:
+                warnings.append(f"{image_id}: object ids {ids.shape} do not fit the mask "
+                                f"{mask.shape}; its regions stand in for its objects")
+                ids = None
+            if ids is not None:
+                ids = resize_objects(ids, prepared.shape[:2])
+            target = training_target(target, ids, head)
+        train.append(Sample(image_id, prepared, target, split))
     if not train:
         raise DataError("no labelled pixels in the training images: paint at least a few "
                         "strokes of each class on images in the 'train' split (or move "
                         "labelled images there), then train again")
     # the run's normalisation knows its channel count: validation prepares raw images with it
     data = TrainingData(train, val, list(classes), in_channels,
-                        replace(norm, in_channels=in_channels), digest.hexdigest()[:16], warnings)
+                        replace(norm, in_channels=in_channels), digest.hexdigest()[:16], warnings,
+                        objects=head)
     counts = data.class_pixels("train")
     for c in classes:
         if counts[c.id] == 0:
@@ -183,6 +210,7 @@ def read_labelled(project: Any, *, masks: Mapping[str, np.ndarray] | None = None
                   cancel: CancelToken | None = None) -> list[Labelled]:
     """Every labelled train/val image of a Project, read once (unsaved `masks` win over disk)."""
     masks = masks or {}
+    head = head_for(project.classes)
     out = []
     for entry in project.images:
         if entry.split == "test" or (entry.id not in masks and not project.masks.has_mask(entry.id)):
@@ -194,8 +222,14 @@ def read_labelled(project: Any, *, masks: Mapping[str, np.ndarray] | None = None
         mask = masks.get(entry.id)
         mask = project.load_mask(entry, (h, w)) if mask is None else np.array(mask, copy=True)
         out.append(Labelled(entry.id, np.asarray(loaded.data), mask, entry.split,
-                            loaded.info.kind, dict(loaded.info.extra or {})))
+                            loaded.info.kind, dict(loaded.info.extra or {}),
+                            project_objects(project, entry, (h, w), head)))
     return out
+
+
+def objects_of(items: Sequence[Labelled]) -> dict[str, np.ndarray]:
+    """image id -> stored object ids, for `build_training_data`."""
+    return {it.id: it.objects for it in items if it.objects is not None}
 
 
 def project_plan(items: Sequence[Labelled], classes: list[LabelClass], cfg: Any, *,
@@ -224,9 +258,10 @@ def snapshot_project(project: Any, *, norm: Normalisation | None = None,
                      in_channels: int | None = None,
                      cancel: CancelToken | None = None) -> TrainingData:
     """Copy every labelled image of a Project (unsaved masks from `masks` win over disk)."""
-    items = [(it.id, it.image, it.mask, it.split)
-             for it in read_labelled(project, masks=masks, cancel=cancel)]
-    return build_training_data(items, project.classes, norm, in_channels, cancel)
+    labelled = read_labelled(project, masks=masks, cancel=cancel)
+    items = [(it.id, it.image, it.mask, it.split) for it in labelled]
+    return build_training_data(items, project.classes, norm, in_channels, cancel,
+                               objects=objects_of(labelled))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 from segstudio.core.classes import LabelClass
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.core.metrics import IGNORE, Evaluator, MetricsReport
+from segstudio.ml.objects import ObjectHead, head_for, objects_or_regions, project_objects
 from segstudio.ml.predict import Normaliser, TileOptions, predict_tiled
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,16 @@ def evaluate_project(project, model: torch.nn.Module, normalise: Normaliser,
                      options: TileOptions = TileOptions(),
                      instance_classes: Sequence[int] | None = None,
                      exclude_from_mean: Sequence[int] = (),
+                     objects: ObjectHead | None = None,
                      on_progress: ProgressFn | None = None,
                      cancel: CancelToken | None = None) -> MetricsReport:
     """Predict every labelled image of a split and measure it against its mask.
 
     `project` is a `segstudio.io.project.Project`. Pixels left unlabeled (255) are not
     scored; images with no labelled pixel at all are skipped. Raises `Cancelled`.
+    `objects`: the model's object head (`LoadedModel.objects`). Its object classes are then
+    counted object by object: the prediction's object ids against the ids stored with each
+    mask (connected regions where an image has none).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
@@ -59,8 +64,11 @@ def evaluate_project(project, model: torch.nn.Module, normalise: Normaliser,
     max_id = max([c.id for c in classes] + [0])
     names = {c.id: c.name for c in classes}
     evaluator: Evaluator | None = None
+    # the object classes: the model's, else the project's (its objects then from regions)
+    truth_head = objects if objects is not None else head_for(project.classes)
     if instance_classes is None:
-        instance_classes = default_instance_classes(classes)
+        instance_classes = (truth_head.classes if truth_head is not None
+                            else default_instance_classes(classes))
     for k, entry in enumerate(entries):
         cancel.raise_if_cancelled()
         if on_progress:
@@ -68,13 +76,15 @@ def evaluate_project(project, model: torch.nn.Module, normalise: Normaliser,
         try:
             image = project.read_image(entry).data
             mask = project.load_mask(entry, image.shape[:2])
+            true_ids = project_objects(project, entry, mask.shape, truth_head)
         except Exception as e:          # one broken file must not sink the whole table
             log.warning("%s: %s; not evaluated", entry.display_name, e)
             continue
         if not (mask != IGNORE).any():
             log.info("%s has no labelled pixels; not evaluated", entry.display_name)
             continue
-        pred = predict_tiled(model, image, normalise, options, uncertainty=False, cancel=cancel)
+        pred = predict_tiled(model, image, normalise, options, uncertainty=False,
+                             objects=objects, cancel=cancel)
         if evaluator is None:
             # the table covers every class the model or the project knows
             n = max(pred.num_classes, max_id + 1)
@@ -89,7 +99,11 @@ def evaluate_project(project, model: torch.nn.Module, normalise: Normaliser,
             truth[(mask >= evaluator.num_classes) & (mask != IGNORE)] = IGNORE
             log.warning("%s: class ids >= %d are not known to the model; not scored",
                         entry.display_name, evaluator.num_classes)
-        evaluator.add(truth, pred.labels, entry.id)
+        true_objects = None
+        if truth_head is not None:
+            true_objects = objects_or_regions(truth, true_ids, truth_head)
+        evaluator.add(truth, pred.labels, entry.id, true_objects=true_objects,
+                      pred_objects=pred.objects)
     if on_progress:
         on_progress(Progress(len(entries), len(entries), "evaluated"))
     if evaluator is None:

@@ -36,7 +36,7 @@ def _equivalent_diameters(labels: np.ndarray) -> np.ndarray:
     return np.sqrt(4 * area / np.pi)
 
 
-def _edge(labels: np.ndarray, size: int) -> np.ndarray:
+def edge_pixels(labels: np.ndarray, size: int) -> np.ndarray:
     """Pixels whose size x size neighbourhood holds another label (the image border does not
     count: an object cut by the frame has no boundary there)."""
     f = labels.astype(np.float32)     # exact for ids below 2**24
@@ -69,13 +69,13 @@ def three_class_targets(instance_labels: np.ndarray, *,
     out = np.zeros(labels.shape, np.uint8)
     inside = seq > 0
     wide = (_equivalent_diameters(seq) >= wide_diameter)[seq] & inside
-    boundary = np.where(wide, _edge(seq, 5), _edge(seq, 3)) & inside
+    boundary = np.where(wide, edge_pixels(seq, 5), edge_pixels(seq, 3)) & inside
     out[inside] = INTERIOR
     out[boundary] = BOUNDARY
     return out
 
 
-def _flood(markers: np.ndarray, allowed: np.ndarray, max_steps: int = 1000) -> np.ndarray:
+def flood(markers: np.ndarray, allowed: np.ndarray, max_steps: int = 1000) -> np.ndarray:
     """Grow labelled seeds one pixel per step into `allowed` pixels (a geodesic Voronoi split
     of each foreground component between its seeds); where two fronts meet, the larger id wins
     that pixel, a 1 px arbitrariness on lines that are 1-2 px wide anyway."""
@@ -128,7 +128,7 @@ def instances_from_probabilities(probs: np.ndarray, *, interior_threshold: float
     keep[0] = False
     keep[small[small > 0]] = False
     seeds = np.where(keep[seeds], seeds, 0)
-    grown = _flood(seeds, foreground)
+    grown = flood(seeds, foreground)
     # foreground left without a seed: an object of its own (its component id after the seeds)
     rest = foreground & (grown == 0)
     if rest.any():

@@ -35,6 +35,7 @@ from segstudio.core.classes import UNLABELED
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.ml.normalise import (Normalisation, Normaliser,  # noqa: F401  (re-exported)
                                     PixelNormalisation)
+from segstudio.ml.objects import ObjectHead, read_out
 from segstudio.ml.resample import resize_image, source_coordinates
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class Prediction:
     # with `truth`: sum of -log p(true class) over its labelled pixels, and how many there were
     nll_sum: float = 0.0
     nll_pixels: int = 0
+    # with an object head: (h, w) uint32 object ids (0 = none); labels are then project ids
+    objects: np.ndarray | None = None
 
     @property
     def nll(self) -> float:
@@ -349,12 +352,15 @@ def iter_probability_bands(model: torch.nn.Module, image: np.ndarray, normalise:
 def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normaliser,
                   options: TileOptions = TileOptions(), *, probabilities: bool = False,
                   uncertainty: bool = True, truth: np.ndarray | None = None,
+                  objects: ObjectHead | None = None,
                   on_progress: ProgressFn | None = None,
                   cancel: CancelToken | None = None) -> Prediction:
     """Class ids for every pixel, with entropy and margin maps (and probabilities if asked).
 
     truth: an (h, w) mask; the prediction then also carries the cross-entropy of its labelled
     pixels (255 and ids the model does not know left out): the validation loss of training.
+    objects: the model's object head (`LoadedModel.objects`): its boundary output is read out
+    into object ids (`segstudio.ml.objects.read_out`) and the labels are the project's ids.
     """
     height, width = int(image.shape[0]), int(image.shape[1])
     if truth is not None and truth.shape != (height, width):
@@ -363,11 +369,17 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normalis
     entropy = margin = probs_out = None
     num_classes = 0
     nll_sum, nll_pixels = 0.0, 0
+    best_other = None
     for y0, y1, p in _bands(model, image, normalise, options, on_progress, cancel):
         if not num_classes:
             num_classes = int(p.shape[-1])
             if num_classes > 255:
                 raise ValueError(f"the model predicts {num_classes} classes; masks hold 255")
+            if objects is not None:
+                if objects.num_outputs != num_classes:
+                    raise ValueError(f"the object head expects {objects.num_outputs} outputs, "
+                                     f"the model gives {num_classes}")
+                best_other = np.zeros((height, width), np.uint8)
             if uncertainty:
                 entropy = np.empty((height, width), np.float16)
                 margin = np.empty((height, width), np.float16)
@@ -383,6 +395,8 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normalis
             entropy[y0:y1] = _entropy(p).numpy()
             m = top[..., 0] - top[..., 1] if num_classes > 1 else torch.ones_like(top[..., 0])
             margin[y0:y1] = m.clamp_(0.0, 1.0).to(torch.float16).numpy()
+        if best_other is not None:
+            best_other[y0:y1] = p[..., :-1].argmax(dim=-1).to(torch.uint8).numpy()
         if probs_out is not None:
             probs_out[:, y0:y1] = p.to(torch.float16).permute(2, 0, 1).numpy()
         if truth is not None:
@@ -392,7 +406,11 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normalis
                 picked = p[keep].gather(1, t[keep][:, None])[:, 0]
                 nll_sum -= float(torch.log(picked.double().clamp_min(1e-12)).sum())
                 nll_pixels += int(keep.sum())
-    return Prediction(labels, entropy, margin, probs_out, num_classes, nll_sum, nll_pixels)
+    ids = None
+    if objects is not None and best_other is not None:
+        labels, ids = read_out(labels, best_other, objects)
+        num_classes = objects.boundary
+    return Prediction(labels, entropy, margin, probs_out, num_classes, nll_sum, nll_pixels, ids)
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from segstudio.core.classes import LabelClass, default_color
+from segstudio.ml.objects import ObjectHead
 from segstudio.ml.cards import list_run_cards, read_run_card
 from segstudio.ml.checkpoint import MODEL_CARD
 from segstudio.ml.normalise import Normalisation
@@ -213,6 +214,7 @@ class LoadedModel:
     checkpoint: Path
     config: dict[str, Any] = field(default_factory=dict)    # the checkpoint's config
     card: dict[str, Any] = field(default_factory=dict)      # model_card.json ({} when absent)
+    objects: ObjectHead | None = None    # object classes: the boundary output to read out
 
     @property
     def in_channels(self) -> int:
@@ -296,8 +298,16 @@ def load_run_model(project_root: Path | str | None, run: str | Path, which: str 
         normalise = Normalisation.from_dict(norm_raw, in_channels=in_channels)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise RunError(f"{run_dir}: normalisation: {e}") from None
-    classes = _classes(cfg.get("classes"), num_classes, _project_classes(project_root), run_dir)
+    try:
+        head = ObjectHead.from_dict(cfg.get("objects"))
+    except (TypeError, ValueError) as e:
+        raise RunError(f"{run_dir}: objects: {e}") from None
+    if head is not None and head.num_outputs != num_classes:
+        raise RunError(f"{run_dir}: the object boundary is output {head.boundary} but the "
+                       f"model has {num_classes} outputs")
+    shown = head.boundary if head is not None else num_classes
+    classes = _classes(cfg.get("classes"), shown, _project_classes(project_root), run_dir)
     log.info("loaded run %s: %s, %d classes, from %s", run_dir.name, name, num_classes,
              ckpt_path.name)
     return LoadedModel(model.eval(), normalise, classes, run_dir, ckpt_path,
-                       {**ckpt["config"], "in_channels": in_channels}, card)
+                       {**ckpt["config"], "in_channels": in_channels}, card, head)

@@ -72,7 +72,8 @@ def predict_images(project_root: Path, run_dir: Path, image_ids: list[str], *,
             cached = cache.load(run_id, image_id, (info.height, info.width))
         if cached is None:
             data = project.read_image(entry).data
-            pred = predict_tiled(loaded.model, data, loaded.normalise, options, cancel=cancel)
+            pred = predict_tiled(loaded.model, data, loaded.normalise, options,
+                                 objects=loaded.objects, cancel=cancel)
             with _cache_lock:
                 try:
                     cache.save(run_id, image_id, pred.labels, pred.entropy)
@@ -91,15 +92,19 @@ def predict_images(project_root: Path, run_dir: Path, image_ids: list[str], *,
 
 def measure(project_root: Path, run_dir: Path, split: str = "val", *,
             on_progress: ProgressFn | None = None, cancel: CancelToken | None = None):
-    """Per-class metrics of a run on a split; objects counted for binary projects."""
+    """Per-class metrics of a run on a split; objects counted for the run's object classes
+    (from its object ids), else for binary projects (connected regions)."""
     from segstudio.ml.evaluate import evaluate_project
 
     project = Project.open(project_root)
     loaded = run_model(project.root, run_dir)
     classes = loaded.classes
     objects = [c.id for c in classes if c.id != 0] if len(classes) == 2 else None
+    if loaded.objects is not None:
+        objects = None                  # the run's object classes
     return evaluate_project(project, loaded.model, loaded.normalise, classes, split=split,
                             instance_classes=objects, exclude_from_mean=(0,),
+                            objects=loaded.objects,
                             on_progress=on_progress, cancel=cancel)
 
 

@@ -29,7 +29,8 @@ from segstudio.ml.cards import NO_SCORE, describe_score  # noqa: F401  (re-expor
 from segstudio.ml.checkpoint import save_checkpoint
 from segstudio.ml.config import SCHEDULES, ConfigError, TrainConfig  # noqa: F401  (re-exported)
 from segstudio.ml.data import (Augment, DataError, Normalisation, PatchSampler, Prefetcher,
-                               TrainingData, build_training_data, project_plan, read_labelled)
+                               TrainingData, build_training_data, objects_of, project_plan,
+                               read_labelled)
 from segstudio.ml.device import describe, pick_device
 from segstudio.ml.earlier import (check_resumable_classes, first_sentence, init_checkpoint,
                                   resume_checkpoint, transfer_weights)
@@ -184,7 +185,8 @@ class TrainingRun:
         # scale (what Measure does); without them, the prepared training snapshots
         norm = data.normalisation if data.val else PREPARED
         return validate(self.stepper.model, self.val_samples, data.classes, data.num_classes,
-                        normalise=norm, cancel=None if self.dctx.enabled else self.cancel)
+                        normalise=norm, objects=data.objects,
+                        cancel=None if self.dctx.enabled else self.cancel)
 
     def checkpoint(self, status: str, metrics: dict[str, float]) -> None:
         """last.pt and the model card (rank 0 writes; every rank notes the elapsed time)."""
@@ -299,6 +301,7 @@ def _card_base(run: TrainingRun) -> dict[str, Any]:
         "run_id": run.run_dir.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": s.spec, "parameters": count_parameters(s.model), "in_channels": data.in_channels,
         "num_classes": data.num_classes, "classes": run.ck_config["classes"],
+        "objects": run.ck_config.get("objects"),
         "normalisation": data.normalisation.to_dict(), "config": asdict(cfg),
         "class_weights": s.loss_fn.class_weights,     # what the loss applies, per class id
         "data": {"hash": data.data_hash, "train_images": [x.id for x in data.train],
@@ -420,6 +423,7 @@ def checkpoint_config(cfg: TrainConfig, spec: dict[str, Any], data: TrainingData
         "model": spec, "in_channels": data.in_channels, "num_classes": data.num_classes,
         "classes": [{"id": c.id, "name": c.name, "color": c.color} for c in data.classes],
         "normalisation": data.normalisation.to_dict(), "train": asdict(cfg), "run_id": run_id,
+        "objects": data.objects.to_dict() if data.objects is not None else None,
     }))
 
 
@@ -445,7 +449,8 @@ def _source_data(source: Any, cfg: TrainConfig, norm: Normalisation | None,
         plan = replace(plan, normalisation=norm, working=norm.working, reasons=reasons)
     cfg = plan.apply(cfg)
     data = build_training_data([(it.id, it.image, it.mask, it.split) for it in items],
-                               source.classes, plan.normalisation, cancel=cancel)
+                               source.classes, plan.normalisation, cancel=cancel,
+                               objects=objects_of(items))
     data.plan = plan
     for line in plan.lines():
         log.info("plan: %s", line)

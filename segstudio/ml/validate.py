@@ -21,6 +21,7 @@ from segstudio.core.classes import BACKGROUND, LabelClass
 from segstudio.core.jobs import CancelToken
 from segstudio.core.metrics import class_scores, confusion_matrix
 from segstudio.ml.normalise import PREPARED, Normaliser
+from segstudio.ml.objects import ObjectHead
 from segstudio.ml.predict import TileOptions, predict_tiled
 
 VALIDATION_TILES = TileOptions()       # the predictor's defaults: those of Predict and Measure
@@ -29,20 +30,24 @@ EXCLUDE_FROM_MEAN = (BACKGROUND,)      # Measure's: the means are over the foreg
 
 def evaluate(model: nn.Module, samples: Sequence, num_classes: int, *,
              normalise: Normaliser = PREPARED, options: TileOptions = VALIDATION_TILES,
+             objects: ObjectHead | None = None,
              cancel: CancelToken | None = None) -> tuple[np.ndarray, float]:
     """(confusion matrix, mean cross-entropy over labelled pixels) on whole images.
 
     `samples` hold `image` and `mask`: validation images as stored with the run's
     `normalise` (which resamples to its working scale and back), or training snapshots already
-    prepared (`PREPARED`).
+    prepared (`PREPARED`). With an object head, stored images are read out as Measure reads
+    them (boundary back to its objects' class); training snapshots, whose masks hold the
+    boundary, are scored on the raw outputs.
     """
+    head = objects if normalise is not PREPARED else None
     was_training = model.training
     cm = np.zeros((num_classes, num_classes), np.int64)
     loss_sum, pixels = 0.0, 0
     try:
         for s in samples:
             pred = predict_tiled(model, s.image, normalise, options, uncertainty=False,
-                                 truth=s.mask, cancel=cancel)
+                                 truth=s.mask, objects=head, cancel=cancel)
             cm += confusion_matrix(s.mask, pred.labels, num_classes)
             loss_sum += pred.nll_sum
             pixels += pred.nll_pixels
@@ -76,8 +81,10 @@ def score(metrics: dict[str, float]) -> float:
 
 def validate(model: nn.Module, samples: Sequence, classes: Sequence[LabelClass],
              num_classes: int, *, normalise: Normaliser = PREPARED,
+             objects: ObjectHead | None = None,
              cancel: CancelToken | None = None) -> dict[str, float]:
     """The metrics of one validation pass (see `metrics_from`)."""
     with torch.inference_mode():
-        cm, val_loss = evaluate(model, samples, num_classes, normalise=normalise, cancel=cancel)
+        cm, val_loss = evaluate(model, samples, num_classes, normalise=normalise,
+                                objects=objects, cancel=cancel)
     return metrics_from(cm, classes, val_loss)

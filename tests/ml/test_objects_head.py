@@ -1,0 +1,114 @@
+"""Object classes in training and prediction: boundary rings in the targets, objects back out."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from segstudio.core.classes import UNLABELED
+from segstudio.core.metrics import object_counts
+from segstudio.ml.objects import (ObjectHead, head_for, objects_or_regions, read_out,
+                                  resize_objects, training_target)
+
+
+def touching_pair(h=40, w=60):
+    """Class 1 = two 20x20 squares that touch along x = 30; ids 7 and 9."""
+    mask = np.zeros((h, w), np.uint8)
+    ids = np.zeros((h, w), np.uint32)
+    mask[10:30, 10:50] = 1
+    ids[10:30, 10:30] = 7
+    ids[10:30, 30:50] = 9
+    return mask, ids
+
+
+HEAD = ObjectHead(boundary=2, classes=(1,))
+
+
+def test_head_follows_the_object_classes_and_round_trips():
+    classes = [SimpleNamespace(id=0, objects=False), SimpleNamespace(id=1, objects=True),
+               SimpleNamespace(id=3, objects=True)]
+    head = head_for(classes)
+    assert head == ObjectHead(4, (1, 3))
+    assert head.num_outputs == 5
+    assert ObjectHead.from_dict(head.to_dict()) == head
+    assert head_for([SimpleNamespace(id=0, objects=False), SimpleNamespace(id=1)]) is None
+    assert ObjectHead.from_dict(None) is None
+    with pytest.raises(ValueError):
+        ObjectHead.from_dict({"boundary": 1})
+    with pytest.raises(ValueError):
+        ObjectHead(1, (1,))             # an object class cannot be the boundary
+
+
+def test_target_puts_a_ring_between_touching_objects():
+    mask, ids = touching_pair()
+    target = training_target(mask, ids, HEAD)
+    # the seam between the two squares is boundary on both sides
+    assert (target[12:28, 29] == 2).all() and (target[12:28, 30] == 2).all()
+    # interiors stay the class, background stays background
+    assert (target[15:25, 15:25] == 1).all() and (target[:8] == 0).all()
+    # without ids the two squares are one region: no seam, only the outline
+    merged = training_target(mask, None, HEAD)
+    assert (merged[15:25, 29:31] == 1).all()
+    assert (merged[10, 10:50] == 2).all()
+
+
+def test_unlabeled_pixels_stay_unlabeled_and_other_classes_get_no_ring():
+    mask, ids = touching_pair()
+    mask[:5] = UNLABELED
+    mask[32:38, 5:55] = 3               # a stuff class, not objects
+    head = ObjectHead(4, (1,))
+    target = training_target(mask, ids, head)
+    assert (target[:5] == UNLABELED).all()
+    assert (target[33:37, 7:53] == 3).all()
+    assert not (target[32:38] == 4).any()
+
+
+def test_a_perfect_prediction_reads_out_into_the_true_objects():
+    mask, ids = touching_pair()
+    target = training_target(mask, ids, HEAD)
+    best_other = np.where(target == 2, 1, target).astype(np.uint8)
+    labels, objects = read_out(target, best_other, HEAD)
+    assert objects.dtype == np.uint32
+    np.testing.assert_array_equal(labels, mask)            # every ring pixel back to class 1
+    counts = object_counts(ids, objects)
+    assert counts.true == 2 and counts.predicted == 2
+    assert counts.ap(0.9) == 1.0                           # pixel-exact up to the 1 px seam
+    assert counts.ap(0.5) == 1.0
+
+
+def test_boundary_away_from_any_object_takes_the_best_other_class():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[5:8, 5:8] = 2                 # a boundary blob with no interior next to it
+    best_other = np.zeros_like(labels)
+    best_other[5:8, 5:8] = 3
+    out, objects = read_out(labels, best_other, HEAD)
+    assert (out[5:8, 5:8] == 3).all() and not objects.any()
+
+
+def test_specks_lose_their_id_but_keep_their_class():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:12, 2:12] = 1
+    labels[15, 15:17] = 1                # a 2 px speck
+    out, objects = read_out(labels, labels.copy(), HEAD)
+    assert objects[5, 5] > 0 and objects[15, 15] == 0
+    assert out[15, 15] == 1
+    assert len(np.unique(objects[objects > 0])) == 1
+
+
+def test_regions_stand_in_where_an_object_class_pixel_has_no_id():
+    mask = np.zeros((10, 30), np.uint8)
+    mask[2:8, 2:8] = 1
+    mask[2:8, 20:26] = 1
+    ids = np.zeros(mask.shape, np.uint32)
+    ids[2:8, 2:8] = 100000               # large ids are renumbered
+    out = objects_or_regions(mask, ids, HEAD)
+    assert sorted(np.unique(out).tolist()) == [0, 1, 2]
+    assert len(np.unique(out[2:8, 2:8])) == 1 and len(np.unique(out[2:8, 20:26])) == 1
+    with pytest.raises(ValueError):
+        objects_or_regions(mask, ids[:5], HEAD)
+
+
+def test_object_ids_resample_by_nearest_neighbour():
+    _, ids = touching_pair()
+    small = resize_objects(ids, (20, 30))
+    assert set(np.unique(small).tolist()) == {0, 7, 9}

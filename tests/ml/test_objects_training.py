@@ -1,0 +1,125 @@
+"""A project with an object class trains a model with a boundary output; Predict, Measure and
+the CLI read it out into objects, and count objects from the stored object ids."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from segstudio.core.classes import LabelClass
+from segstudio.io.project import Project
+
+
+def touching_pairs_project(root, rng, n=5, size=128):
+    """Each image: 3 pairs of touching bright discs (one object id each) on a dark ground,
+    with a darker seam where the two discs of a pair meet; the last image is 'val'."""
+    src = root / "src"
+    src.mkdir(parents=True)
+    masks, ids = [], []
+    for i in range(n):
+        mask = np.zeros((size, size), np.uint8)
+        obj = np.zeros((size, size), np.uint32)
+        image = np.full((size, size), 30.0)
+        next_id = 1
+        for k in range(3):
+            r = int(rng.integers(7, 11))
+            cy = 20 + 40 * k
+            cx = int(rng.integers(r + 2, size - 3 * r - 2))
+            for dx in (0, 2 * r):
+                disc = np.zeros((size, size), np.uint8)
+                cv2.circle(disc, (cx + dx, cy), r, 1, -1)
+                disc = disc.astype(bool) & (obj == 0)
+                mask[disc] = 1
+                obj[disc] = next_id
+                image[disc] = 200
+                next_id += 1
+            image[cy - r:cy + r, cx + r] = 110          # the seam
+        image += rng.normal(0, 8, image.shape)
+        cv2.imwrite(str(src / f"im{i}.png"), image.clip(0, 255).astype(np.uint8))
+        masks.append(mask)
+        ids.append(obj)
+    project = Project.create(root / "proj", classes=[
+        LabelClass(0, "background", "#000000"),
+        LabelClass(1, "nucleus", "#ff0000", objects=True)])
+    entries = project.add_images(sorted(src.glob("*.png")))
+    for i, (e, m, o) in enumerate(zip(entries, masks, ids)):
+        project.update_entry(e.id, split="val" if i == n - 1 else "train")
+        project.masks.write(e.id, m)
+        project.masks.write_objects(e.id, o)
+    project.save()
+    return root / "proj"
+
+
+@pytest.fixture(scope="module")
+def object_run(tmp_path_factory):
+    import torch
+
+    from segstudio.ml.train import TrainConfig, train
+    from tests.ml.conftest import TINY_RUN
+
+    torch.manual_seed(0)
+    root = touching_pairs_project(tmp_path_factory.mktemp("objects"), np.random.default_rng(3))
+    result = train(Project.open(root), TrainConfig(**TINY_RUN))
+    return root, result.run_dir
+
+
+def test_the_run_has_a_boundary_output_and_says_so(object_run):
+    from segstudio.ml.runs import load_run_model, read_card
+
+    root, run_dir = object_run
+    card = read_card(run_dir)
+    assert card["objects"] == {"boundary": 2, "classes": [1]}
+    loaded = load_run_model(root, run_dir)
+    assert loaded.objects is not None and loaded.objects.boundary == 2
+    # the boundary is an output, not a class the user sees
+    assert [c.id for c in loaded.classes] == [0, 1]
+    head = [m for m in loaded.model.modules() if isinstance(m, __import__("torch").nn.Conv2d)][-1]
+    assert head.out_channels == 3
+
+
+def test_prediction_gives_project_classes_and_object_ids(object_run):
+    from segstudio.ml.predict import predict_tiled
+    from segstudio.ml.runs import load_run_model
+
+    root, run_dir = object_run
+    loaded = load_run_model(root, run_dir)
+    project = Project.open(root)
+    image = project.read_image(project.images[0]).data
+    pred = predict_tiled(loaded.model, image, loaded.normalise, objects=loaded.objects)
+    assert pred.labels.max() <= 1 and pred.num_classes == 2
+    assert pred.objects is not None and pred.objects.dtype == np.uint32
+    assert pred.objects.shape == image.shape[:2]
+    # every object pixel is a nucleus pixel
+    assert (pred.labels[pred.objects > 0] == 1).all()
+
+
+def test_measure_counts_the_stored_objects_and_matches_the_runs_table(object_run):
+    from segstudio.ml.runs import read_card
+    from segstudio.ml.session import measure
+
+    root, run_dir = object_run
+    report = measure(root, run_dir, "val")
+    counts = report.instances[1]
+    # 6 discs in touching pairs: the stored ids say 6; connected regions would say 3
+    assert counts.true == 6
+    best = read_card(run_dir)["metrics"]["best"]
+    assert report.means["dice"] == pytest.approx(best["mean_dice"], abs=1e-6)
+
+
+def test_cli_evaluate_and_predict_with_objects(object_run, tmp_path, capsys):
+    from segstudio.cli import main
+
+    root, run_dir = object_run
+    assert main(["evaluate", str(root), "--run", run_dir.name, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["instances"]["1"]["true"] == 6
+    assert main(["evaluate", str(root), "--run", run_dir.name]) == 0
+    text = capsys.readouterr().out
+    assert "mean AP 0.5:0.95" in text and "IoU>=" in text
+    out = tmp_path / "pred"
+    assert main(["predict", str(root), "--run", run_dir.name, "--out", str(out)]) == 0
+    summary = json.loads((out / "predictions.json").read_text())
+    row = summary["images"][0]
+    ids = cv2.imread(str(out / row["objects"]), cv2.IMREAD_UNCHANGED)
+    assert ids.dtype == np.uint16 and int(ids.max()) == row["object_count"]
