@@ -61,6 +61,7 @@ class ImportPreview:
     unknown_classes: list[str]         # of those, names matching no project class (after mapping)
     skipped: list[str]
     warnings: list[str] = field(default_factory=list)
+    object_classes: list[str] = field(default_factory=list)   # source classes that hold objects
 
 
 def preview_import(project: Project, src: Path | str, options: ImportOptions | None = None, *,
@@ -72,7 +73,7 @@ def preview_import(project: Project, src: Path | str, options: ImportOptions | N
     known = {c.name.casefold() for c in project.classes} | {UNLABELED_TARGET}
     unknown = sorted(n for n in names if _target(project, n, mapping).casefold() not in known)
     return ImportPreview([p.entry.id for p in plans], sorted(names), unknown, found.skipped,
-                         found.warnings)
+                         found.warnings, sorted(found.object_names))
 
 
 def import_annotations(project: Project, src: Path | str, options: ImportOptions | None = None, *,

@@ -157,6 +157,11 @@ class ImportDialog(QDialog):
         self.unannotated.addItem("background (0)", "background")
         self.unannotated.addItem("unlabeled (255)", "ignore")
         self.skip_unmatched = QCheckBox("Skip files for images that are not in the project")
+        self.as_objects = QCheckBox("Classes hold objects: one object per annotation or shape")
+        self.as_objects.setToolTip(
+            "COCO: one object per annotation (crowd regions stay class pixels); labelme: one per "
+            "shape, shapes with the same label and group_id are one object. Classes already "
+            "marked 'objects' get objects without this; instance label images always give them.")
         self.check_button = QPushButton("Check")
         self.check_button.clicked.connect(self.check)
         self.summary = QLabel("Choose the source and press Check.")
@@ -176,6 +181,7 @@ class ImportDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.skip_unmatched)
+        layout.addWidget(self.as_objects)
         layout.addWidget(self.check_button)
         layout.addWidget(self.summary)
         layout.addWidget(self.mapping, 1)
@@ -185,7 +191,9 @@ class ImportDialog(QDialog):
         self._on_format_changed()
 
     def _on_format_changed(self, _index: int = 0) -> None:
-        self.unannotated.setEnabled("unannotated" in READERS[self.format.currentData()].options)
+        options = READERS[self.format.currentData()].options
+        self.unannotated.setEnabled("unannotated" in options)
+        self.as_objects.setEnabled("as_objects" in options)
 
     def _pick_src(self) -> None:
         fmt = READERS[self.format.currentData()]
@@ -203,7 +211,8 @@ class ImportDialog(QDialog):
             format=self.format.currentData(),
             mapping={k: (k if v == NEW_CLASS else v) for k, v in mapping.items()} or None,
             new_classes=new, unannotated=self.unannotated.currentData(),
-            skip_unmatched=self.skip_unmatched.isChecked())
+            skip_unmatched=self.skip_unmatched.isChecked(),
+            as_objects=self.as_objects.isEnabled() and self.as_objects.isChecked())
 
     def check(self):
         """Read the whole source on a worker (nothing is written), then fill the class mapping."""
@@ -231,7 +240,9 @@ class ImportDialog(QDialog):
     def _on_preview_ready(self, preview) -> None:
         self.summary.setText(f"{len(preview.images)} image(s) get a mask; classes in the source: "
                              f"{', '.join(preview.source_classes) or 'none'}"
-                             + (f"; skipped: {len(preview.skipped)}" if preview.skipped else ""))
+                             + (f"; skipped: {len(preview.skipped)}" if preview.skipped else "")
+                             + (f"; objects of: {', '.join(preview.object_classes)}"
+                                if preview.object_classes else ""))
         self.mapping.setRowCount(0)
         lowered = {c.casefold(): c for c in self._project_classes}
         for name in preview.source_classes:

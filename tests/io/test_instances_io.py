@@ -310,3 +310,53 @@ def test_more_than_65535_objects_export_as_uint32_tiff(tmp_path):
     out = tmp_path / "png" / "instances" / "train"
     assert [p.name for p in out.iterdir()] == [f"{project.images[0].id}.tif"]
     assert np.array_equal(read_instance_image(next(out.iterdir())), objects)
+
+
+def test_coco_crowd_stays_class_pixels_without_an_object(tmp_path):
+    pytest.importorskip("pycocotools")
+    from pycocotools import mask as mu
+
+    project = _project(tmp_path / "a", {"crowd": (20, 30)})
+    crowd = np.zeros((20, 30), np.uint8, order="F")
+    crowd[10:18, 2:28] = 1
+    rle = mu.encode(np.asfortranarray(crowd))
+    doc = {"images": [{"id": 1, "file_name": "crowd.png", "height": 20, "width": 30}],
+           "categories": [{"id": 5, "name": "nucleus"}],
+           "annotations": [
+               {"id": 1, "image_id": 1, "category_id": 5, "iscrowd": 0,
+                "segmentation": [[2, 2, 8, 2, 8, 8, 2, 8]]},
+               {"id": 2, "image_id": 1, "category_id": 5, "iscrowd": 0,
+                "segmentation": [[8, 2, 14, 2, 14, 8, 8, 8]]},
+               {"id": 3, "image_id": 1, "category_id": 5, "iscrowd": 1,
+                "segmentation": {"size": [20, 30], "counts": rle["counts"].decode()}}]}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    import_annotations(project, tmp_path / "c.json", ImportOptions(format="coco"))
+    mask, objects = _layers(project)
+    assert (mask[10:18, 2:28] == 2).all() and not objects[10:18, 2:28].any()
+    assert sorted(np.unique(objects).tolist()) == [0, 1, 2]
+    assert objects[4, 4] != objects[4, 10]          # the two touching squares
+
+
+def test_an_import_replaces_old_objects_and_a_failed_one_puts_them_back(tmp_path, monkeypatch):
+    mask, objects = _touching_grid()
+    project = _with_labels(tmp_path, mask, objects)
+    image_id = project.images[0].id
+    src = tmp_path / "plain"
+    src.mkdir()
+    cv2.imwrite(str(src / "img.png"), (mask > 0).astype(np.uint8))     # class 1 everywhere
+    real_write = project.masks.write
+
+    def failing(image_id, mask, *objects):
+        real_write(image_id, mask, *objects)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(project.masks, "write", failing)
+    with pytest.raises(OSError, match="disk full"):
+        import_annotations(project, src, ImportOptions(format="folder"))
+    monkeypatch.undo()
+    back_mask, back_objects = _layers(project)
+    assert np.array_equal(back_mask, mask) and np.array_equal(back_objects, objects)   # both back
+    import_annotations(project, src, ImportOptions(format="folder"))
+    new_mask, new_objects = _layers(project)
+    assert (new_mask == (mask > 0)).all() and not new_objects.any()
+    assert not project.masks.has_objects(image_id)         # old ids went with the old mask

@@ -109,7 +109,8 @@ def plan_folder(project: Project, src: Path, fill: int, options: ImportOptions,
     return plans, {names_of[v] for v in used}
 
 
-@register_reader("coco", label="COCO", description="COCO JSON", options=("unannotated",),
+@register_reader("coco", label="COCO", description="COCO JSON",
+                 options=("unannotated", "as_objects"),
                  file_filter="JSON (*.json)")
 def plan_coco(project: Project, src: Path, fill: int, options: ImportOptions,
                found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
@@ -201,7 +202,7 @@ def plan_yolo(project: Project, src: Path, fill: int, options: ImportOptions,
 
 
 @register_reader("labelme", label="labelme", description="labelme JSON files",
-                 options=("unannotated",))
+                 options=("unannotated", "as_objects"))
 def plan_labelme(project: Project, src: Path, fill: int, options: ImportOptions,
                   found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
     from segstudio.io.formats.labelme import rasterize, rasterize_objects, read_labelme
