@@ -360,3 +360,19 @@ def test_an_import_replaces_old_objects_and_a_failed_one_puts_them_back(tmp_path
     new_mask, new_objects = _layers(project)
     assert (new_mask == (mask > 0)).all() and not new_objects.any()
     assert not project.masks.has_objects(image_id)         # old ids went with the old mask
+
+
+def test_rle_from_the_objects_columns_equals_pycocotools_on_the_whole_image():
+    pytest.importorskip("pycocotools")
+    from pycocotools import mask as mu
+
+    from segstudio.io.formats.coco import instance_rle
+    from segstudio.io.formats.polygons import instances
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        m = (rng.random((h, w)) < 0.4).astype(np.uint8)
+        for inst in instances(m, [1]):
+            full = mu.encode(inst.full_mask((h, w), order="F"))
+            assert instance_rle(inst, (h, w), mu)["counts"] == full["counts"].decode()
