@@ -117,7 +117,7 @@ def split_object(target: Target, p0: tuple[float, float], p1: tuple[float, float
     if objects is None:
         return 0
     if object_id is None:
-        object_id = _most_crossed(objects, p0, p1)
+        object_id = most_crossed(objects, p0, p1)
         if object_id == 0:
             return 0
     object_class(target, object_id)            # raises for an unknown id
@@ -134,7 +134,7 @@ def split_object(target: Target, p0: tuple[float, float], p1: tuple[float, float
     return new_id
 
 
-def _most_crossed(objects: np.ndarray, p0, p1) -> int:
+def most_crossed(objects: np.ndarray, p0, p1) -> int:
     """The object under most of the segment's points (every half pixel along it)."""
     n = int(np.ceil(2 * max(abs(p1[0] - p0[0]), abs(p1[1] - p0[1])))) + 1
     t = np.linspace(0.0, 1.0, n)
@@ -151,12 +151,20 @@ def _most_crossed(objects: np.ndarray, p0, p1) -> int:
 
 def delete_object(target: Target, object_id: int) -> bool:
     """The object's pixels become unlabeled (class and id); False if there was no such object."""
+    return delete_objects(target, [object_id]) > 0
+
+
+def delete_objects(target: Target, ids) -> int:
+    """Several objects deleted as one step; returns how many were there."""
     mask, objects = _layers(target)
-    if objects is None or object_id <= 0:
-        return False
-    rect = object_rect(objects, [object_id])
+    ids = np.asarray(sorted({int(i) for i in ids if int(i) > 0}), np.uint32)
+    if objects is None or ids.size == 0:
+        return 0
+    rect = object_rect(objects, ids)
     if rect is None:
-        return False
-    where = objects[rect.slices] == object_id
-    _commit(target, rect, where, UNLABELED, 0, "Delete object")
-    return True
+        return 0
+    region = objects[rect.slices]
+    found = int(np.isin(ids, np.unique(region)).sum())
+    where = np.isin(region, ids)
+    _commit(target, rect, where, UNLABELED, 0, "Delete object" if found == 1 else "Delete objects")
+    return found

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QWidget
 from segstudio.core.classes import UNLABELED
 from segstudio.core.display import DisplayRange
 from segstudio.core.document import ImageDocument
+from segstudio.edit import objects as object_ops
 from segstudio.edit.regions import Proposal
 from segstudio.ui.actions import Action
 from segstudio.ui.canvas_view import (BACKDROP, MAX_ZOOM, MIN_ZOOM, CanvasView,  # noqa: F401
@@ -31,6 +32,8 @@ CANVAS_KEYS = (
     Action("canvas.zoom_wheel", "Zoom at the cursor", gesture="Wheel", section="View", canvas=True),
     Action("canvas.pan", "Pan", ("Left", "Right", "Up", "Down"),
            gesture="Space+drag, middle drag", section="View", canvas=True),
+    Action("canvas.pick_object", "Pick the object under the cursor (selects it and its class)",
+           gesture="Alt+click", section="Tools", canvas=True),
 )
 
 
@@ -41,6 +44,8 @@ class MaskCanvas(CanvasView):
     stroke_finished = Signal()
     paint_refused = Signal(str)         # why a stroke could not start (read-only mask)
     brush_changed = Signal(float)       # new brush radius (Ctrl+wheel)
+    object_picked = Signal(int, int)    # object id and its class id (Alt+click)
+    object_message = Signal(str)        # what an object edit did, or why it did nothing
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -50,6 +55,10 @@ class MaskCanvas(CanvasView):
         self.brush_radius = 8.0
         self.class_value = 1
         self.protect_others = False
+        # painting an object class: False = each stroke is a new object (touching nuclei stay
+        # two); True = a stroke continues the object under the cursor, else the picked one
+        self.continue_object = False
+        self.picked_object: tuple[int, int] | None = None     # (object id, class id)
         self._last_img: tuple[float, float] | None = None
         self._pan_from: QPointF | None = None
         self._space = False
@@ -124,7 +133,8 @@ class MaskCanvas(CanvasView):
             self.paint_refused.emit(self._doc.read_only)
             return
         value, only_over = self._painting_value()
-        self._doc.replace(proposal.rect, value, label, where=proposal.region, only_over=only_over)
+        self._doc.replace(proposal.rect, value, label, where=proposal.region, only_over=only_over,
+                          object_id=self._stroke_object(None))
         self.stroke_finished.emit()
 
     def _paint_above(self, p: QPainter) -> None:
@@ -190,6 +200,10 @@ class MaskCanvas(CanvasView):
         if self.loading:
             self.paint_refused.emit(f"{self.loading} Paint once it is shown.")
             return
+        if (event.button() == Qt.MouseButton.LeftButton and self._doc is not None
+                and event.modifiers() & Qt.KeyboardModifier.AltModifier):
+            self.pick_object(self.widget_to_image(pos))
+            return
         tool = self.active_tool
         if tool is not None and self._doc is not None:
             tool.press(self.widget_to_image(pos), event.button(), event.modifiers())
@@ -198,9 +212,112 @@ class MaskCanvas(CanvasView):
             if self._doc.read_only:
                 self.paint_refused.emit(self._doc.read_only)
                 return
-            self._doc.begin_stroke("Eraser" if self.tool == "eraser" else "Brush")
             self._last_img = self.widget_to_image(pos)
+            self._doc.begin_stroke("Eraser" if self.tool == "eraser" else "Brush",
+                                   self._stroke_object(self._last_img))
             self._dab_to(self._last_img)
+
+    # -- objects ---------------------------------------------------------------------------
+    def object_under(self, pt: tuple[float, float]) -> int:
+        return object_ops.object_at(self._doc.objects if self._doc else None, *pt)
+
+    def _stroke_object(self, pt: tuple[float, float] | None) -> int | None:
+        """The object a stroke continues (continue mode), or None: a new object."""
+        doc = self._doc
+        if (doc is None or not self.continue_object or self.tool == "eraser"
+                or not doc.is_object_class(self.class_value)):
+            return None
+        if pt is not None:
+            oid = self.object_under(pt)
+            if oid and doc.mask[int(pt[0]), int(pt[1])] == self.class_value:
+                return oid
+        if self.picked_object is not None and self.picked_object[1] == self.class_value:
+            return self.picked_object[0]
+        return None
+
+    def pick_object(self, pt: tuple[float, float]) -> int:
+        """Alt+click: the object under the cursor becomes the picked (and selected) one."""
+        oid = self.object_under(pt)
+        if not oid:
+            self.picked_object = None
+            self.set_selected_objects([])
+            self.object_message.emit("No object under the cursor")
+            return 0
+        cls = int(self._doc.mask[int(pt[0]), int(pt[1])])
+        self.picked_object = (oid, cls)
+        self.set_selected_objects([oid])
+        self.object_picked.emit(oid, cls)
+        self.object_message.emit(f"Object {oid} (class {cls}) picked")
+        return oid
+
+    def select_object_at(self, pt: tuple[float, float], add: bool = False) -> list[int]:
+        oid = self.object_under(pt)
+        chosen = [int(i) for i in self.selected_objects] if add else []
+        if oid and oid in chosen:
+            chosen.remove(oid)
+        elif oid:
+            chosen.append(oid)
+        self.set_selected_objects(chosen)
+        self.object_message.emit(f"Selected object(s): {', '.join(map(str, chosen))}" if chosen
+                                 else "No object selected")
+        return chosen
+
+    def _object_edit(self, fn, *args):
+        """Run an edit.objects function on the document as one undo step; None if refused."""
+        if self._doc is None:
+            return None
+        if self._doc.read_only:
+            self.paint_refused.emit(self._doc.read_only)
+            return None
+        try:
+            result = fn(self._doc, *args)
+        except object_ops.ObjectEditError as e:
+            self.object_message.emit(str(e))
+            return None
+        if result:
+            self.stroke_finished.emit()
+        return result
+
+    def split_along(self, p0: tuple[float, float], p1: tuple[float, float]) -> int:
+        """Cut in two the selected object, or else the one the line crosses most."""
+        doc = self._doc
+        if doc is None or doc.objects is None:
+            self.object_message.emit("This image has no objects to cut")
+            return 0
+        a, b = (p0[0] - 0.5, p0[1] - 0.5), (p1[0] - 0.5, p1[1] - 0.5)     # pixel centres
+        selected = [int(i) for i in self.selected_objects]
+        sources = [selected[0]] if len(selected) == 1 else []
+        sources.append(object_ops.most_crossed(doc.objects, a, b))
+        for source in dict.fromkeys(s for s in sources if s):
+            new = self._object_edit(object_ops.split_object, a, b, source)
+            if new:
+                self.set_selected_objects([source, new])
+                self.object_message.emit(f"Object {source} cut in two: new object {new}")
+                return new
+        self.object_message.emit("The line does not cut an object in two")
+        return 0
+
+    def merge_selected(self) -> int:
+        ids = [int(i) for i in self.selected_objects]
+        if len(ids) < 2:
+            self.object_message.emit("Select two or more objects to merge (Shift+click)")
+            return 0
+        kept = self._object_edit(object_ops.merge_objects, ids) or 0
+        if kept:
+            self.set_selected_objects([kept])
+            self.object_message.emit(f"Merged into object {kept}")
+        return kept
+
+    def delete_selected(self) -> int:
+        ids = [int(i) for i in self.selected_objects]
+        if not ids:
+            self.object_message.emit("Select the objects to delete first")
+            return 0
+        n = self._object_edit(object_ops.delete_objects, ids) or 0
+        if n:
+            self.set_selected_objects([])
+            self.object_message.emit(f"Deleted {n} object(s)")
+        return n
 
     def _dab_to(self, pt: tuple[float, float]) -> None:
         assert self._doc is not None and self._last_img is not None

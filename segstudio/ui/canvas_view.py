@@ -13,11 +13,12 @@ from PySide6.QtCore import QPointF, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QPainter, QPaintEvent, QResizeEvent
 from PySide6.QtWidgets import QWidget
 
-from segstudio.core.classes import LabelClass, color_lut
+from segstudio.core.classes import LabelClass, color_lut, object_class_ids
 from segstudio.core.display import DisplayRange, default_range, to_display
 from segstudio.core.document import ImageDocument
 from segstudio.core.geometry import Rect
 from segstudio.ui.layers import VIEW_MODES, PredictionLayer
+from segstudio.ui.object_layer import render_objects
 
 BACKDROP = (40, 40, 44)
 MIN_ZOOM, MAX_ZOOM = 1e-3, 64.0
@@ -47,6 +48,8 @@ class CanvasView(QWidget):
         self.opacity = 0.5
         self.mask_visible = True
         self.outline = False
+        self.object_edges = False       # draw each object's boundary over its fill
+        self.selected_objects = np.zeros(0, np.uint32)
         self.zoom = 1.0
         self.offset = QPointF(0, 0)     # widget position of the image's top-left corner
         self._ys = np.zeros(0, np.int64)
@@ -80,8 +83,11 @@ class CanvasView(QWidget):
             self._doc.changed.disconnect(self._on_doc_changed)
         self._data, self._doc = data, doc
         self.prediction.labels = self.prediction.uncertainty = None
+        self.selected_objects = np.zeros(0, np.uint32)
         if doc is not None:
             doc.changed.connect(self._on_doc_changed)
+            if self._classes:           # the canvas's classes say which carry objects
+                doc.object_classes = object_class_ids(self._classes)
         if data is not None:
             self._range = display or default_range(data)
         self.fit()
@@ -97,6 +103,8 @@ class CanvasView(QWidget):
 
     def set_classes(self, classes: list[LabelClass]) -> None:
         self._classes = list(classes)
+        if self._doc is not None and self._classes:
+            self._doc.object_classes = object_class_ids(self._classes)
         self.prediction.set_classes(self._classes)
         self._refresh_overlay_lut()
         self._render_prediction(None)
@@ -107,6 +115,17 @@ class CanvasView(QWidget):
 
     def set_outline(self, outline: bool) -> None:
         self.outline = outline
+        self._render_overlay(None)
+        self.update()
+
+    def set_object_edges(self, on: bool) -> None:
+        self.object_edges = bool(on)
+        self._render_overlay(None)
+        self.update()
+
+    def set_selected_objects(self, ids) -> None:
+        """Objects drawn with a white edge (the Objects tool's selection)."""
+        self.selected_objects = np.unique(np.asarray(list(ids), np.uint32))
         self._render_overlay(None)
         self.update()
 
@@ -227,6 +246,9 @@ class CanvasView(QWidget):
             return
         rs, cs = region
         vis = self._visible()
+        if self._doc.objects is not None:
+            self._render_objects(rs, cs, vis)
+            return
         if not self.outline:
             self._over_buf[rs, cs] = self._lut[self._gather(self._doc.mask, rs, cs)]
             return
@@ -245,6 +267,17 @@ class CanvasView(QWidget):
         lut[:, :3] = np.where(lut[:, 3:4] > 0, self._opaque_rgb, 0)
         colored = np.where(edge[..., None], lut[m], 0).astype(np.uint8)
         self._over_buf[rs, cs] = colored[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0]
+
+    def _render_objects(self, rs: slice, cs: slice, vis: tuple[slice, slice]) -> None:
+        """The overlay where the image has an instance layer: objects in shades of their
+        class, with a pixel of margin so edges at the region's border are right."""
+        r0, r1 = max(rs.start - 1, vis[0].start), min(rs.stop + 1, vis[0].stop)
+        c0, c1 = max(cs.start - 1, vis[1].start), min(cs.stop + 1, vis[1].stop)
+        m = self._gather(self._doc.mask, slice(r0, r1), slice(c0, c1))
+        o = self._gather(self._doc.objects, slice(r0, r1), slice(c0, c1))
+        out = render_objects(m, o, self._lut, self._opaque_rgb, outline=self.outline,
+                             object_edges=self.object_edges, selected=self.selected_objects)
+        self._over_buf[rs, cs] = out[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0]
 
     def _widget_span(self, rect: Rect) -> tuple[slice, slice]:
         """Widget rows and columns that show image rect `rect`."""

@@ -42,6 +42,7 @@ class ClassControl:
         panel.class_selected.connect(self._on_panel_class_selected)
         panel.classes_edited.connect(self.set_classes)
         panel.class_deleted.connect(self.delete)
+        canvas.object_picked.connect(self._on_canvas_object_picked)
 
     def show_project(self, project: Project) -> None:
         self.panel.set_classes(project.classes)
@@ -53,6 +54,10 @@ class ClassControl:
         c = project.class_by_id(class_id) if project else None
         if c is not None:
             self._show_message(f"Painting '{c.name}'", 1500)
+
+    def _on_canvas_object_picked(self, object_id: int, class_id: int) -> None:
+        """Alt+click on an object: its class becomes the one painted."""
+        self.panel.select_id(class_id)
 
     def set_classes(self, classes: list[LabelClass]) -> None:
         """The panel's edit becomes the project's classes, or is refused with the reason."""

@@ -44,6 +44,20 @@ EDITING_ACTIONS = (
     *CANVAS_KEYS,
 )
 
+# objects of classes marked "objects" (the Objects tool, X, selects and cuts them)
+OBJECT_ACTIONS = (
+    Action("objects.continue", "Continue Object Under Cursor", ("J",), menu="Tools",
+           toolbar=True, checkable=True, separator=True,
+           tip="Off: each stroke of an object class is a new object (touching ones stay apart). "
+               "On: a stroke adds to the object under the cursor, else to the one Alt+clicked"),
+    Action("objects.merge", "Merge Selected Objects", ("Ctrl+J",), menu="Mask", separator=True,
+           tip="The objects selected with the Objects tool (Shift+click) become one"),
+    Action("objects.delete", "Delete Selected Objects", ("Del",), menu="Mask",
+           tip="The selected objects' pixels become unlabeled"),
+    Action("view.object_edges", "Show Object Edges", ("Shift+O",), menu="View", checkable=True,
+           tip="Draw each object's boundary over its colour"),
+)
+
 
 class Editing:
     """Declares the editing actions in `actions`, binds them, and builds the tool bar."""
@@ -64,9 +78,10 @@ class Editing:
         self.document = document or (lambda: canvas.document)
         self.parent = parent or canvas
         self.histories: dict[str, History] = {}
-        actions.add(*EDITING_ACTIONS)
+        actions.add(*EDITING_ACTIONS, *OBJECT_ACTIONS)
         self._bind_tools()
         self._bind_mask_ops()
+        self._bind_objects()
         self.toolbar = self._build_toolbar()
 
     # -- tools -----------------------------------------------------------------------------
@@ -134,6 +149,20 @@ class Editing:
 
     def _on_connectivity_toggled(self, on: bool) -> None:
         self.canvas.tools["fill"].connectivity = 8 if on else 4
+
+    # -- objects ---------------------------------------------------------------------------
+    def _bind_objects(self) -> None:
+        bind = self.actions.bind
+        self.continue_action = bind("objects.continue", self._on_continue_toggled)
+        bind("objects.merge", self.canvas.merge_selected)
+        bind("objects.delete", self.canvas.delete_selected)
+        self.object_edges_action = bind("view.object_edges", self.canvas.set_object_edges)
+        self.canvas.object_message.connect(lambda text: self.show_message(text, 4000))
+
+    def _on_continue_toggled(self, on: bool) -> None:
+        self.canvas.continue_object = bool(on)
+        self.show_message("Strokes continue the object under the cursor" if on
+                          else "Each stroke starts a new object", 3000)
 
     # -- mask operations -------------------------------------------------------------------
     def _bind_mask_ops(self) -> None:

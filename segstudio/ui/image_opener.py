@@ -19,11 +19,11 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from segstudio.core.classes import UNLABELED, LabelClass, default_color
+from segstudio.core.classes import UNLABELED, LabelClass, default_color, object_class_ids
 from segstudio.core.document import ImageDocument, ReadOnlyError
 from segstudio.core.history import History
 from segstudio.io.images import LoadedImage
-from segstudio.io.masks import MaskError
+from segstudio.io.masks import MaskError, apply_tiles
 from segstudio.io.project import ImageEntry, Project, labelled_fraction
 from segstudio.ui.canvas import MaskCanvas
 from segstudio.ui.saving import ProjectSaver
@@ -35,19 +35,20 @@ STATUS_DELAY_MS = 600     # the labelled fraction is recomputed this long after 
 
 
 def load_item(project: Project, entry: ImageEntry, *, on_progress=None, cancel=None):
-    """Job body: the image's pixels, its saved mask (or why it is unusable), and the ids in the
-    mask that no class of the project has (a mask written by another tool)."""
+    """Job body: the image's pixels, its saved mask (or why it is unusable), the ids in the
+    mask that no class of the project has (a mask written by another tool), and its instance
+    layer (None if it has none)."""
     loaded = project.read_image(entry)
     shape = loaded.data.shape[:2]
     if not project.masks.has_mask(entry.id):       # nothing saved: all unlabeled, nothing to check
-        return loaded, np.full(shape, UNLABELED, np.uint8), None, []
+        return loaded, np.full(shape, UNLABELED, np.uint8), None, [], None
     try:
-        mask, problem = project.load_mask(entry, shape), None
+        (mask, objects), problem = project.load_layers(entry, shape), None
     except (MaskError, OSError) as e:
-        return loaded, np.full(shape, UNLABELED, np.uint8), str(e), []
+        return loaded, np.full(shape, UNLABELED, np.uint8), str(e), [], None
     present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
     known = {c.id for c in project.classes} | {UNLABELED}
-    return loaded, mask, problem, [int(i) for i in present if int(i) not in known]
+    return loaded, mask, problem, [int(i) for i in present if int(i) not in known], objects
 
 
 class ImageOpener(QObject):
@@ -164,17 +165,17 @@ class ImageOpener(QObject):
             self.current, self.loaded = None, None
 
     def _show_item(self, project: Project, image_id: str, unsaved: list, result) -> None:
-        loaded, mask, problem, stray = result
+        loaded, mask, problem, stray, objects = result
         entry = project.entry(image_id)
         for tiles in unsaved:       # replaying absolute tiles in order is idempotent
-            for rect, values in tiles:
-                mask[rect.slices] = values
+            objects = apply_tiles(tiles, mask, objects)
         if project.read_only and not problem:
             read_only = f"Read-only: {project.read_only}"
         else:
             read_only = problem and (f"{problem}. The mask file was left untouched; fix or "
                                      f"remove it to paint on this image.")
-        doc = ImageDocument(mask, history=self._history_for(entry.id), read_only=read_only)
+        doc = ImageDocument(mask, history=self._history_for(entry.id), read_only=read_only,
+                            objects=objects, object_classes=object_class_ids(project.classes))
         doc.history_changed.connect(self._on_doc_history_changed)
         doc.edited.connect(partial(self._on_doc_edited, entry.id, mask.shape))
         self.current, self.loaded = entry, loaded

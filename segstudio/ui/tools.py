@@ -277,8 +277,59 @@ class WatershedTool(SmartTool):
                 p.drawEllipse(self.canvas.image_to_widget(y + 0.5, x + 0.5), 4, 4)
 
 
+class ObjectTool(Tool):
+    """Objects of instance classes: click selects, drag cuts one in two along the line."""
+
+    name, label = "objects", "Objects"
+    text, shortcut = "Objects (Select / Cut)", "X"
+    hint = ("Click an object to select it (Shift+click: add), drag a line across one to cut it "
+            "in two; Ctrl+J merges the selected, Del deletes them")
+    DRAG_PX = 4             # screen pixels: a shorter drag is a click
+
+    def __init__(self, canvas) -> None:
+        super().__init__(canvas)
+        self.p0: Point | None = None
+        self.p1: Point | None = None
+        self._add = False
+
+    def reset(self) -> None:
+        self.p0 = self.p1 = None
+        self.canvas.update()
+
+    def press(self, pt, button, modifiers) -> None:
+        if button == Qt.MouseButton.LeftButton:
+            self.p0 = self.p1 = pt
+            self._add = bool(modifiers & (Qt.KeyboardModifier.ShiftModifier
+                                          | Qt.KeyboardModifier.ControlModifier))
+
+    def move(self, pt, buttons) -> None:
+        if self.p0 is not None and buttons & Qt.MouseButton.LeftButton:
+            self.p1 = pt
+            self.canvas.update()
+
+    def release(self, pt, button) -> None:
+        if button != Qt.MouseButton.LeftButton or self.p0 is None:
+            return
+        p0 = self.p0
+        self.reset()
+        dist = ((pt[0] - p0[0]) ** 2 + (pt[1] - p0[1]) ** 2) ** 0.5 * self.canvas.zoom
+        if dist >= self.DRAG_PX:
+            self.canvas.split_along(p0, pt)
+        else:
+            self.canvas.select_object_at(pt, add=self._add)
+
+    def paint(self, p) -> None:
+        if self.p0 is None or self.p1 is None or self.p0 == self.p1:
+            return
+        a, b = self.canvas.image_to_widget(*self.p0), self.canvas.image_to_widget(*self.p1)
+        p.setPen(QPen(QColor(0, 0, 0, 200), 3))
+        p.drawLine(a, b)
+        p.setPen(QPen(QColor(255, 255, 255), 1.5, Qt.PenStyle.DashLine))
+        p.drawLine(a, b)
+
+
 TOOL_CLASSES = (FillTool, PolygonTool, RectangleTool, WandTool, GrabCutTool, WatershedTool,
-                ThresholdTool)
+                ThresholdTool, ObjectTool)
 
 
 # the brush and the eraser have no Tool object (the canvas paints with them itself):

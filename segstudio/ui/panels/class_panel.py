@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from dataclasses import replace
+
+from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QColorDialog, QGridLayout, QInputDialog, QListWidget,
-                               QListWidgetItem, QMessageBox, QPushButton, QVBoxLayout, QWidget)
+                               QListWidgetItem, QMenu, QMessageBox, QPushButton, QVBoxLayout,
+                               QWidget)
 
 from segstudio.core.classes import BACKGROUND, LabelClass, default_color, next_class_id
 
@@ -14,6 +17,10 @@ def swatch(color: str, size: int = 14) -> QIcon:
     pm = QPixmap(size, size)
     pm.fill(QColor(color))
     return QIcon(pm)
+
+
+OBJECTS_TIP = ("Objects: each pixel of this class also belongs to one object (a nucleus, a cell), "
+               "so touching objects stay apart; each stroke paints a new object")
 
 
 class ClassPanel(QWidget):
@@ -31,6 +38,8 @@ class ClassPanel(QWidget):
         self.list.currentRowChanged.connect(self._on_list_row_changed)
         self.list.itemDoubleClicked.connect(lambda _i: self.rename_current())
         self.list.itemChanged.connect(self._on_list_item_changed)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._on_list_context_menu)
         buttons = QGridLayout()     # two rows: keeps the panel narrow
         self.add_button = QPushButton("Add")
         self.rename_button = QPushButton("Rename")
@@ -38,13 +47,17 @@ class ClassPanel(QWidget):
         self.up_button = QPushButton("▲")
         self.down_button = QPushButton("▼")
         self.delete_button = QPushButton("Delete")
+        self.objects_button = QPushButton("Objects")
+        self.objects_button.setCheckable(True)
         for i, (b, tip) in enumerate(((self.add_button, "Add a class"),
                                       (self.rename_button, "Rename (double-click)"),
                                       (self.color_button, "Change the colour"),
                                       (self.up_button, "Move up"), (self.down_button, "Move down"),
-                                      (self.delete_button, "Delete the class"))):
+                                      (self.delete_button, "Delete the class"),
+                                      (self.objects_button, OBJECTS_TIP))):
             b.setToolTip(tip)
             buttons.addWidget(b, i // 3, i % 3)
+        self.objects_button.clicked.connect(lambda on: self.set_current_objects(bool(on)))
         self.add_button.clicked.connect(self.add_class)
         self.rename_button.clicked.connect(self.rename_current)
         self.color_button.clicked.connect(self.recolor_current)
@@ -67,11 +80,14 @@ class ClassPanel(QWidget):
         self.list.clear()
         for c in self._classes:
             key = f"  [{c.id}]" if c.id <= 9 else ""
-            item = QListWidgetItem(swatch(c.color), f"{c.name}{key}")
+            kind = "  · objects" if c.objects else ""
+            item = QListWidgetItem(swatch(c.color), f"{c.name}{key}{kind}")
             item.setData(Qt.ItemDataRole.UserRole, c.id)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if c.visible else Qt.CheckState.Unchecked)
-            item.setToolTip(f"class id {c.id}; key {c.id} selects it; untick to hide it")
+            what = ("objects: each stroke paints a new object" if c.objects
+                    else "right-click to mark it as objects")
+            item.setToolTip(f"class id {c.id}; key {c.id} selects it; untick to hide it; {what}")
             self.list.addItem(item)
         self.list.blockSignals(False)
         ids = [c.id for c in self._classes]
@@ -79,6 +95,7 @@ class ClassPanel(QWidget):
             self.list.setCurrentRow(ids.index(current))
         elif self._classes:
             self.list.setCurrentRow(min(1, len(self._classes) - 1))
+        self._sync_objects_button()
 
     def current_id(self) -> int | None:
         item = self.list.currentItem()
@@ -93,14 +110,49 @@ class ClassPanel(QWidget):
 
     def _on_list_row_changed(self, row: int) -> None:
         if 0 <= row < len(self._classes):
+            self._sync_objects_button()
             self.class_selected.emit(self._classes[row].id)
+
+    def _sync_objects_button(self) -> None:
+        row = self.list.currentRow()
+        c = self._classes[row] if 0 <= row < len(self._classes) else None
+        self.objects_button.setChecked(bool(c and c.objects))
+        self.objects_button.setEnabled(c is not None and c.id != BACKGROUND)
+
+    def set_current_objects(self, on: bool) -> None:
+        """Mark the current class as objects (instances) or back to plain pixels."""
+        row = self.list.currentRow()
+        if row < 0:
+            return
+        c = self._classes[row]
+        if c.id == BACKGROUND:
+            self._sync_objects_button()
+            return
+        if c.objects != on:
+            self._edit([*self._classes[:row], replace(c, objects=on), *self._classes[row + 1:]])
+        self._sync_objects_button()
+
+    def _on_list_context_menu(self, pos: QPoint) -> None:
+        item = self.list.itemAt(pos)
+        if item is None:
+            return
+        self.list.setCurrentItem(item)
+        c = self._classes[self.list.row(item)]
+        menu = QMenu(self)
+        act = menu.addAction("Objects (instances)")
+        act.setCheckable(True)
+        act.setChecked(c.objects)
+        act.setEnabled(c.id != BACKGROUND)
+        act.setToolTip(OBJECTS_TIP)
+        act.toggled.connect(self.set_current_objects)
+        menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def _on_list_item_changed(self, item: QListWidgetItem) -> None:
         row = self.list.row(item)
         visible = item.checkState() == Qt.CheckState.Checked
         if 0 <= row < len(self._classes) and self._classes[row].visible != visible:
             c = self._classes[row]
-            self._edit([*self._classes[:row], LabelClass(c.id, c.name, c.color, visible),
+            self._edit([*self._classes[:row], replace(c, visible=visible),
                         *self._classes[row + 1:]])
 
     def _edit(self, classes: list[LabelClass], select: int | None = None) -> None:
@@ -134,8 +186,7 @@ class ClassPanel(QWidget):
         if not name or any(o.name.casefold() == name.casefold() and o.id != c.id for o in self._classes):
             QMessageBox.warning(self, "Rename class", f"'{name}' is empty or used by another class.")
             return
-        self._edit([*self._classes[:row], LabelClass(c.id, name, c.color, c.visible),
-                    *self._classes[row + 1:]])
+        self._edit([*self._classes[:row], replace(c, name=name), *self._classes[row + 1:]])
 
     def recolor_current(self, color: str | None = None) -> None:
         row = self.list.currentRow()
@@ -147,8 +198,7 @@ class ClassPanel(QWidget):
             if not picked.isValid():
                 return
             color = picked.name()
-        self._edit([*self._classes[:row], LabelClass(c.id, c.name, color, c.visible),
-                    *self._classes[row + 1:]])
+        self._edit([*self._classes[:row], replace(c, color=color), *self._classes[row + 1:]])
 
     def move_current(self, delta: int) -> None:
         row = self.list.currentRow()
