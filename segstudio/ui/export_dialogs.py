@@ -159,7 +159,8 @@ class ImportDialog(QDialog):
         self.skip_unmatched = QCheckBox("Skip files for images that are not in the project")
         self.as_objects = QCheckBox("Classes hold objects: one object per annotation or shape")
         self.as_objects.setToolTip(
-            "COCO: one object per annotation (crowd regions stay class pixels); labelme: one per "
+            "COCO: one object per annotation (crowd regions stay class pixels); YOLO: one per "
+            "line; labelme: one per "
             "shape, shapes with the same label and group_id are one object. Classes already "
             "marked 'objects' get objects without this; instance label images always give them.")
         self.check_button = QPushButton("Check")

@@ -171,11 +171,11 @@ def _coco_plan(entry, what: str, img, cats: dict[int, str], fill: int) -> Planne
 
 
 @register_reader("yolo", label="YOLO-seg", description="YOLO segmentation labels",
-                 options=("unannotated",))
+                 options=("unannotated", "as_objects"))
 def plan_yolo(project: Project, src: Path, fill: int, options: ImportOptions,
                found: Found, cancel: CancelToken) -> tuple[list[Planned], set[str]]:
     from segstudio.io.formats.yolo import (class_names, label_files, match_keys, rasterize,
-                                           read_label_file)
+                                           rasterize_objects, read_label_file)
 
     if not src.is_dir():
         raise FormatError(f"{src}: expected a YOLO dataset folder (with data.yaml and labels/)")
@@ -195,9 +195,15 @@ def plan_yolo(project: Project, src: Path, fill: int, options: ImportOptions,
         objects = read_label_file(path, len(names), shape, found.warnings, names_from)
         used |= {names[o.class_index] for o in objects}
 
+        if options.as_objects:
+            found.object_names |= {names[o.class_index] for o in objects}
+
         def build(class_of: dict[str, int], objects=objects, shape=shape) -> np.ndarray:
             return rasterize(objects, shape, [class_of.get(n, fill) for n in names], fill)
-        plans.append(Planned(entry, str(path), build))
+
+        def object_ids(class_of: dict[str, int], objects=objects, shape=shape) -> np.ndarray:
+            return rasterize_objects(objects, shape)
+        plans.append(Planned(entry, str(path), build, object_ids))
     return plans, used
 
 

@@ -294,3 +294,12 @@ def rasterize(objects: list[YoloObject], shape: tuple[int, int], class_of: list[
     for obj in objects:
         fill_centre_polygon(out, obj.points * (w, h), class_of[obj.class_index])
     return out
+
+
+def rasterize_objects(objects: list[YoloObject], shape: tuple[int, int]) -> np.ndarray:
+    """One object per line (uint32 1..n), painted as `rasterize` paints the classes."""
+    h, w = shape
+    out = np.zeros((h, w), np.int32)            # OpenCV draws into int32, not uint32
+    for k, obj in enumerate(objects, 1):
+        fill_centre_polygon(out, obj.points * (w, h), k)
+    return out.astype(np.uint32)
