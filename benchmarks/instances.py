@@ -1,5 +1,6 @@
-"""Objects, not pixels: a 3-class (background / interior / boundary) model against today's
-2-class model + connected components, trained the same way, scored per object.
+"""Objects, not pixels: an object class (the product's boundary output, read out into object
+ids) against a plain 2-class model + connected components, trained the same way, scored
+per object.
 
     python benchmarks/instances.py DATASET_DIR --minutes M [--seeds N] [--preset fast]
 
@@ -11,13 +12,15 @@ prefix of both). Two projects are built in a temporary folder with accuracy.py's
 
 - baseline: masks/ as they are (background / object), trained with `segstudio-cli train`
   (cli.main); objects = 8-connected components of the predicted foreground;
-- three-class: `segstudio.ml.instances.three_class_targets(instances)`, trained the same way
-  for the same minutes; objects = `instances_from_probabilities` of the predicted probabilities.
+- objects: the same masks with the class marked "objects" and the instance ids stored as the
+  project's object layer (`masks.write_objects`), trained the same way for the same minutes;
+  the trainer adds the boundary output (`segstudio.ml.objects`), the predictor reads the
+  objects out (`predict_tiled(..., objects=loaded.objects)`).
 
 Both are scored on the test images against the true instances with `segstudio.core.metrics`
 (one-to-one matching, stardist's definitions, counts summed over images). Prints ONE JSON line:
 AP@0.5, AP@0.75, mean AP 0.5-0.95, F1@0.5 and PQ of each (mean over seeds with each seed's
-values), and three-class / baseline ratios.
+values), and objects / baseline ratios.
 """
 
 from __future__ import annotations
@@ -68,12 +71,13 @@ def instance_files(dataset: Path, stems: list[str]) -> dict[str, Path]:
     return out
 
 
-def build(root: Path, name: str, classes: list[tuple[int, str]], images: list[Path],
-          masks: dict[str, np.ndarray]):
+def build(root: Path, name: str, images: list[Path], masks: dict[str, np.ndarray],
+          instances: dict[str, np.ndarray] | None = None):
     from segstudio.io.project import Project
 
     project = Project.create(root, name=name, classes=[
-        LabelClass(i, n, default_color(i)) for i, n in classes])
+        LabelClass(0, "background", default_color(0)),
+        LabelClass(1, "object", default_color(1), objects=instances is not None)])
     entries = project.add_images(images)
     ids = {}
     for entry, path in zip(entries, images):
@@ -82,6 +86,8 @@ def build(root: Path, name: str, classes: list[tuple[int, str]], images: list[Pa
         ids[path.stem] = entry.id
         if split != "test":
             project.masks.write(entry.id, masks[path.stem])
+            if instances is not None:
+                project.masks.write_objects(entry.id, instances[path.stem].astype(np.uint32))
     project.save()
     return project, ids
 
@@ -98,12 +104,10 @@ def train(project, minutes: float, seed: int, preset: str, extra: str) -> float:
     return time.perf_counter() - t0
 
 
-def score(project, ids: dict[str, str], truths: dict[str, np.ndarray], three_class: bool
-          ) -> dict:
+def score(project, ids: dict[str, str], truths: dict[str, np.ndarray]) -> dict:
     """Object scores of the project's best run on the test images, counts summed."""
     from segstudio.core.metrics import object_counts, pooled
     from segstudio.ml.evaluate import label_components
-    from segstudio.ml.instances import instances_from_probabilities
     from segstudio.ml.predict import predict_tiled
     from segstudio.ml.runs import list_runs, load_run_model
 
@@ -113,9 +117,9 @@ def score(project, ids: dict[str, str], truths: dict[str, np.ndarray], three_cla
     for stem, truth in truths.items():
         data = project.read_image(project.entry(ids[stem])).data
         pred = predict_tiled(loaded.model, data, loaded.normalise, uncertainty=False,
-                             probabilities=three_class)
-        if three_class:
-            objects = instances_from_probabilities(pred.probabilities.astype(np.float32))
+                             objects=loaded.objects)
+        if pred.objects is not None:
+            objects = pred.objects
         else:
             objects = label_components(pred.labels == 1)[0]
         counts.append(object_counts(truth, objects))
@@ -139,8 +143,6 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="build the projects here instead of a temp folder")
     args = ap.parse_args()
 
-    from segstudio.ml.instances import CLASS_NAMES, three_class_targets
-
     images = sorted(p for p in (args.dataset / "images").iterdir() if p.is_file())
     inst_files = instance_files(args.dataset, [p.stem for p in images])
     images = [p for p in images if p.stem in inst_files][:args.limit]
@@ -149,25 +151,23 @@ def main() -> int:
     instances = {p.stem: cv2.imread(str(inst_files[p.stem]), cv2.IMREAD_UNCHANGED)
                  for p in images}
     semantic = {s: (v > 0).astype(np.uint8) for s, v in instances.items()}
-    targets = {s: three_class_targets(v) for s, v in instances.items()}
     test = {p.stem: instances[p.stem] for p in images if split_of(p.stem) == "test"}
     work = args.keep or Path(tempfile.mkdtemp(prefix="segstudio-instances-"))
     try:
-        base, base_ids = build(work / "baseline", args.dataset.name,
-                               [(0, "background"), (1, "object")], images, semantic)
-        three, three_ids = build(work / "three_class", args.dataset.name,
-                                 list(enumerate(CLASS_NAMES)), images, targets)
+        base, base_ids = build(work / "baseline", args.dataset.name, images, semantic)
+        three, three_ids = build(work / "objects", args.dataset.name, images, semantic,
+                                 instances)
         runs = []
         for seed in range(args.seeds):
             wall_b = train(base, args.minutes, seed, args.preset, args.extra)
-            b = score(base, base_ids, test, three_class=False)
+            b = score(base, base_ids, test)
             wall_t = train(three, args.minutes, seed, args.preset, args.extra)
-            t = score(three, three_ids, test, three_class=True)
+            t = score(three, three_ids, test)
             runs.append({"seed": seed, "baseline": {**b, "train_wall_s": round(wall_b, 1)},
-                         "three_class": {**t, "train_wall_s": round(wall_t, 1)}})
+                         "objects": {**t, "train_wall_s": round(wall_t, 1)}})
         mean = {m: {k: round(float(np.mean([r[m][k] for r in runs])), 4) for k in KEYS}
-                for m in ("baseline", "three_class")}
-        ratio = {k: (round(mean["three_class"][k] / mean["baseline"][k], 3)
+                for m in ("baseline", "objects")}
+        ratio = {k: (round(mean["objects"][k] / mean["baseline"][k], 3)
                      if mean["baseline"][k] > 0 else None) for k in KEYS}
         print(json.dumps({
             "benchmark": "instances", "dataset": args.dataset.name, "minutes": args.minutes,
@@ -175,8 +175,8 @@ def main() -> int:
             "images": {s: sum(split_of(p.stem) == s for p in images)
                        for s in ("train", "val", "test")},
             "test_objects": int(sum(len(np.unique(v)) - (0 in v) for v in test.values())),
-            "baseline": mean["baseline"], "three_class": mean["three_class"],
-            "ratio_three_class_to_baseline": ratio, "per_seed": runs}))
+            "baseline": mean["baseline"], "objects": mean["objects"],
+            "ratio_objects_to_baseline": ratio, "per_seed": runs}))
         return 0
     finally:
         if args.keep is None:

@@ -1,4 +1,5 @@
-"""MetricsPanel: per-class scores, a colour-coded confusion matrix and a per-image table."""
+"""MetricsPanel: per-class scores, object scores, a colour-coded confusion matrix and a
+per-image table (worst first)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
 
 SPLITS = {"val": "validation images", "train": "training images", "test": "test images",
           "all": "all labelled images"}
+
+
+OBJECT_COLUMNS = ("class", "true", "predicted", "AP@0.5", "AP@0.75", "mean AP", "F1@0.5", "PQ")
 
 
 def _num(v: float, digits: int = 3) -> str:
@@ -63,6 +67,12 @@ class MetricsPanel(QWidget):
         self.confusion = QTableWidget()
         self.confusion.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.confusion.setToolTip("Rows: true class; columns: predicted class; share of each row")
+        self.objects = _table(list(OBJECT_COLUMNS))
+        self.objects.setToolTip(
+            "Objects matched one-to-one at IoU >= tau. AP = TP / (TP + FP + FN); mean AP over "
+            "tau 0.5 ... 0.95 is the DSB2018 score; PQ = segmentation quality x recognition "
+            "quality")
+        self.objects_label = QLabel("Objects")
         self.images = _table(["image", "mean IoU", "mean Dice", "accuracy", "pixels"])
         self.images.setSortingEnabled(True)
         self.images.cellDoubleClicked.connect(self._on_images_double_clicked)
@@ -75,6 +85,10 @@ class MetricsPanel(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(QLabel("Per class"))
         layout.addWidget(self.classes, 1)
+        layout.addWidget(self.objects_label)
+        layout.addWidget(self.objects)
+        self.objects_label.hide()
+        self.objects.hide()
         layout.addWidget(QLabel("Confusion (rows: truth, columns: prediction)"))
         layout.addWidget(self.confusion, 1)
         layout.addWidget(QLabel("Per image, worst first (double-click to open)"))
@@ -85,8 +99,9 @@ class MetricsPanel(QWidget):
         self.report = report
         s = report.scores
         means = report.means
-        inst = "".join(f"; objects ({report.class_names[report.class_ids.index(cid)]}): F1 {_num(c.f1)}, "
-                       f"{c.matched}/{c.true} found, {c.false_positives} extra"
+        inst = "".join(f"; objects ({report.class_names[report.class_ids.index(cid)]}): AP@0.5 "
+                       f"{_num(c.ap(0.5))}, mean AP {_num(c.mean_ap)}, {c.matched}/{c.true} "
+                       f"found, {c.false_positives} extra"
                        for cid, c in report.instances.items() if cid in report.class_ids)
         self.summary.setText(
             f"Run {run_name} on {len(report.images)} {SPLITS.get(split, split)}: mean IoU "
@@ -104,9 +119,16 @@ class MetricsPanel(QWidget):
             for c, v in enumerate(vals[:-1], 1):
                 self.classes.setItem(r, c, _NumberItem(float(v) if v is not None else float("nan")))
             self.classes.setItem(r, 5, _NumberItem(float(vals[-1]), str(vals[-1])))
+        self._show_objects(report)
         self._show_confusion(report)
+        with_objects = any(cid in report.class_ids for cid in report.instances)
+        headers = ["image", "mean IoU", "mean Dice", "accuracy", "pixels"]
+        if with_objects:
+            headers += ["AP@0.5", "mean AP", "objects"]
         self.images.setSortingEnabled(False)
         self.images.setRowCount(0)
+        self.images.setColumnCount(len(headers))
+        self.images.setHorizontalHeaderLabels(headers)
         for r, row in enumerate(report.worst_images("mean_iou")):
             self.images.insertRow(r)
             item = QTableWidgetItem(row.image_id)
@@ -115,8 +137,28 @@ class MetricsPanel(QWidget):
             for c, v in enumerate((row.mean_iou, row.mean_dice, row.accuracy), 1):
                 self.images.setItem(r, c, _NumberItem(float(v)))
             self.images.setItem(r, 4, _NumberItem(float(row.pixels), str(row.pixels)))
+            if with_objects:
+                true = sum(c.true for c in row.instances.values())
+                self.images.setItem(r, 5, _NumberItem(float(row.object_ap)))
+                self.images.setItem(r, 6, _NumberItem(float(row.object_mean_ap)))
+                self.images.setItem(r, 7, _NumberItem(float(true), str(true)))
         self.images.setSortingEnabled(True)
         self.images.sortItems(1, Qt.SortOrder.AscendingOrder)     # worst mean IoU first
+
+    def _show_objects(self, report) -> None:
+        rows = [(report.class_names[report.class_ids.index(cid)], c)
+                for cid, c in report.instances.items() if cid in report.class_ids]
+        self.objects.setRowCount(0)
+        self.objects_label.setVisible(bool(rows))
+        self.objects.setVisible(bool(rows))
+        for r, (name, c) in enumerate(rows):
+            self.objects.insertRow(r)
+            self.objects.setItem(r, 0, QTableWidgetItem(name))
+            values = (c.true, c.predicted, c.ap(0.5), c.ap(0.75), c.mean_ap, c.at(0.5).f1,
+                      c.panoptic_quality)
+            for k, v in enumerate(values, 1):
+                text = str(v) if isinstance(v, int) else None
+                self.objects.setItem(r, k, _NumberItem(float(v), text))
 
     def _show_confusion(self, report) -> None:
         norm = report.normalized_confusion("true")
