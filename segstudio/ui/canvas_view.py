@@ -275,6 +275,7 @@ class CanvasView(QWidget):
         c0, c1 = max(cs.start - 1, vis[1].start), min(cs.stop + 1, vis[1].stop)
         m = self._gather(self._doc.mask, slice(r0, r1), slice(c0, c1))
         o = self._gather(self._doc.objects, slice(r0, r1), slice(c0, c1))
+        o = np.where(self._doc.is_object_class(m), o, 0)   # a class unmarked since: plain pixels
         out = render_objects(m, o, self._lut, self._opaque_rgb, outline=self.outline,
                              object_edges=self.object_edges, selected=self.selected_objects)
         self._over_buf[rs, cs] = out[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0]

@@ -215,11 +215,12 @@ class Editing:
         prev = project.images[i - 1]
         try:
             self.flush()
-            mask = project.load_mask(prev, doc.shape)
+            mask, objects = project.load_layers(prev, doc.shape)
         except Exception as e:   # MaskError: another size, or an unreadable file
             self.report_error("Mask not copied", f"{prev.display_name}: {e}")
             return False
-        if doc.apply(mask, "Copy previous mask") is None:
+        # its objects come too (ids are per image: the copy's replace this image's)
+        if doc.apply(mask, "Copy previous mask", objects) is None:
             self.show_message("The masks are the same already", 3000)
             return False
         return True

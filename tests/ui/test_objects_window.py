@@ -149,3 +149,33 @@ def test_object_actions_are_listed_once(qtbot, open_window, sample_copy):
         assert key in reg[action_id].shortcuts and reg.is_bound(action_id)
     assert reg.conflicts() == []
     assert "canvas.pick_object" in reg
+
+
+def test_copy_previous_brings_objects_and_unmarking_keeps_pixels(qtbot, open_window, sample_copy):
+    project = Project.open(sample_copy)
+    ids = [e.id for e in project.images]
+    prev = project.entry(ids[ids.index(IMAGE) - 1])
+    w = _window_on_unlabeled(qtbot, open_window, sample_copy)
+    _mark_nucleus_objects(qtbot, w)
+    canvas, doc = w.canvas, w.canvas.document
+    mask = np.full(doc.shape, 255, np.uint8)
+    objects = np.zeros(doc.shape, np.uint32)
+    mask[10:30, 10:30], objects[10:30, 10:30] = 1, 70_000      # past 16 bits: a TIFF layer
+    mask[10:30, 30:50], objects[10:30, 30:50] = 1, 70_001
+    w.project.masks.write(prev.id, mask, objects)
+    assert w.editing.copy_previous_mask()
+    assert np.array_equal(doc.mask, mask) and np.array_equal(doc.objects, objects)
+    w.undo_action.trigger()
+    assert (doc.mask == 255).all() and not doc.objects.any()
+    w.redo_action.trigger()
+    # unmarking the class: its pixels stay, drawn as plain class pixels, ids ignored on load
+    w.class_panel.select_id(1)
+    qtbot.mouseClick(w.class_panel.objects_button, Qt.MouseButton.LeftButton)
+    assert not w.project.class_by_id(1).objects and not doc.is_object_class(1)
+    over = canvas._over_buf
+    pa, pb = _pt(canvas, 20.5, 20.5), _pt(canvas, 20.5, 40.5)
+    assert tuple(over[pa.y(), pa.x()]) == tuple(over[pb.y(), pb.x()])
+    assert w.saver.flush()
+    reopened = Project.open(sample_copy)
+    assert np.array_equal(reopened.load_mask(reopened.entry(IMAGE), doc.shape), mask)
+    assert not reopened.load_objects(reopened.entry(IMAGE), doc.shape).any()
