@@ -8,30 +8,49 @@ from __future__ import annotations
 
 import numpy as np
 
-GOLDEN = 0.6180339887498949
+LEVELS = 16                  # shades per class
+_FIB = np.uint32(2654435769)  # 2**32 / golden ratio: Fibonacci hashing
 SELECTED_BGRA = (255, 255, 255, 255)
 
 
+def shade_level(ids: np.ndarray) -> np.ndarray:
+    """0..LEVELS-1 per id: the top bits of id * 2**32/phi. Ids painted one after another
+    (touching nuclei, usually) land on shades far apart, as golden-ratio steps do."""
+    return ((ids.astype(np.uint32, copy=False) * _FIB) >> np.uint32(28)).astype(np.uint8)
+
+
 def shade(ids: np.ndarray) -> np.ndarray:
-    """A lightness factor in 0.55..1.45 per object id. Golden-ratio steps: ids painted one
-    after another (touching nuclei, usually) get shades far apart."""
-    t = np.modf(ids.astype(np.float64) * GOLDEN)[0]
-    return (0.55 + 0.9 * t).astype(np.float32)
+    """The lightness factor (0.55..1.45) of each id's shade."""
+    return _FACTORS[shade_level(ids)]
 
 
-def object_bgra(ids: np.ndarray, bgra: np.ndarray, opaque_bgr: np.ndarray) -> np.ndarray:
-    """Premultiplied BGRA of object pixels: the class colour (`opaque_bgr`, alpha from `bgra`)
-    darkened or lightened by the id's shade; pixels without an id keep `bgra`."""
-    out = bgra.copy()
-    hit = ids != 0
-    if not hit.any():
-        return out
-    f = shade(ids[hit])[:, None]
-    rgb = opaque_bgr[hit].astype(np.float32)
-    rgb = np.where(f <= 1.0, rgb * f, rgb + (255.0 - rgb) * (f - 1.0))
-    alpha = bgra[hit][:, 3:4].astype(np.float32)
-    out[hit, :3] = np.clip(rgb * alpha / 255.0, 0, 255).astype(np.uint8)
-    return out
+_FACTORS = (0.55 + 0.9 * (np.arange(LEVELS) + 0.5) / LEVELS).astype(np.float32)
+
+
+def shade_table(bgra: np.ndarray, opaque_bgr: np.ndarray) -> np.ndarray:
+    """(256, LEVELS + 1, 4) premultiplied BGRA: [class, 0] the plain class colour (no
+    object), [class, 1 + level] an object's colour: the class colour darkened or lightened."""
+    rgb = opaque_bgr.astype(np.float32)[:, None, :]
+    f = _FACTORS[None, :, None]
+    shaded = np.where(f <= 1.0, rgb * f, rgb + (255.0 - rgb) * (f - 1.0))
+    alpha = bgra[:, 3].astype(np.float32)[:, None, None]
+    table = np.empty((256, LEVELS + 1, 4), np.uint8)
+    table[:, 0] = bgra
+    table[:, 1:, :3] = np.clip(shaded * alpha / 255.0, 0, 255).astype(np.uint8)
+    table[:, 1:, 3] = bgra[:, None, 3]
+    return table
+
+
+def object_bgra(ids: np.ndarray, bgra: np.ndarray, opaque_bgr: np.ndarray,
+                mask: np.ndarray) -> np.ndarray:
+    """Premultiplied BGRA of a sample: object pixels in their shade of the class colour,
+    the others in the class colour (`bgra` and `opaque_bgr` are the 256-entry class LUTs)."""
+    level = shade_level(ids) + np.uint8(1)
+    level *= ids != 0                               # 0: no object
+    flat = mask.astype(np.uint16) * np.uint16(LEVELS + 1) + level
+    # one 4-byte word per colour: a gather of words is ~20x faster than of (n, 4) rows
+    words = np.ascontiguousarray(shade_table(bgra, opaque_bgr)).view(np.uint32).ravel()
+    return words[flat].view(np.uint8).reshape(mask.shape + (4,))
 
 
 def edges(values: np.ndarray) -> np.ndarray:
@@ -44,6 +63,10 @@ def edges(values: np.ndarray) -> np.ndarray:
     return e
 
 
+def _words(bgra_rows: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(bgra_rows, np.uint8).view(np.uint32).ravel()
+
+
 def render_objects(mask: np.ndarray, ids: np.ndarray, lut: np.ndarray, opaque_bgr: np.ndarray,
                    *, outline: bool, object_edges: bool,
                    selected: np.ndarray | None = None) -> np.ndarray:
@@ -51,26 +74,32 @@ def render_objects(mask: np.ndarray, ids: np.ndarray, lut: np.ndarray, opaque_bg
 
     outline: only the edges of classes and of objects, opaque; object_edges: the boundary of
     every object drawn opaque over its fill, so touching objects show where they part;
-    selected: ids drawn with a white edge.
+    selected: ids drawn with a white edge. Pixels are handled as 4-byte words (fast).
     """
-    base = lut[mask]
-    colored = object_bgra(ids, base, opaque_bgr[mask])
-    obj_edge = edges(ids) & (ids != 0)
+    obj_edge = edges(ids) & (ids != 0) if outline or object_edges else None
     if outline:
-        shown = base[..., 3] > 0
-        edge = (edges(mask) | obj_edge) & shown
-        solid = np.dstack([opaque_bgr[mask], np.full(mask.shape, 255, np.uint8)])
-        out = np.where(edge[..., None], object_bgra(ids, solid, opaque_bgr[mask]), 0)
-        out = out.astype(np.uint8)
+        solid = np.zeros_like(lut)
+        shown = lut[:, 3] > 0
+        solid[shown, :3] = opaque_bgr[shown]
+        solid[shown, 3] = 255
+        out = object_bgra(ids, solid, opaque_bgr, mask)
+        words = out.view(np.uint32)[..., 0]
+        np.multiply(words, edges(mask) | obj_edge, out=words)
     else:
-        out = colored
+        out = object_bgra(ids, lut, opaque_bgr, mask)
+        words = out.view(np.uint32)[..., 0]
         if object_edges:
-            strong = obj_edge & (base[..., 3] > 0)
-            dark = (opaque_bgr[mask].astype(np.float32) * 0.35).astype(np.uint8)
-            out[strong, :3] = dark[strong]
-            out[strong, 3] = 255
+            dark = np.zeros_like(lut)
+            shown = lut[:, 3] > 0
+            dark[shown, :3] = (opaque_bgr[shown] * 0.35).astype(np.uint8)
+            dark[shown, 3] = 255
+            strong = obj_edge & shown[mask]
+            np.copyto(words, _words(dark)[mask], where=strong)
     if selected is not None and selected.size:
-        sel = np.isin(ids, selected)
-        ring = sel & edges(np.where(sel, ids, 0))
-        out[ring] = SELECTED_BGRA
+        sel = np.zeros(ids.shape, bool)
+        for oid in selected[:64]:         # a handful, usually: cheaper than np.isin
+            sel |= ids == oid
+        if sel.any():
+            ring = sel & edges(np.where(sel, ids, 0))
+            np.copyto(words, _words(np.array([SELECTED_BGRA], np.uint8))[0], where=ring)
     return out
