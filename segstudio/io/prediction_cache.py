@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from segstudio.io.atomic import atomic_write_bytes, atomic_write_json
+from segstudio.io.instance_files import (PNG_SUFFIX, TIFF_SUFFIX, InstanceFileError,
+                                         decode_objects, encode_objects)
 from segstudio.io.masks import MaskError, decode_mask_png, encode_mask_png
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class PredictionCache:
         return False
 
     def save(self, run_id: str, image_id: str, labels: np.ndarray,
-             entropy: np.ndarray | None = None) -> None:
+             entropy: np.ndarray | None = None, objects: np.ndarray | None = None) -> None:
         """Best effort: a cache that cannot be written (read-only, disk nearly full) is skipped."""
         d = self._run_dir(run_id)
         if not (d / STAMP).exists():
@@ -115,6 +117,11 @@ class PredictionCache:
         files = [(d / f"{image_id}.labels.png", encode_mask_png(labels))]
         if entropy is not None:
             files.append((d / f"{image_id}.uncertainty.png", encode_mask_png(quantise_unit(entropy))))
+        for old in self._objects_paths(d, image_id):
+            old.unlink(missing_ok=True)
+        if objects is not None:
+            suffix, data = encode_objects(objects)
+            files.append((d / f"{image_id}.prediction{suffix}", data))
         if not self._room_for(sum(len(data) for _, data in files)):
             return
         try:
@@ -122,6 +129,21 @@ class PredictionCache:
                 atomic_write_bytes(path, data)
         except OSError as e:
             log.warning("prediction cache not written (%s)", e)
+
+    @staticmethod
+    def _objects_paths(d: Path, image_id: str) -> list[Path]:
+        return [d / f"{image_id}.prediction{suffix}" for suffix in (PNG_SUFFIX, TIFF_SUFFIX)]
+
+    def load_objects(self, run_id: str, image_id: str, shape: tuple[int, int]
+                     ) -> np.ndarray | None:
+        """The cached prediction's object ids (uint32), or None."""
+        for path in self._objects_paths(self._run_dir(run_id), image_id):
+            if path.is_file():
+                try:
+                    return decode_objects(path.read_bytes(), path, shape)
+                except (OSError, InstanceFileError) as e:
+                    log.warning("cached object ids %s unreadable (%s)", path, e)
+        return None
 
     def load(self, run_id: str, image_id: str, shape: tuple[int, int]
              ) -> tuple[np.ndarray, np.ndarray | None] | None:

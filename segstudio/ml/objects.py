@@ -200,28 +200,17 @@ def describe(head: ObjectHead | None, classes: Sequence[Any]) -> str:
             f"so that touching objects come apart")
 
 
+
 def write_object_ids(folder: Any, stem: str, objects: np.ndarray) -> str:
-    """Save predicted object ids beside a mask: a 16-bit PNG while the ids fit (what
-    Cellpose, StarDist and the DSB2018 files use), else a uint32 TIFF. Returns the file name."""
+    """Save predicted object ids beside a mask as the project stores its own
+    (`segstudio.io.instance_files`: 16-bit PNG while the ids fit, else uint32 TIFF).
+    Returns the file name."""
     from pathlib import Path
 
     from segstudio.io.atomic import atomic_write_bytes
+    from segstudio.io.instance_files import encode_objects
 
-    folder = Path(folder)
-    ids = np.asarray(objects)
-    if int(ids.max(initial=0)) <= 0xFFFF:
-        ok, data = cv2.imencode(".png", ids.astype(np.uint16))
-        if not ok:
-            raise OSError(f"could not encode the object ids of {stem}")
-        name = f"{stem}.objects.png"
-        atomic_write_bytes(folder / name, data.tobytes())
-        return name
-    import io
-
-    import tifffile
-
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, ids.astype(np.uint32), compression="zlib")
-    name = f"{stem}.objects.tif"
-    atomic_write_bytes(folder / name, buf.getvalue())
+    suffix, data = encode_objects(np.asarray(objects))
+    name = f"{stem}{suffix}"
+    atomic_write_bytes(Path(folder) / name, data)
     return name

@@ -43,6 +43,7 @@ class ImagePrediction:
     run_id: str
     labels: np.ndarray
     uncertainty: np.ndarray | None      # uint8 0..255 (entropy)
+    objects: np.ndarray | None = None   # uint32 object ids of a run with object classes
 
 
 def _cache(project: Project, run_dir: Path) -> PredictionCache:
@@ -70,13 +71,17 @@ def predict_images(project_root: Path, run_dir: Path, image_ids: list[str], *,
         info = project.probe(entry)
         with _cache_lock:
             cached = cache.load(run_id, image_id, (info.height, info.width))
+            objects = (cache.load_objects(run_id, image_id, (info.height, info.width))
+                       if cached is not None and loaded.objects is not None else None)
+        if cached is not None and loaded.objects is not None and objects is None:
+            cached = None                # cached before its objects were: predict again
         if cached is None:
             data = project.read_image(entry).data
             pred = predict_tiled(loaded.model, data, loaded.normalise, options,
                                  objects=loaded.objects, cancel=cancel)
             with _cache_lock:
                 try:
-                    cache.save(run_id, image_id, pred.labels, pred.entropy)
+                    cache.save(run_id, image_id, pred.labels, pred.entropy, pred.objects)
                     cached = cache.load(run_id, image_id, (info.height, info.width))
                 except (OSError, RuntimeError) as e:
                     log.warning("prediction of %s not cached: %s", image_id, e)
@@ -84,7 +89,8 @@ def predict_images(project_root: Path, run_dir: Path, image_ids: list[str], *,
                 unc = None if pred.entropy is None else np.rint(
                     np.clip(pred.entropy.astype(np.float32), 0, 1) * 255).astype(np.uint8)
                 cached = (pred.labels, unc)
-        out.append(ImagePrediction(image_id, run_id, cached[0], cached[1]))
+            objects = pred.objects
+        out.append(ImagePrediction(image_id, run_id, cached[0], cached[1], objects))
     if on_progress:
         on_progress(Progress(len(image_ids), len(image_ids), "done"))
     return out

@@ -392,7 +392,8 @@ class ModelLoop:
             self.seams.report_error("This mask is read-only", doc.read_only)
             return False
         edit = accept_prediction(doc, self.prediction.labels, mode,
-                                 classes=[self.canvas.class_value] if mode == "classes" else None)
+                                 classes=[self.canvas.class_value] if mode == "classes" else None,
+                                 objects=self.prediction.objects)
         if edit is None:
             self.seams.show_message("The mask already says what the prediction says", 4000)
             return False

@@ -123,3 +123,22 @@ def test_cli_evaluate_and_predict_with_objects(object_run, tmp_path, capsys):
     row = summary["images"][0]
     ids = cv2.imread(str(out / row["objects"]), cv2.IMREAD_UNCHANGED)
     assert ids.dtype == np.uint16 and int(ids.max()) == row["object_count"]
+
+
+def test_predict_for_the_window_caches_and_returns_objects(object_run, tmp_path):
+    import shutil
+
+    from segstudio.ml.session import predict_images
+
+    root, run_dir = object_run
+    copy = tmp_path / "proj"
+    shutil.copytree(root, copy)
+    run = copy / "runs" / run_dir.name
+    image_id = Project.open(copy).images[0].id
+    first = predict_images(copy, run, [image_id])[0]
+    assert first.objects is not None and first.objects.shape == first.labels.shape
+    cached = list((copy / ".segstudio" / "predictions" / run.name).glob("*.prediction.objects.*"))
+    assert len(cached) == 1
+    again = predict_images(copy, run, [image_id])[0]             # from the cache
+    np.testing.assert_array_equal(again.objects, first.objects)
+    np.testing.assert_array_equal(again.labels, first.labels)
