@@ -389,3 +389,11 @@ def test_yolo_lines_import_back_as_the_same_touching_objects(tmp_path):
     got_mask, got = _layers(again)
     assert _object_set(got_mask, got) == _object_set(mask, objects)
     assert len(np.unique(got[got > 0])) == 15
+
+
+def test_a_16_bit_instance_image_imported_as_class_ids_points_to_instances(tmp_path):
+    project, src = _dsb_project(tmp_path)
+    from segstudio.io.imports import AnnotationImportError
+
+    with pytest.raises(AnnotationImportError, match="holds value 66.*--format instances"):
+        import_annotations(project, src / "instances", ImportOptions(format="folder"))

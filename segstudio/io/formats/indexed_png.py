@@ -94,7 +94,9 @@ def read_label_image(path: Path) -> np.ndarray:
                 arr = np.array(im)
                 if arr.size and int(arr.max()) > 255:
                     raise LabelImageError(f"{path}: holds value {int(arr.max())}; class ids "
-                                          f"must be 0..254 (255 = unlabeled)")
+                                          f"must be 0..254 (255 = unlabeled). If its values "
+                                          f"are object ids (an instance label image), import "
+                                          f"it as 'instances' (--format instances)")
                 return arr.astype(np.uint8)
     except UnidentifiedImageError:
         raise LabelImageError(f"{path}: not a readable image") from None
