@@ -263,6 +263,8 @@ class Plan:
                    f"scale and intensity — {self.reasons['augment']}")
         out.append(f"normalisation: {self.normalisation.describe()} — "
                    f"{self.reasons['normalisation']}")
+        if self.reasons.get("objects"):
+            out.append(self.reasons["objects"])
         return out
 
     def summary(self) -> str:
@@ -523,6 +525,11 @@ def make_plan(fp: Fingerprint, cfg: TrainConfig | None = None, *, device: str = 
             "ct": "CT without labelled foreground to measure: per image"}.get(
                 modality, f"{modality} images: per image, whatever the bit depth")
     norm = replace(norm, working=working)
+    from segstudio.ml.objects import describe as describe_objects, head_for
+
+    objects_line = describe_objects(head_for(fp.classes), fp.classes)
+    if objects_line:
+        reasons["objects"] = objects_line
     return Plan(working, int(patch), int(batch), depth, bool(flip_h), bool(flip_v), bool(rot90),
                 norm, reasons, fp.to_dict())
 

@@ -142,3 +142,12 @@ def test_predict_for_the_window_caches_and_returns_objects(object_run, tmp_path)
     again = predict_images(copy, run, [image_id])[0]             # from the cache
     np.testing.assert_array_equal(again.objects, first.objects)
     np.testing.assert_array_equal(again.labels, first.labels)
+
+
+def test_the_plan_says_which_classes_are_trained_as_objects(object_run, capsys):
+    from segstudio.cli import main
+
+    root, _run = object_run
+    assert main(["plan", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "objects: 'nucleus' learnt with an object-boundary output" in out
