@@ -205,7 +205,10 @@ def _raise_unnamed(found: Found, lacking: set[str]) -> None:
     raise AnnotationImportError(
         f"{first} holds class id{'s' if len(ids) > 1 else ''} {shown} that {where}{more}; "
         f"map them with --map {ids[0]}=<class> or add classes with --new-classes "
-        f"(255 stays unlabeled)")
+        f"(255 stays unlabeled)" + (
+            "; so many ids look like object ids: if it is an instance label image (each "
+            "value one object), import it as 'instances' (--format instances)"
+            if len(ids) > 10 else ""))
 
 
 def _mark_object_classes(project: Project, class_of: dict[str, int], found: Found) -> list[str]:

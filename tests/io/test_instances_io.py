@@ -391,9 +391,13 @@ def test_yolo_lines_import_back_as_the_same_touching_objects(tmp_path):
     assert len(np.unique(got[got > 0])) == 15
 
 
-def test_a_16_bit_instance_image_imported_as_class_ids_points_to_instances(tmp_path):
+def test_an_instance_image_imported_as_class_ids_points_to_instances(tmp_path):
     project, src = _dsb_project(tmp_path)
     from segstudio.io.imports import AnnotationImportError
 
-    with pytest.raises(AnnotationImportError, match="holds value 66.*--format instances"):
+    with pytest.raises(AnnotationImportError, match="holds class ids 2, 3.*66 that.*--format instances"):
+        import_annotations(project, src / "instances", ImportOptions(format="folder"))
+    big = read_instance_image(DSB) * 900                  # past 8 bits
+    cv2.imwrite(str(src / "instances" / "cells.png"), big.astype(np.uint16))
+    with pytest.raises(AnnotationImportError, match="holds value 59400.*--format instances"):
         import_annotations(project, src / "instances", ImportOptions(format="folder"))
