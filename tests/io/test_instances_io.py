@@ -243,6 +243,7 @@ def test_labelme_shapes_and_groups_import_as_objects_and_survive_export(tmp_path
     mask, objects = _layers(project)
     assert len(np.unique(objects[objects > 0])) == 3        # nucleus: 2 squares + 1 group
     assert not objects[mask == 1].any()                     # cell holds no objects
+    assert np.array_equal(objects > 0, mask == 2)           # the same pixels as the classes
     group = objects[3, 33]
     assert group and objects[23, 33] == group
     assert objects[5, 5] != objects[5, 15]                  # touching squares stay two
