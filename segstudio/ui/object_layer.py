@@ -6,6 +6,9 @@ the instance layer, as for the class overlay): no Qt here, so it is tested on sm
 
 from __future__ import annotations
 
+import colorsys
+from functools import lru_cache
+
 import numpy as np
 
 LEVELS = 16                  # shades per class
@@ -20,23 +23,38 @@ def shade_level(ids: np.ndarray) -> np.ndarray:
 
 
 def shade(ids: np.ndarray) -> np.ndarray:
-    """The lightness factor (0.55..1.45) of each id's shade."""
-    return _FACTORS[shade_level(ids)]
+    """Where each id's shade lies between the darkest (0) and the lightest (1)."""
+    return _STEPS[shade_level(ids)]
 
 
-_FACTORS = (0.55 + 0.9 * (np.arange(LEVELS) + 0.5) / LEVELS).astype(np.float32)
+_STEPS = ((np.arange(LEVELS) + 0.5) / LEVELS).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _shades(opaque: bytes) -> np.ndarray:
+    """(256, LEVELS, 3) opaque BGR: each class colour from dark to light, its hue turned by up
+    to +-22 degrees, so that touching objects of one class stand apart."""
+    bgr = np.frombuffer(opaque, np.uint8).reshape(256, 3)
+    out = np.empty((256, LEVELS, 3), np.uint8)
+    for c in np.unique(bgr, axis=0):
+        h, l, s = colorsys.rgb_to_hls(c[2] / 255, c[1] / 255, c[0] / 255)
+        row = []
+        for t in _STEPS:
+            r, g, b = colorsys.hls_to_rgb((h + (float(t) - 0.5) * 0.12) % 1.0,
+                                          0.22 + 0.56 * float(t), s)
+            row.append((round(b * 255), round(g * 255), round(r * 255)))
+        out[(bgr == c).all(axis=1)] = row
+    return out
 
 
 def shade_table(bgra: np.ndarray, opaque_bgr: np.ndarray) -> np.ndarray:
     """(256, LEVELS + 1, 4) premultiplied BGRA: [class, 0] the plain class colour (no
-    object), [class, 1 + level] an object's colour: the class colour darkened or lightened."""
-    rgb = opaque_bgr.astype(np.float32)[:, None, :]
-    f = _FACTORS[None, :, None]
-    shaded = np.where(f <= 1.0, rgb * f, rgb + (255.0 - rgb) * (f - 1.0))
+    object), [class, 1 + level] an object's shade of the class colour."""
+    shaded = _shades(np.ascontiguousarray(opaque_bgr, np.uint8).tobytes()).astype(np.float32)
     alpha = bgra[:, 3].astype(np.float32)[:, None, None]
     table = np.empty((256, LEVELS + 1, 4), np.uint8)
     table[:, 0] = bgra
-    table[:, 1:, :3] = np.clip(shaded * alpha / 255.0, 0, 255).astype(np.uint8)
+    table[:, 1:, :3] = np.clip(shaded * alpha / 255.0 + 0.5, 0, 255).astype(np.uint8)
     table[:, 1:, 3] = bgra[:, None, 3]
     return table
 
