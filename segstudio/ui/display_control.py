@@ -116,7 +116,10 @@ class DisplayControl:
         c = self._class_by_id(cid)
         self.position_label.setText(f"y {y}, x {x}")
         self.value_label.setText(f"value {value}")
-        self.class_label.setText("unlabeled" if cid == UNLABELED else (c.name if c else f"class {cid}"))
+        name = "unlabeled" if cid == UNLABELED else (c.name if c else f"class {cid}")
+        objects = self.canvas.document.objects
+        oid = int(objects[y, x]) if objects is not None else 0
+        self.class_label.setText(f"{name}, object {oid}" if oid else name)
 
     def _on_canvas_view_changed(self) -> None:
         self.zoom_label.setText(zoom_percent(self.canvas.zoom))

@@ -283,7 +283,7 @@ class ObjectTool(Tool):
     name, label = "objects", "Objects"
     text, shortcut = "Objects (Select / Cut)", "X"
     hint = ("Click an object to select it (Shift+click: add), drag a line across one to cut it "
-            "in two; Ctrl+J merges the selected, Del deletes them")
+            "in two; Ctrl+J merges the selected, Del deletes them, Esc clears the selection")
     DRAG_PX = 4             # screen pixels: a shorter drag is a click
 
     def __init__(self, canvas) -> None:
@@ -317,6 +317,12 @@ class ObjectTool(Tool):
             self.canvas.split_along(p0, pt)
         else:
             self.canvas.select_object_at(pt, add=self._add)
+
+    def key(self, event) -> bool:
+        if event.key() == Qt.Key.Key_Escape and len(self.canvas.selected_objects):
+            self.canvas.set_selected_objects([])
+            return True
+        return False
 
     def paint(self, p) -> None:
         if self.p0 is None or self.p1 is None or self.p0 == self.p1:

@@ -125,7 +125,12 @@ def test_pick_continue_delete_and_colours(qtbot, open_window, sample_copy):
     _drag(qtbot, canvas, (200, 60), (200, 100))     # a new object again
     assert len(_ids(doc)) == 3
 
+    QTest.mouseMove(canvas, _pt(canvas, 60.5, 140.5))
+    assert w.class_label.text() == f"nucleus, object {b}"     # the status bar names it
     QTest.keyClick(w, Qt.Key.Key_X)
+    _click(qtbot, canvas, 60, 50)
+    QTest.keyClick(canvas, Qt.Key.Key_Escape)                 # Esc drops the selection
+    assert not len(canvas.selected_objects)
     _click(qtbot, canvas, 60, 140)
     QTest.keyClick(w, Qt.Key.Key_Delete)
     assert b not in _ids(doc) and doc.mask[60, 140] == 255 and doc.objects[60, 50] == a
