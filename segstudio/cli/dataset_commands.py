@@ -146,6 +146,12 @@ def _add_import(p: argparse.ArgumentParser) -> None:
                    help=f"pixels no polygon covers ({_only(READERS, 'unannotated')})")
     p.add_argument("--skip-unmatched", action="store_true",
                    help="skip files for images the project does not have instead of failing")
+    p.add_argument("--object-class", default=None, metavar="NAME",
+                   help="instances: the class the objects belong to (default: the project's one "
+                        "object class, else its one class besides background, else 'object')")
+    p.add_argument("--as-objects", action="store_true",
+                   help="coco, labelme, yolo: the imported classes hold objects (one object per "
+                        "annotation, shape or line)")
 
 
 @command("import", f"read masks into a project ({labels(READERS)})")(_add_import)
@@ -155,7 +161,8 @@ def _run_import(args: argparse.Namespace) -> int:
 
     options = ImportOptions(format=args.format, mapping=dict(args.map),
                             new_classes=args.new_classes, unannotated=args.unannotated,
-                            skip_unmatched=args.skip_unmatched)
+                            skip_unmatched=args.skip_unmatched,
+                            object_class=args.object_class, as_objects=args.as_objects)
     project = None
 
     def run(progress):
