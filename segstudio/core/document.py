@@ -150,8 +150,8 @@ class ImageDocument:
             return None
         scalar_object = (not isinstance(value, np.ndarray)
                          and bool(self._object_lut[int(value)]) and object_value is None)
-        if scalar_object or object_value is not None:
-            self.ensure_objects()
+        if scalar_object or (object_value is not None and np.any(object_value)):
+            self.ensure_objects()            # all-zero ids need no layer where there is none
         self._recorder.will_write(rect)
         old = region.copy() if self.objects is not None and isinstance(value, np.ndarray) else None
         if isinstance(value, np.ndarray):

@@ -143,3 +143,10 @@ def test_write_with_explicit_ids():
     doc.replace(Rect(0, 0, 10, 10), NUCLEUS, "Paste", object_value=ids)
     assert np.array_equal(doc.objects, ids)
     assert doc.new_object_id() == 100
+
+
+def test_writing_no_ids_creates_no_layer():
+    doc = _doc(10, 10)
+    doc.replace(Rect(0, 0, 10, 10), DEBRIS, "Fill", object_value=0)
+    doc.apply(np.full((10, 10), NUCLEUS, np.uint8), "Paste", np.zeros((10, 10), np.uint32))
+    assert doc.objects is None and (doc.mask == NUCLEUS).all()
