@@ -1,7 +1,7 @@
 """The instance layer on disk: one object id per pixel, beside the class mask.
 
 `masks/<id>.objects.png` holds the ids as a single-channel 16-bit PNG while the largest id is
-at most 65535 (what Fiji, QuPath and Cellpose read as a label image); past that the layer is
+at most 65535 (the usual form of an instance label image); past that the layer is
 `masks/<id>.objects.tif`, a single-page uint32 TIFF (zlib-compressed), and the PNG is removed.
 0 means "no object". Both are written atomically (temporary file, fsync, rename); strokes in
 between live in the mask's journal (see masks.py), which holds the object tiles of every step
