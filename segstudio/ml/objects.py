@@ -165,11 +165,22 @@ def read_out(labels: np.ndarray, best_other: np.ndarray, head: ObjectHead, *,
     grown = flood(seeds, boundary | (seeds > 0)) if len(seed_class) > 1 else seeds
     out = labels.astype(np.uint8, copy=True)
     if boundary.any():
-        classes_of = np.asarray(seed_class, np.uint8)
+        best_other = np.asarray(best_other, np.uint8)
         reached = boundary & (grown > 0)
-        out[reached] = classes_of[grown[reached]]
         rest = boundary & (grown == 0)
-        out[rest] = np.asarray(best_other, np.uint8)[rest]
+        out[rest] = best_other[rest]
+        # boundary with no interior next to it whose best other class is an object class: an
+        # object too small to have an interior, one object per connected piece
+        for c in head.classes:
+            alone = rest & (best_other == c)
+            if not alone.any():
+                continue
+            n, pieces = cv2.connectedComponents(alone.astype(np.uint8), connectivity=8,
+                                                ltype=cv2.CV_32S)
+            grown = np.where(alone, pieces + (len(seed_class) - 1), grown)
+            seed_class += [c] * (n - 1)
+        classes_of = np.asarray(seed_class, np.uint8)
+        out[reached] = classes_of[grown[reached]]
     area = np.bincount(grown.reshape(-1), minlength=len(seed_class))
     alive = area >= max(int(min_area), 1)
     alive[0] = False

@@ -85,6 +85,18 @@ def test_boundary_away_from_any_object_takes_the_best_other_class():
     assert (out[5:8, 5:8] == 3).all() and not objects.any()
 
 
+def test_an_object_too_small_for_an_interior_is_still_an_object():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:12, 2:12] = 1
+    labels[14:18, 14:18] = 2             # only boundary predicted, its best other class is 1
+    best_other = labels.copy()
+    best_other[14:18, 14:18] = 1
+    out, objects = read_out(labels, best_other, HEAD)
+    assert (out[14:18, 14:18] == 1).all()
+    big, small = int(objects[5, 5]), int(objects[15, 15])
+    assert big and small and big != small
+
+
 def test_specks_lose_their_id_but_keep_their_class():
     labels = np.zeros((20, 20), np.uint8)
     labels[2:12, 2:12] = 1
