@@ -37,6 +37,8 @@ def starter_matches(models_dir: Path, class_names: list[str]) -> Path | None:
             card = json.loads((d / CARD).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
+        if not isinstance(card, dict) or card.get("kind") == "click":
+            continue            # a click model answers clicks, never predicts classes
         names = [str(c.get("name", "")).casefold() for c in card.get("classes", []) if isinstance(c, dict)]
         if names == wanted and any((d / c).is_file() for c in CHECKPOINTS):
             return d
