@@ -1,6 +1,6 @@
 """Tiny randomly initialised SAM-style encoder/decoder pairs with the real graphs' inputs and outputs.
 
-Layouts: "sam" (segment-anything's export: encoder "image" 1x3x1024x1024 -> "image_embeddings"
+Layouts: "sam" (segment-anything's export; "osam" the same with other encoder names: encoder "image" 1x3x1024x1024 -> "image_embeddings"
 1x256x64x64; decoder image_embeddings, point_coords, point_labels, mask_input 1x1x256x256,
 has_mask_input, orig_im_size -> masks, iou_predictions, low_res_masks) and "sam2" (samexporter /
 X-AnyLabeling SAM 2 names, scaled down: encoder "image" 1x3x512x512 -> high_res_feats_0,
@@ -105,10 +105,11 @@ def export_pair(folder: Path, layout: str = "sam") -> tuple[Path, Path]:
     enc_path, dec_path = folder / f"{layout}.encoder.onnx", folder / f"{layout}.decoder.onnx"
     pts = {"point_coords": {1: "points"}, "point_labels": {1: "points"}}
     with torch.no_grad():
-        if layout == "sam":
+        if layout in ("sam", "osam"):
             enc = Encoder(1024, [(256, 64)])
-            _export(enc, (torch.zeros(1, 3, 1024, 1024),), enc_path, ["image"],
-                    ["image_embeddings"])
+            # osam's SAM encoder calls its input "x" and its output something else again
+            names = (["image"], ["image_embeddings"]) if layout == "sam" else (["x"], ["output"])
+            _export(enc, (torch.zeros(1, 3, 1024, 1024),), enc_path, *names)
             dec = SamDecoder(1024, 256, 64, 1, full_size=True)
             args = (torch.zeros(1, 256, 64, 64), torch.zeros(1, 2, 2), torch.tensor([[1.0, -1.0]]),
                     torch.zeros(1, 1, 256, 256), torch.zeros(1), torch.tensor([600.0, 800.0]))

@@ -20,7 +20,7 @@ from tests.ml.sam_models import export_pair  # noqa: E402
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sam-models")
-    return {layout: export_pair(folder, layout) for layout in ("sam", "sam2")}
+    return {layout: export_pair(folder, layout) for layout in ("sam", "sam2", "osam")}
 
 
 def image(h=300, w=500, seed=0):
@@ -32,7 +32,7 @@ def backend(models, tmp_path, layout="sam", **kw):
     return SamOnnxBackend(enc, dec, cache_dir=tmp_path / "cache", **kw)
 
 
-@pytest.mark.parametrize("layout", ["sam", "sam2"])
+@pytest.mark.parametrize("layout", ["sam", "sam2", "osam"])
 def test_a_click_proposes_a_mask_of_the_image_size_around_the_click(models, tmp_path, layout):
     b = backend(models, tmp_path, layout)
     img = image()            # not square: x/y, padding and crop mistakes move the mask
@@ -55,6 +55,13 @@ def test_further_clicks_move_the_result(models, tmp_path, layout):
     cut = b.propose("a", img, ClickPrompt((Click(100, 200, True), Click(100, 235, False)),
                                           previous=one))
     assert cut.sum() < one.sum() and not cut[100, 225]
+
+
+def test_grey_16_bit_images_work_too(models, tmp_path):
+    b = backend(models, tmp_path)
+    grey = (np.random.default_rng(1).integers(0, 4000, (256, 320))).astype(np.uint16)
+    mask = b.propose("g", grey, ClickPrompt((Click(128, 100, True),)))
+    assert mask.shape == (256, 320) and mask[128, 100] and not mask[128, 250]
 
 
 def test_a_box_gives_its_inside(models, tmp_path):
