@@ -54,7 +54,8 @@ class SamOnnxBackend:
         self.description = read_description(Path(desc_path)) if desc_path else Description()
         self._encoder = open_session(self.encoder_path, "encoder", threads)
         self._decoder = open_session(self.decoder_path, "decoder", threads)
-        self.encoder_spec = EncoderSpec.read(self._encoder, self.encoder_path, self.description.size)
+        self.encoder_spec = EncoderSpec.read(self._encoder, self.encoder_path,
+                                             self.description.size)
         self.decoder_spec = DecoderSpec.read(self._decoder, self.decoder_path, self.encoder_spec)
         # SAM 2 feeds the decoder high-resolution feature maps too, and its encoder takes the
         # image stretched to the square; SAM / MobileSAM / EfficientViT-SAM keep the aspect
@@ -245,7 +246,8 @@ class SamOnnxBackend:
             coords = np.concatenate([coords, np.zeros((1, 2))], axis=0)
             labels.append(-1.0)
         spec = self.decoder_spec
-        n_fixed = spec.port("point_coords").shape[1] if len(spec.port("point_coords").shape) == 3 else None
+        coords_shape = spec.port("point_coords").shape
+        n_fixed = coords_shape[1] if len(coords_shape) == 3 else None
         if n_fixed:                # an export with a fixed number of points
             coords, labels = coords[:n_fixed], labels[:n_fixed]
             pad = n_fixed - len(labels)

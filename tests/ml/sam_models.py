@@ -1,10 +1,11 @@
 """Tiny randomly initialised SAM-style encoder/decoder pairs with the real graphs' inputs and outputs.
 
-Layouts: "sam" (segment-anything's export; "osam" the same with other encoder names: encoder "image" 1x3x1024x1024 -> "image_embeddings"
+Layouts: "sam" (segment-anything's export: encoder "image" 1x3x1024x1024 -> "image_embeddings"
 1x256x64x64; decoder image_embeddings, point_coords, point_labels, mask_input 1x1x256x256,
 has_mask_input, orig_im_size -> masks, iou_predictions, low_res_masks) and "sam2" (samexporter /
 X-AnyLabeling SAM 2 names, scaled down: encoder "image" 1x3x512x512 -> high_res_feats_0,
-high_res_feats_1, image_embed; decoder without orig_im_size returning three low-res masks).
+high_res_feats_1, image_embed; decoder without orig_im_size returning three low-res masks) and
+"osam" ("sam" with osam's encoder names: input "x", output matched to the decoder by shape).
 
 The decoder is not trained but is built to answer like one: each positive point raises the
 logits within R px (in the encoder's frame) of it, each negative one lowers them, a box (labels
@@ -50,7 +51,8 @@ class Decoder(nn.Module):
         step = self.size / self.low
         g = (torch.arange(self.low, dtype=torch.float32) + 0.5) * step
         gy, gx = g.view(1, 1, -1, 1), g.view(1, 1, 1, -1)
-        cx, cy = coords[..., 0].unsqueeze(-1).unsqueeze(-1), coords[..., 1].unsqueeze(-1).unsqueeze(-1)
+        cx = coords[..., 0].unsqueeze(-1).unsqueeze(-1)
+        cy = coords[..., 1].unsqueeze(-1).unsqueeze(-1)
         bump = torch.relu(1 - ((gx - cx) ** 2 + (gy - cy) ** 2) / (R * R))
         lab = labels.unsqueeze(-1).unsqueeze(-1)
         pos = ((lab == 1).float() * bump).sum(1, keepdim=True) * 4

@@ -134,7 +134,8 @@ def test_embedding_cache_is_reused_after_a_restart(models, tmp_path):
     mask = first.propose("a", img, ClickPrompt((Click(100, 200, True),)))
 
     again = backend(models, tmp_path)                # a new app session, same cache folder
-    assert again.embedding_seconds(300, 500) == pytest.approx(first.embedding_seconds(300, 500), abs=1e-3)
+    assert again.embedding_seconds(300, 500) == pytest.approx(
+        first.embedding_seconds(300, 500), abs=1e-3)            # measured once, remembered
     again.prepare("a", img)
     assert again.encoder_runs == 0 and again.is_prepared("a")
     assert np.array_equal(again.propose("a", img, ClickPrompt((Click(100, 200, True),))), mask)
