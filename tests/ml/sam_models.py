@@ -66,7 +66,8 @@ class Decoder(nn.Module):
                   * torch.sigmoid(gy - y0) * torch.sigmoid(y1 - gy))
         box = tl.sum(1).clamp(max=1).view(1, 1, 1, 1) * inside * 3
         learned = F.interpolate(self.head(emb), size=(self.low, self.low), mode="nearest")
-        fed = has_mask_input.view(1, 1, 1, 1) * torch.tanh(mask_input) * 0.25
+        # a fed-back mask widens the answer a little: a test can tell it was fed
+        fed = has_mask_input.view(1, 1, 1, 1) * torch.sigmoid(mask_input) * 0.5
         base = pos - neg + box - 0.5 + 0.01 * torch.tanh(learned) + fed
         iou = torch.sigmoid(self.iou(emb.mean((2, 3))))
         return base, iou

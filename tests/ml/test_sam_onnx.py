@@ -64,6 +64,17 @@ def test_grey_16_bit_images_work_too(models, tmp_path):
     assert mask.shape == (256, 320) and mask[128, 100] and not mask[128, 250]
 
 
+def test_the_previous_proposal_goes_back_to_the_decoder(models, tmp_path):
+    b = backend(models, tmp_path)
+    img = image()
+    prompt = ClickPrompt((Click(100, 200, True),))
+    first = b.propose("a", img, prompt)
+    fed = b.propose("a", img, prompt.with_previous(first))
+    assert fed.sum() > first.sum()                          # has_mask_input = 1 reached it
+    other = np.zeros_like(first)                            # not the decoder's own answer
+    assert np.array_equal(b.propose("a", img, prompt.with_previous(other)), first)
+
+
 def test_a_box_gives_its_inside(models, tmp_path):
     b = backend(models, tmp_path)
     mask = b.propose("a", image(), ClickPrompt(box=(50, 60, 150, 300)))
