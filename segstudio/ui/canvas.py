@@ -19,6 +19,7 @@ from segstudio.edit.regions import Proposal
 from segstudio.ui.actions import Action
 from segstudio.ui.canvas_view import (BACKDROP, MAX_ZOOM, MIN_ZOOM, CanvasView,  # noqa: F401
                                       zoom_percent)
+from segstudio.ui.click_tool import ClickTool
 from segstudio.ui.tools import Tool, make_tools
 
 TOOLS = ("brush", "eraser")
@@ -67,6 +68,7 @@ class MaskCanvas(CanvasView):
         self.loading: str | None = None     # "Opening x…" while an image loads: input refused
         self._proposal_img: QImage | None = None
         self.tools = make_tools(self)
+        self.tools[ClickTool.name] = ClickTool(self)     # ui/click_tool.py (issue 14)
 
     # -- content ---------------------------------------------------------------------------
     def set_content(self, data: np.ndarray | None, doc: ImageDocument | None,

@@ -20,6 +20,7 @@ from segstudio.edit import maskops
 from segstudio.io.project import ImageEntry, Project
 from segstudio.ui.actions import Action, ActionRegistry
 from segstudio.ui.canvas import CANVAS_KEYS, MaskCanvas
+from segstudio.ui.click_tool import ClickTool
 from segstudio.ui.tools import tool_entries
 
 HISTORY_BUDGET = 256 * 2**20     # all images' undo histories together
@@ -33,7 +34,7 @@ MASK_OPS = (("fill_holes", "Fill Holes in Class", ("Ctrl+Shift+H",)),
 
 EDITING_ACTIONS = (
     *(Action(f"tools.{name}", text, (key,), menu="Tools", toolbar=True, checkable=True, tip=hint)
-      for name, text, key, hint in tool_entries()),
+      for name, text, key, hint in (*tool_entries(), ClickTool.entry())),
     Action("tools.smaller_brush", "Smaller Brush", ("[",), menu="Tools", separator=True),
     Action("tools.larger_brush", "Larger Brush", ("]",), menu="Tools"),
     Action("tools.protect", "Protect Other Classes", ("P",), menu="Tools", toolbar=True,
@@ -89,7 +90,7 @@ class Editing:
         bind = self.actions.bind
         group = QActionGroup(self.parent)
         self.tool_actions = {}
-        for name, *_ in tool_entries():
+        for name, *_ in (*tool_entries(), ClickTool.entry()):
             act = self.tool_actions[name] = bind(f"tools.{name}", partial(self.set_tool, name))
             group.addAction(act)
         self.tool_actions["brush"].setChecked(True)

@@ -1,0 +1,170 @@
+"""The Click tool (K): left click = this is the object, right click = not, drag = a box.
+
+Every click or box makes a new prompt; its proposal is computed on a worker (one Job per
+prompt, a newer prompt cancels and supersedes an older pending one: results carry a
+generation and stale ones are dropped) and shown as the smart tools' yellow proposal. Enter
+commits it to the current class as one undo step (the canvas's replace path), Esc drops it.
+The backend is the newest click-model run of the project, else the bundled starter; its name
+and its embedding estimate are in `status` (the tool bar's hint shows it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QPen
+
+from segstudio.core.clicks import Click, ClickPrompt
+from segstudio.core.geometry import Rect
+from segstudio.edit.regions import Proposal
+from segstudio.ui.tools import SmartTool
+from segstudio.workers.job import Job
+
+log = logging.getLogger(__name__)
+
+DRAG_PX = 4.0       # widget-independent: image px moved before a press counts as a box
+
+
+def _propose(backend, project_root: Path | None, image_id: str, image: np.ndarray,
+             prompt: ClickPrompt, *, on_progress=None, cancel=None):
+    """Worker side: (backend, full-size bool proposal); the first call loads the backend here,
+    so torch is imported on the worker, never on the GUI thread."""
+    if backend is None:
+        from segstudio.ml.click_backend import OursBackend, click_runs
+
+        runs = click_runs(project_root)
+        if not runs:
+            raise ValueError("no click model: train one on your labels first")
+        backend = OursBackend(runs[0])
+    return backend, backend.propose(image_id, image, prompt, cancel)
+
+
+def _proposal_of(mask: np.ndarray) -> Proposal | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
+    rect = Rect(int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+    return Proposal(rect, mask[rect.slices].copy())
+
+
+class ClickTool(SmartTool):
+    name, label = "click", "Click to segment"
+    text, shortcut = "Click to Segment", "K"
+    hint = ("Left-click the object, right-click what is not, drag a box; Enter keeps, "
+            "Esc drops")
+    project_root: Path | None = None      # set by the window: the project's click runs first
+
+    @classmethod
+    def entry(cls) -> tuple[str, str, str, str]:
+        """(name, menu text, key, hint), as ui/tools.tool_entries gives the other tools."""
+        return cls.name, cls.text, cls.shortcut, cls.hint
+
+    def __init__(self, canvas) -> None:
+        super().__init__(canvas)
+        self.prompt = ClickPrompt()
+        self.backend = None
+        self.status = ""
+        self.generation = 0
+        self.job: Job | None = None
+        self._press: tuple[float, float] | None = None
+        self._drag: tuple[float, float] | None = None
+        self._mask: np.ndarray | None = None
+        self._answered = 0             # generation of the proposal shown
+
+    # -- backend ---------------------------------------------------------------------------
+    def _on_backend(self, backend) -> None:
+        if backend is self.backend and self.status:
+            return
+        self.backend = backend
+        h, w = self.canvas.image_shape[:2] if self.image is not None else (0, 0)
+        est = backend.embedding_seconds(h, w)
+        self.status = f"{backend.name}; " + (
+            "no embedding step" if est is None else f"embedding ~{est:.1f} s")
+        if backend.licence:
+            self.status += f"; licence: {backend.licence}"
+        self.canvas.setToolTip(f"Click to segment: {self.status}")
+
+    # -- input -----------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.generation += 1          # a pending answer for the old prompt is dropped
+        if self.job is not None:
+            self.job.token.cancel()
+        self.prompt = ClickPrompt()
+        self._mask = None
+        self._press = self._drag = None
+
+    def press(self, pt, button, modifiers) -> None:
+        if self.image is None:
+            return
+        if button == Qt.MouseButton.RightButton:
+            self._add(Click(float(pt[0]), float(pt[1]), False))
+        elif button == Qt.MouseButton.LeftButton:
+            self._press, self._drag = (float(pt[0]), float(pt[1])), None
+
+    def move(self, pt, buttons) -> None:
+        if self._press is not None and buttons & Qt.MouseButton.LeftButton:
+            self._drag = (float(pt[0]), float(pt[1]))
+            self.canvas.update()
+
+    def release(self, pt, button) -> None:
+        if button != Qt.MouseButton.LeftButton or self._press is None:
+            return
+        p0, p1 = self._press, (float(pt[0]), float(pt[1]))
+        self._press = self._drag = None
+        if max(abs(p1[0] - p0[0]), abs(p1[1] - p0[1])) >= DRAG_PX:
+            box = (min(p0[0], p1[0]), min(p0[1], p1[1]), max(p0[0], p1[0]), max(p0[1], p1[1]))
+            self.prompt = ClickPrompt(self.prompt.clicks, box, self._mask)
+            self._request()
+        else:
+            self._add(Click(p1[0], p1[1], True))
+
+    def _add(self, click: Click) -> None:
+        self.prompt = ClickPrompt(self.prompt.clicks + (click,), self.prompt.box, self._mask)
+        self._request()
+
+    def _request(self) -> None:
+        self.generation += 1
+        gen = self.generation
+        if self.job is not None:
+            self.job.token.cancel()          # superseded: its answer is dropped anyway
+        image_id = f"doc-{id(self.canvas._doc)}"
+        job = Job(_propose, self.backend, self.project_root, image_id, self.image, self.prompt,
+                  name="click proposal")
+        job.signals.succeeded.connect(lambda out, g=gen: self._on_job_succeeded(g, out))
+        job.signals.failed.connect(self._on_job_failed)
+        self.job = job.start()
+
+    def _on_job_failed(self, text: str) -> None:
+        from segstudio.workers.job import plain_error
+
+        self.status = plain_error(text)
+        log.warning("click proposal failed: %s", text)
+        self.canvas.setToolTip(f"Click to segment: {self.status}")
+
+    def _on_job_succeeded(self, generation: int, out) -> None:
+        backend, mask = out
+        self._on_backend(backend)
+        if generation != self.generation:
+            return                             # a newer prompt is on its way
+        self._mask = mask
+        self._answered = generation
+        self.show(_proposal_of(mask))
+
+    def key(self, event) -> bool:
+        return SmartTool.key(self, event)
+
+    def paint(self, p) -> None:
+        if self._press is not None and self._drag is not None:
+            a = self.canvas.image_to_widget(*self._press)
+            b = self.canvas.image_to_widget(*self._drag)
+            p.setPen(QPen(QColor(255, 220, 0), 1.5, Qt.PenStyle.DashLine))
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.drawRect(QRectF(a, b).normalized())
+        for c in self.prompt.clicks:
+            pt = self.canvas.image_to_widget(c.y, c.x)
+            p.setPen(QPen(QColor(0, 200, 0) if c.positive else QColor(220, 0, 0), 2))
+            p.drawEllipse(pt, 4.0, 4.0)
