@@ -237,6 +237,8 @@ class MainWindow(QMainWindow):
     def open_project(self, project: Project) -> None:
         self.close_project()
         self.project = project
+        click = self.canvas.tools["click"]      # the project's click runs answer first
+        click.project_root, click.backend = project.root, None
         self.pages.setCurrentIndex(1)
         is_sample = project.root == (data_dir() / "sample-project").resolve()
         self.hint.setVisible(is_sample and not value(self.settings, "hint_dismissed", False, bool))
