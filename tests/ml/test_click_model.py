@@ -111,3 +111,20 @@ def test_no_objects_and_wrong_runs_say_so(tmp_path):
         click_data(empty)
     with pytest.raises(ClickModelError, match="not found"):
         OursBackend(tmp_path)
+
+
+def test_bundled_starter_click_model_loads_and_is_never_a_semantic_starter():
+    from segstudio.io.bundled import starter_models
+    from segstudio.io.runs_index import starter_matches
+    from segstudio.ml.click_backend import click_runs
+
+    runs = click_runs(None)
+    assert runs and runs[0].name == "starter-click-nuclei"
+    assert (runs[0] / "best.pt").stat().st_size < 2_000_000
+    backend = OursBackend(runs[0])
+    assert "CC0" in backend.licence
+    img = np.full((80, 80), 10, np.uint8)
+    img[30:50, 30:50] = 200
+    m = backend.propose("s", img, ClickPrompt(clicks=(Click(40.0, 40.0, True),)))
+    assert m.shape == img.shape and m[40, 40]
+    assert starter_matches(starter_models(), []) != runs[0]
