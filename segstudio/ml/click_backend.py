@@ -96,7 +96,7 @@ class ClickModel:
         if prev_box is not None and ext is not None:
             ext = (min(ext[0], prev_box[0]), min(ext[1], prev_box[1]),
                    max(ext[2], prev_box[2]), max(ext[3], prev_box[3]))
-            return click_sim.window_around(ext, self.margin, self.first_side * 0.75, self.size)
+            return click_sim.window_around(ext, self.margin, 16.0, self.size)
         assert ext is not None
         return click_sim.window_around(ext, self.margin, self.first_side, self.size)
 
@@ -108,6 +108,7 @@ class ClickModel:
         if prompt.is_empty:
             return out if prompt.previous is None else prompt.previous.copy()
         win = self.window_for(prompt, (h, w))
+        zoomed = False
         for attempt in range(MAX_GROWS + 1):
             if cancel:
                 cancel.raise_if_cancelled()
@@ -118,6 +119,11 @@ class ClickModel:
             local = [type(c)((c.y - win.y0) * win.scale, (c.x - win.x0) * win.scale, c.positive)
                      for c in prompt.clicks]
             prob = self._forward(model_input(img, local, prev, self.radius))
+            if not zoomed and attempt < MAX_GROWS:
+                tight = self._zoom_in(prob > 0.5, win, local)
+                if tight is not None:     # RITM's zoom-in: look again at the object's size
+                    win, zoomed = tight, True
+                    continue
             if attempt == MAX_GROWS or not _runs_into_edge(prob > 0.5, win, (h, w)):
                 break
             cy, cx = win.y0 + win.side / 2, win.x0 + win.side / 2
@@ -128,6 +134,22 @@ class ClickModel:
         mask = _keep_clicked(mask, [(c.y - y0, c.x - x0) for c in prompt.clicks if c.positive])
         out[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]] = mask
         return out
+
+
+    def _zoom_in(self, small: np.ndarray, win: click_sim.Window, local) -> click_sim.Window | None:
+        """A tighter window around the clicked answer when it fills little of this one."""
+        pts = [(c.y, c.x) for c in local if c.positive]
+        part = _keep_clicked(small, pts)
+        box = _bbox(part)
+        if box is None:
+            return None
+        ext = max(box[2] - box[0], box[3] - box[1]) / win.scale
+        if ext * self.margin >= 0.6 * win.side:
+            return None
+        y0, x0, y1, x1 = box
+        img_box = (win.y0 + y0 / win.scale, win.x0 + x0 / win.scale,
+                   win.y0 + y1 / win.scale, win.x0 + x1 / win.scale)
+        return click_sim.window_around(img_box, self.margin, 16.0, self.size)
 
 
 def _bbox(mask: np.ndarray) -> tuple[float, float, float, float] | None:
