@@ -141,13 +141,14 @@ class PolygonTool(Tool):
         p.drawPolyline(poly)
 
 
-class BoxTool(Tool):
-    """Drag a box; `finish(p0, p1)` turns it into a proposal."""
+class DragTool(Tool):
+    """A left-button drag from p0 to p1 (the modifiers held at the press kept in `_modifiers`)."""
 
     def __init__(self, canvas) -> None:
         super().__init__(canvas)
         self.p0: Point | None = None
         self.p1: Point | None = None
+        self._modifiers = Qt.KeyboardModifier.NoModifier
 
     def reset(self) -> None:
         self.p0 = self.p1 = None
@@ -162,6 +163,10 @@ class BoxTool(Tool):
         if self.p0 is not None and buttons & Qt.MouseButton.LeftButton:
             self.p1 = pt
             self.canvas.update()
+
+
+class BoxTool(DragTool):
+    """Drag a box; `finish(p0, p1)` turns it into a proposal."""
 
     def release(self, pt, button) -> None:
         if button != Qt.MouseButton.LeftButton or self.p0 is None or self.canvas.image_data is None:
@@ -237,7 +242,7 @@ class ThresholdTool(SmartTool, BoxTool):
     hint = "Drag a box: its bright pixels (Shift: dark) by Otsu's threshold; Enter keeps, Esc drops"
 
     def finish(self, p0, p1) -> None:
-        dark = bool(getattr(self, "_modifiers", 0) & Qt.KeyboardModifier.ShiftModifier)
+        dark = bool(self._modifiers & Qt.KeyboardModifier.ShiftModifier)
         self.show(regions.threshold(self.image, p0, p1, bright=not dark))
 
     def key(self, event) -> bool:
@@ -277,7 +282,7 @@ class WatershedTool(SmartTool):
                 p.drawEllipse(self.canvas.image_to_widget(y + 0.5, x + 0.5), 4, 4)
 
 
-class ObjectTool(Tool):
+class ObjectTool(DragTool):
     """Objects of instance classes: click selects, drag cuts one in two along the line."""
 
     name, label = "objects", "Objects"
@@ -285,27 +290,6 @@ class ObjectTool(Tool):
     hint = ("Click an object to select it (Shift+click: add), drag a line across one to cut it "
             "in two; Ctrl+J merges the selected, Del deletes them, Esc clears the selection")
     DRAG_PX = 4             # screen pixels: a shorter drag is a click
-
-    def __init__(self, canvas) -> None:
-        super().__init__(canvas)
-        self.p0: Point | None = None
-        self.p1: Point | None = None
-        self._add = False
-
-    def reset(self) -> None:
-        self.p0 = self.p1 = None
-        self.canvas.update()
-
-    def press(self, pt, button, modifiers) -> None:
-        if button == Qt.MouseButton.LeftButton:
-            self.p0 = self.p1 = pt
-            self._add = bool(modifiers & (Qt.KeyboardModifier.ShiftModifier
-                                          | Qt.KeyboardModifier.ControlModifier))
-
-    def move(self, pt, buttons) -> None:
-        if self.p0 is not None and buttons & Qt.MouseButton.LeftButton:
-            self.p1 = pt
-            self.canvas.update()
 
     def release(self, pt, button) -> None:
         if button != Qt.MouseButton.LeftButton or self.p0 is None:
@@ -316,7 +300,9 @@ class ObjectTool(Tool):
         if dist >= self.DRAG_PX:
             self.canvas.split_along(p0, pt)
         else:
-            self.canvas.select_object_at(pt, add=self._add)
+            add = bool(self._modifiers & (Qt.KeyboardModifier.ShiftModifier
+                                          | Qt.KeyboardModifier.ControlModifier))
+            self.canvas.select_object_at(pt, add=add)
 
     def key(self, event) -> bool:
         if event.key() == Qt.Key.Key_Escape and len(self.canvas.selected_objects):
