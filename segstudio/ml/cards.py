@@ -39,11 +39,16 @@ NO_SCORE = "no validation score (no foreground class labelled in validation imag
 
 
 def describe_score(metrics: Any) -> str:
-    """'mean Dice 0.812', or why there is no score: the one wording the window and CLI show."""
-    d = metrics.get("mean_dice") if isinstance(metrics, dict) else None
-    if isinstance(d, (int, float)) and not isinstance(d, bool) and d == d:
-        return f"mean Dice {d:.3f}"
-    return NO_SCORE
+    """'mean Dice 0.812' (', object AP@0.5 0.774' with objects), or why there is no score: the one wording the window and CLI show."""
+    def number(key: str) -> float | None:
+        v = metrics.get(key) if isinstance(metrics, dict) else None
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+        return float(v) if ok else None
+
+    d, ap = number("mean_dice"), number("object_ap50")
+    parts = ([f"mean Dice {d:.3f}"] if d is not None else []) + \
+        ([f"object AP@0.5 {ap:.3f}"] if ap is not None else [])
+    return ", ".join(parts) if parts else NO_SCORE
 
 
 def card_problem(card: Any) -> str | None:

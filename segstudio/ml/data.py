@@ -84,6 +84,7 @@ class ValImage:
     image: np.ndarray
     mask: np.ndarray
     split: str = "val"
+    objects: np.ndarray | None = None     # stored object ids (object classes), full size
 
 
 @dataclass
@@ -170,17 +171,19 @@ def build_training_data(items: Sequence[tuple[str, np.ndarray, np.ndarray, str]]
         digest.update(image_id.encode())
         digest.update(np.ascontiguousarray(image).tobytes())
         digest.update(mask.tobytes())
+        ids = objects.get(image_id) if head is not None else None
+        if ids is not None and ids.shape != mask.shape:
+            warnings.append(f"{image_id}: object ids {ids.shape} do not fit the mask "
+                            f"{mask.shape}; its regions stand in for its objects")
+            ids = None
+        if ids is not None:
+            digest.update(np.ascontiguousarray(ids).tobytes())
         if split == "val":
-            val.append(ValImage(image_id, image, mask))
+            val.append(ValImage(image_id, image, mask, objects=ids))
             continue
         prepared = normalise(image, norm, in_channels)
         target = resize_mask(mask, prepared.shape[:2])
         if head is not None:
-            ids = objects.get(image_id)
-            if ids is not None and ids.shape != mask.shape:
-                warnings.append(f"{image_id}: object ids {ids.shape} do not fit the mask "
-                                f"{mask.shape}; its regions stand in for its objects")
-                ids = None
             if ids is not None:
                 ids = resize_objects(ids, prepared.shape[:2])
             target = training_target(target, ids, head)

@@ -105,6 +105,24 @@ def test_measure_counts_the_stored_objects_and_matches_the_runs_table(object_run
     assert counts.true == 6
     best = read_card(run_dir)["metrics"]["best"]
     assert report.means["dice"] == pytest.approx(best["mean_dice"], abs=1e-6)
+    # the runs table scores objects as Measure does: from the stored ids, not the regions
+    assert best["object_ap50"] == pytest.approx(counts.ap(0.5), abs=1e-9)
+    assert best["object_pq"] == pytest.approx(counts.panoptic_quality, abs=1e-9)
+
+
+def test_early_stopping_follows_the_objects_as_well_as_the_pixels():
+    from segstudio.ml.cards import describe_score
+    from segstudio.ml.validate import score
+
+    pixels_only = {"mean_dice": 0.9, "val_loss": 0.2}
+    assert score(pixels_only) == pytest.approx(0.9)
+    # same Dice, objects better apart: a better epoch
+    worse, better = ({**pixels_only, "object_ap50": ap} for ap in (0.6, 0.7))
+    assert score(better) > score(worse)
+    assert score(better) == pytest.approx(0.8)
+    assert describe_score(better) == "mean Dice 0.900, object AP@0.5 0.700"
+    assert score({"mean_dice": float("nan"), "object_ap50": float("nan"), "val_loss": 0.3}) \
+        == pytest.approx(-0.3)
 
 
 def test_cli_evaluate_and_predict_with_objects(object_run, tmp_path, capsys):
