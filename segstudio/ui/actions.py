@@ -236,3 +236,12 @@ MODEL_ACTIONS = (
            tip="The active run's checkpoint, model card and an ONNX file"),
     Action("model.doctor", "Device Doctor…", menu="Model"),
 )
+
+# Which model answers the Click tool (K). ui/click_models.py binds these and puts them at the
+# end of the Model menu; the choice itself is the "Click model" tool bar's list.
+CLICK_MODEL_ACTIONS = (
+    Action("model.add_sam_files", "Add SAM Model File…", menu="Model", separator=True,
+           tip="A Segment-Anything-style ONNX encoder + decoder pair (pick both files)"),
+    Action("model.add_sam_folder", "Add SAM Model Folder…", menu="Model",
+           tip="A folder holding a SAM-style encoder and decoder .onnx (X-AnyLabeling's layout)"),
+)

@@ -4,8 +4,11 @@ Every click or box makes a new prompt; its proposal is computed on a worker (one
 prompt, a newer prompt cancels and supersedes an older pending one: results carry a
 generation and stale ones are dropped) and shown as the smart tools' yellow proposal. Enter
 commits it to the current class as one undo step (the canvas's replace path), Esc drops it.
-The backend is the newest click-model run of the project, else the bundled starter; its name
-and its embedding estimate are in `status` (the tool bar's hint shows it).
+The backend is the model chosen in the window's "Click model" list (ui/click_models.py):
+ours (the newest click-model run of the project, else the bundled starter, loaded on the
+first click on a worker) or a SAM-style ONNX pair. Its name, licence and embedding estimate
+are in `status` (the canvas tooltip and the Click model tool bar show them). A click that
+comes while the SAM embedding of the image runs waits for that job, not the window.
 """
 
 from __future__ import annotations
@@ -56,7 +59,6 @@ class ClickTool(SmartTool):
     text, shortcut = "Click to Segment", "K"
     hint = ("Left-click the object, right-click what is not, drag a box; Enter keeps, "
             "Esc drops")
-    project_root: Path | None = None      # set by the window: the project's click runs first
 
     @classmethod
     def entry(cls) -> tuple[str, str, str, str]:
@@ -67,6 +69,8 @@ class ClickTool(SmartTool):
         super().__init__(canvas)
         self.prompt = ClickPrompt()
         self.backend = None
+        self.models = None            # ClickModels, once the canvas is in a MainWindow
+        self._project_root: Path | None = None
         self.status = ""
         self.generation = 0
         self.job: Job | None = None
@@ -76,17 +80,37 @@ class ClickTool(SmartTool):
         self._answered = 0             # generation of the proposal shown
 
     # -- backend ---------------------------------------------------------------------------
+    @property
+    def project_root(self) -> Path | None:
+        """The open project (its click runs answer first); set by the window at project open."""
+        return self._project_root
+
+    @project_root.setter
+    def project_root(self, root: Path | None) -> None:
+        self._project_root = root
+        # the window sets this once a project opens: the first time is when the click-model
+        # choice joins the window (its Model menu entries, the tool bar, the embedding jobs)
+        if self.models is None:
+            from segstudio.ui.click_models import attach_to_window
+
+            self.models = attach_to_window(self, self.canvas.window())
+            if self.models is not None:
+                self.models.restore()
+
     def _on_backend(self, backend) -> None:
-        if backend is self.backend and self.status:
-            return
         self.backend = backend
-        h, w = self.canvas.image_shape[:2] if self.image is not None else (0, 0)
-        est = backend.embedding_seconds(h, w)
-        self.status = f"{backend.name}; " + (
-            "no embedding step" if est is None else f"embedding ~{est:.1f} s")
-        if backend.licence:
-            self.status += f"; licence: {backend.licence}"
-        self.canvas.setToolTip(f"Click to segment: {self.status}")
+        self.refresh_status()
+
+    def refresh_status(self) -> None:
+        """The tooltip (and the Click model tool bar) say which model answers, and its cost."""
+        from segstudio.ui.click_models import describe
+
+        if self.models is not None:
+            self.status = self.models.status_text()
+            self.models.changed.emit()
+        elif self.backend is not None:
+            self.status = describe(self.backend, self.canvas.image_shape)
+        self.canvas.setToolTip(f"Click to segment: {self.status}" if self.status else "")
 
     # -- input -----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -128,10 +152,29 @@ class ClickTool(SmartTool):
 
     def _request(self) -> None:
         self.generation += 1
-        gen = self.generation
         if self.job is not None:
             self.job.token.cancel()          # superseded: its answer is dropped anyway
+        models = self.models
+        if models is not None and models.choice != "ours" and models.backend is None:
+            models.show_message("The SAM model is not open yet; the click was not sent", 5000)
+            self.prompt, self._mask = ClickPrompt(), None
+            self.canvas.update()
+            return
+        if models is not None and models.embedding_running():
+            models.wait_for_embedding()      # sent when the image's embedding is done
+            self.canvas.update()
+            return
+        self.send_request()
+
+    def send_request(self) -> None:
+        """Start the proposal job for the current prompt (a worker; the window goes on)."""
+        if self.image is None or self.prompt.is_empty:
+            return
+        gen = self.generation
         image_id = f"doc-{id(self.canvas._doc)}"
+        if self.models is not None and self.models.backend is not None:
+            # the id the embedding and the pre-compute jobs used: their work is found again
+            image_id = self.models.current_image_id() or image_id
         job = Job(_propose, self.backend, self.project_root, image_id, self.image, self.prompt,
                   name="click proposal")
         job.signals.succeeded.connect(lambda out, g=gen: self._on_job_succeeded(g, out))
@@ -147,9 +190,10 @@ class ClickTool(SmartTool):
 
     def _on_job_succeeded(self, generation: int, out) -> None:
         backend, mask = out
-        self._on_backend(backend)
         if generation != self.generation:
-            return                             # a newer prompt is on its way
+            return      # a newer prompt (or another model, another image) is on its way
+        if backend is not self.backend or not self.status:
+            self._on_backend(backend)
         self._mask = mask
         self._answered = generation
         self.show(_proposal_of(mask))
