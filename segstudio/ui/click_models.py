@@ -163,6 +163,7 @@ class ClickModels(QObject):
         self._tick = QTimer(self)
         self._tick.setInterval(500)
         self._tick.timeout.connect(self.changed)
+        self.changed.connect(tool.refresh_status)
 
     # -- remembered list -----------------------------------------------------------------
     def _read_pairs(self) -> dict[str, tuple[Path, Path]]:
@@ -237,6 +238,8 @@ class ClickModels(QObject):
     def _on_open_succeeded(self, then_choose: bool, backend) -> None:
         key = str(backend.encoder_path)
         self.pairs[key] = (backend.encoder_path, backend.decoder_path)
+        if key in self.loaded and self.loaded[key].decoder_path == backend.decoder_path:
+            backend = self.loaded[key]     # added twice: the open one keeps its embeddings
         self.loaded[key] = backend
         log.info("SAM model %s ready (%s, %s)", backend.model_name, backend.encoder_path,
                  backend.decoder_path)
@@ -262,6 +265,9 @@ class ClickModels(QObject):
         """Make `key` (OURS or a listed pair's encoder path) the model that answers clicks."""
         if key != OURS and key not in self.pairs:
             raise ValueError(f"unknown click model {key!r}; known: {[OURS, *self.pairs]}")
+        if key == self.choice and key in self.loaded and self.tool.backend is self.loaded[key]:
+            self.changed.emit()           # already answering: the clicks under way go on
+            return
         self._cancel_background()
         if key != self.choice:
             self.embedded.clear()
@@ -277,7 +283,6 @@ class ClickModels(QObject):
             self.embed_current()
         else:
             self._open(list(self.pairs[key]), then_choose=True)
-        self.tool.refresh_status()
         self.changed.emit()
 
     def restore(self) -> None:
@@ -319,13 +324,12 @@ class ClickModels(QObject):
     def wait_for_embedding(self) -> None:
         """A click during the embedding: its request starts when the embedding is done."""
         self._waiting_click = True
-        self.show_message(f"SAM: embedding… {time.monotonic() - self._embed_since:.0f} s; "
-                           f"the click answers when it is done", 4000)
+        self.show_message(f"SAM: embedding this image… {time.monotonic() - self._embed_since:.0f}"
+                          f" s; the click answers when it is done", 4000)
         self.changed.emit()
 
     def _on_embed_succeeded(self, backend, image_id: str) -> None:
         self.embedded.add(image_id)
-        self.tool.refresh_status()
         if backend is self.backend:
             self._start_precompute(backend)
 
@@ -374,40 +378,44 @@ class ClickModels(QObject):
                 job.token.cancel()
 
     # -- what the tool bar says ----------------------------------------------------------
-    def status_text(self) -> str:
-        """'SAM file: x · licence: … · embedding ~1.2 s' / 'ours: run · no embedding step'."""
+    def status_text(self, name: bool = True) -> str:
+        """'SAM file: x · licence: … · embedding ~1.2 s' / 'ours: run · no embedding step';
+        without `name` (the tool bar's list shows it) a SAM pair is named by its files."""
         if self.opening is not None:
             return "opening the SAM model…"
         backend = self.backend if self.choice != OURS else self.tool.backend
         if self.choice != OURS and backend is None:
             return "SAM model not open"
         if backend is None:
-            return "ours (the project's newest click run, else the starter); no embedding step"
-        return describe(backend, self.tool.canvas.image_shape,
+            return (("ours " if name else "") + "(the project's newest click run, else the "
+                    "starter; loaded at the first click) · no embedding step")
+        return describe(backend, self.tool.canvas.image_shape, name=name,
                         embedding_for=(time.monotonic() - self._embed_since
                                        if self.embedding is not None else None),
                         embedded=self._image_id() in self.embedded)
 
 
-def describe(backend, shape, embedding_for: float | None = None, embedded: bool = False) -> str:
+def describe(backend, shape, embedding_for: float | None = None, embedded: bool = False,
+             name: bool = True) -> str:
     """Which model answers, its licence, and what the embedding costs on this image."""
-    parts = [backend.name]
+    parts = [backend.name] if name else []
+    est = backend.embedding_seconds(*(shape or (0, 0)))
     if _is_sam(backend):
+        if not name:
+            parts.append(f"{backend.encoder_path.name} + {backend.decoder_path.name}")
         parts.append(f"licence: {backend.licence}" if backend.licence else NO_LICENCE)
-        est = backend.embedding_seconds(*(shape or (0, 0)))
         if embedding_for is not None:
-            parts.append(f"embedding… {embedding_for:.0f} s"
-                         + (f" of ~{est:.1f} s" if est is not None else ""))
+            parts.append(f"embedding this image… {embedding_for:.0f} s"
+                         + (f" (the last one took {est:.1f} s)" if est is not None else ""))
         elif embedded:
-            parts.append("image embedded" + (f" (~{est:.1f} s per image)" if est is not None
-                                             else ""))
+            parts.append("image embedded" + (f" (embedding ~{est:.1f} s per image)"
+                                             if est is not None else ""))
         else:
             parts.append(f"embedding ~{est:.1f} s per image" if est is not None
                          else "embedding time not measured yet")
     else:
         if backend.licence:
             parts.append(f"licence: {backend.licence}")
-        est = backend.embedding_seconds(*(shape or (0, 0)))
         parts.append("no embedding step" if est is None else f"embedding ~{est:.1f} s")
     return " · ".join(parts)
 
@@ -440,7 +448,7 @@ class ClickModelBar(QToolBar):
         index = self.combo.findData(self.models.choice)
         self.combo.setCurrentIndex(max(0, index))
         self.combo.blockSignals(False)
-        self.status.setText(self.models.status_text())
+        self.status.setText(self.models.status_text(name=False))
 
     def _on_combo_activated(self, index: int) -> None:
         key = self.combo.itemData(index)
@@ -453,6 +461,18 @@ def _read_pixels(project, entry) -> np.ndarray:
     return project.read_image(entry).data
 
 
+def image_key(project, entry_id: str) -> str:
+    """The id the SAM backend knows an image by: entry ids repeat across projects, and the
+    backend keeps the embedding it made for an id during the session."""
+    return f"{project.root}::{entry_id}"
+
+
+def _current_key(window) -> str | None:
+    if window.project is None or window.current is None:
+        return None
+    return image_key(window.project, window.current.id)
+
+
 def _next_images(window) -> list[tuple[str, ImageSource]]:
     """The images after the current one in the list as the user sees it, loaded lazily."""
     project, current = window.project, window.current
@@ -463,7 +483,7 @@ def _next_images(window) -> list[tuple[str, ImageSource]]:
         return []
     i = ids.index(current.id)
     rest = ids[i + 1:] + ids[:i]
-    return [(image_id, partial(_read_pixels, project, project.entry(image_id)))
+    return [(image_key(project, image_id), partial(_read_pixels, project, project.entry(image_id)))
             for image_id in rest]
 
 
@@ -476,7 +496,7 @@ def attach_to_window(tool, window) -> ClickModels | None:
     models = ClickModels(
         tool, start_job=window.runner.start, report_error=window.report_error,
         show_message=lambda text, ms=0: window.statusBar().showMessage(text, ms),
-        image_id=lambda: window.current.id if window.current is not None else None,
+        image_id=partial(_current_key, window),
         next_images=partial(_next_images, window), settings=getattr(window, "settings", None),
         parent=window)
     reg = window.action_registry
@@ -489,6 +509,7 @@ def attach_to_window(tool, window) -> ClickModels | None:
         menu.addSeparator()
         menu.addActions(acts)
     window.click_model_bar = ClickModelBar(models, window)
+    window.addToolBarBreak()      # a row of its own: beside the tools it was cut to "»"
     window.addToolBar(window.click_model_bar)
     window.image_shown.connect(models.on_image_shown)
     return models     # its jobs go through window.runner: closing the window cancels them

@@ -99,15 +99,17 @@ class ClickTool(SmartTool):
 
     def _on_backend(self, backend) -> None:
         self.backend = backend
-        self.refresh_status()
+        if self.models is not None:
+            self.models.changed.emit()         # the list names the loaded run now
+        else:
+            self.refresh_status()
 
     def refresh_status(self) -> None:
         """The tooltip (and the Click model tool bar) say which model answers, and its cost."""
         from segstudio.ui.click_models import describe
 
-        if self.models is not None:
+        if self.models is not None:           # ClickModels.changed calls this too
             self.status = self.models.status_text()
-            self.models.changed.emit()
         elif self.backend is not None:
             self.status = describe(self.backend, self.canvas.image_shape)
         self.canvas.setToolTip(f"Click to segment: {self.status}" if self.status else "")

@@ -5,6 +5,7 @@ around each positive click, so the geometry can be checked)."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import cv2
@@ -20,7 +21,7 @@ pytest.importorskip("onnx")
 from segstudio.io.project import Project  # noqa: E402
 from segstudio.ml.sam_onnx import SamOnnxBackend  # noqa: E402
 from segstudio.ui.app import build_main_window  # noqa: E402
-from segstudio.ui.click_models import OURS, ClickModels, sam_paths  # noqa: E402
+from segstudio.ui.click_models import OURS, ClickModels, image_key, sam_paths  # noqa: E402
 from tests.ml.sam_models import export_pair  # noqa: E402
 
 N_IMAGES = 5
@@ -92,11 +93,13 @@ def test_a_sam_file_pair_answers_clicks_and_enter_commits_one_step(qtbot, win, p
     models = add_model(qtbot, w, monkeypatch, pair)
     tool = w.canvas.tools["click"]
     assert tool.backend is models.backend and models.choice == str(pair[0])
-    qtbot.waitUntil(lambda: w.current.id in models.embedded, timeout=20_000)
+    qtbot.waitUntil(lambda: models.current_image_id() in models.embedded, timeout=20_000)
     assert threads and all(t is not threading.main_thread() for t in threads)
     status = w.click_model_bar.status.text()
-    assert "SAM file: sam" in status and "licence: not stated in file" in status
-    assert "embedded" in status and " s" in status              # the measured time
+    assert "sam.encoder.onnx + sam.decoder.onnx" in status
+    assert "licence: not stated in file" in status
+    assert re.search(r"image embedded \(embedding ~\d+\.\d s per image\)", status)
+    assert w.canvas.toolTip().startswith("Click to segment: SAM file: sam · licence: not stated")
     assert w.click_model_bar.combo.currentText() == "SAM file: sam"
     assert [w.click_model_bar.combo.itemData(i) for i in range(2)] == [OURS, str(pair[0])]
 
@@ -116,6 +119,37 @@ def test_a_sam_file_pair_answers_clicks_and_enter_commits_one_step(qtbot, win, p
     # remembered in the app settings: a new session lists it and has it chosen
     again = ClickModels(tool, start_job=lambda job, **k: job, report_error=print)
     assert again.choice == str(pair[0]) and str(pair[0]) in again.pairs
+
+
+def test_a_click_during_the_embedding_waits_for_it_not_the_window(qtbot, win, pair,
+                                                                 monkeypatch):
+    w = win
+    gate = threading.Event()
+    real_prepare = SamOnnxBackend.prepare
+
+    def held(self, *args, **kwargs):        # the real prepare, started when the test says
+        gate.wait(20)
+        return real_prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(SamOnnxBackend, "prepare", held)
+    pick_files(monkeypatch, *pair)
+    w.action_registry.qaction("model.add_sam_files").trigger()
+    models = models_of(w)
+    qtbot.waitUntil(models.embedding_running, timeout=20_000)
+    qtbot.mouseClick(w.canvas, Qt.MouseButton.LeftButton, pos=at(w, 60, 80))
+    tool = w.canvas.tools["click"]
+    assert tool.job is None or tool.job.token.cancelled           # waits for the embedding
+    assert "embedding this image…" in w.statusBar().currentMessage()
+    assert "embedding this image…" in w.click_model_bar.status.text()
+    QTest.keyClick(w.canvas, Qt.Key.Key_M)      # the window still answers keys meanwhile
+    assert not w.mask_action.isChecked()
+    QTest.keyClick(w.canvas, Qt.Key.Key_M)
+    assert w.mask_action.isChecked() and models.embedding_running()
+    gate.set()
+    qtbot.waitUntil(lambda: w.canvas.proposal is not None, timeout=20_000)
+    assert tool._mask[60, 80] and w.current.id == "img0"
+    assert models.backend.tile_ready(models.current_image_id(), w.canvas.image_data.shape,
+                                     models.backend.tiling(120, 160).at(0, 0))
 
 
 def test_a_corrupt_onnx_file_gives_one_sentence_and_the_window_goes_on(qtbot, win, pair,
@@ -145,11 +179,12 @@ def test_switching_images_pre_computes_the_next_ones(qtbot, win, pair, monkeypat
     backend = models.backend
     ids = w.images.visible_ids()
     assert ids[0] == w.current.id
+    ids = [image_key(w.project, i) for i in ids]
     qtbot.waitUntil(lambda: all(backend.is_prepared(i) for i in ids[1:3]), timeout=20_000)
     assert not backend.is_prepared(ids[3])                      # only two ahead
     runs = backend.encoder_runs
     w.step_image(1)
-    qtbot.waitUntil(lambda: w.current.id == ids[1], timeout=10_000)
+    qtbot.waitUntil(lambda: models.current_image_id() == ids[1], timeout=10_000)
     qtbot.waitUntil(lambda: backend.is_prepared(ids[3]), timeout=20_000)
     assert backend.encoder_runs == runs + 1     # the shown image came from the pre-compute
     assert ids[1] in models.embedded
@@ -179,3 +214,20 @@ def test_a_folder_holding_the_pair_is_accepted(pair, tmp_path):
     empty.mkdir()
     with pytest.raises(ValueError, match="holds 0 .onnx file"):
         sam_paths([empty])
+
+
+def test_the_chosen_model_is_opened_again_in_the_next_session(qtbot, win, pair, monkeypatch):
+    models = add_model(qtbot, win, monkeypatch, pair)
+    root = win.project.root
+    win.close()
+    assert models.choice == str(pair[0])
+    w = build_main_window(Project.open(root))      # same settings folder: the next session
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.canvas.document is not None, timeout=10_000)
+    again = models_of(w)
+    qtbot.waitUntil(lambda: again.backend is not None, timeout=20_000)
+    assert again.backend.encoder_path == pair[0]
+    assert w.click_model_bar.combo.currentData() == str(pair[0])
+    qtbot.waitUntil(lambda: again.current_image_id() in again.embedded, timeout=20_000)
+    assert again.backend.encoder_runs == 0          # the disk cache had img0 from before
