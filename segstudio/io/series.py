@@ -33,17 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from segstudio.core.jobs import CancelToken, Progress, ProgressFn
-from segstudio.io.dicom import _number, _text, _whole, looks_like_dicom, read_dicom
+from segstudio.core.jobs import Cancelled, CancelToken, Progress, ProgressFn
+from segstudio.io.dicom import looks_like_dicom, read_dicom
 from segstudio.io.image_base import ImageInfo, ImageReadError, fail, suffix_of
-from segstudio.io.series_geometry import (Geometry, orientation_geometry, orientation_words,
-                                          stack_slices)
+from segstudio.io.series_geometry import (DicomHeader, Geometry, orientation_geometry,
+                                          orientation_words, read_dicom_header, stack_slices)
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-# DICOM objects with Rows/Columns that are not slices of a volume
-_NOT_SLICES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG", "DOC"}
 
 
 @dataclass(frozen=True)
@@ -120,6 +118,46 @@ class Series:
                     progress: ProgressFn | None = None) -> np.ndarray:
         """Every slice, float32 (slices, rows, cols); progress per slice, cancel between them."""
         out = np.empty(self.shape, np.float32)
+        if self.is_multiframe and len({s.path for s in self.slices}) == 1:
+            return self._read_frames(out, cancel, progress)
+        return self._read_each(out, cancel, progress)
+
+    def _read_frames(self, out: np.ndarray, cancel: CancelToken | None,
+                     progress: ProgressFn | None) -> np.ndarray:
+        """One pass over a multi-frame file: read_slice would parse its (long) header per frame."""
+        from segstudio.io.dicom import decode_failure
+
+        path = self.slices[0].path
+        where = {ref.frame: k for k, ref in enumerate(self.slices)}
+        try:
+            from pydicom.pixels import iter_pixels
+        except ImportError:                                   # pydicom 2
+            return self._read_each(out, cancel, progress)
+        done = 0
+        try:
+            for frame, data in enumerate(iter_pixels(str(path))):
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                k = where.get(frame)
+                if k is None:
+                    continue
+                ref = self.slices[k]
+                out[k] = data.astype(np.float32) * np.float32(ref.slope) + np.float32(ref.intercept)
+                done += 1
+                if progress is not None:
+                    progress(Progress(done, len(self.slices), "reading slices"))
+        except (ImageReadError, Cancelled):
+            raise
+        except MemoryError:
+            raise fail(path, "not enough memory to decode its pixel data") from None
+        except Exception as e:
+            raise decode_failure(path, self.transfer_syntax, e) from None
+        if done < len(self.slices):
+            raise fail(path, f"its pixel data holds {done} of the {len(self.slices)} frames its "
+                             f"header lists; the file is truncated")
+        return out
+
+    def _read_each(self, out, cancel, progress) -> np.ndarray:
         for k in range(len(self.slices)):
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -182,7 +220,7 @@ def scan_series(paths_or_folder, cancel: CancelToken | None = None,
     """
     files = _files(paths_or_folder)
     problems: list[str] = []
-    headers: list[_Header] = []
+    headers: list[DicomHeader] = []
     series: list[Series] = []
     ignored = 0
     not_images = 0
@@ -195,7 +233,7 @@ def scan_series(paths_or_folder, cancel: CancelToken | None = None,
             elif suffix_of(path) in NIFTI_SUFFIXES:
                 series += _nifti_series(path, all_volumes)
             elif looks_like_dicom(path) or suffix_of(path) in (".dcm", ".dicom"):
-                header = _read_dicom_header(path)
+                header = read_dicom_header(path)
                 if header is None:
                     not_images += 1
                 else:
@@ -265,141 +303,9 @@ def _nifti_series(path: Path, all_volumes: bool) -> list[Series]:
     return out
 
 
-# -- DICOM headers ---------------------------------------------------------------------------------
-@dataclass
-class _Frame:
-    position: np.ndarray | None
-    orientation: tuple | None
-    slope: float
-    intercept: float
-    number: int | None
-
-
-@dataclass
-class _Header:
-    path: Path
-    uid: str
-    rows: int
-    cols: int
-    modality: str | None
-    description: str
-    sop_uid: str | None
-    study_uid: str | None
-    frame_of_reference: str | None
-    syntax: str | None
-    pixel_spacing: tuple | None
-    slice_mm: float | None          # SpacingBetweenSlices, else SliceThickness
-    frames: list[_Frame]            # one for a single-frame file
-    multiframe: bool
-
-
-def _floats(ds, keyword: str, n: int) -> tuple | None:
-    text = _text(ds, keyword) if ds is not None else None
-    if not text:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split("\\"))
-    except ValueError:
-        return None
-    return values[:n] if len(values) >= n and all(np.isfinite(values[:n])) else None
-
-
-def _item(ds, keyword: str):
-    """The first item of a sequence, or None."""
-    seq = getattr(ds, keyword, None) if ds is not None and keyword in ds else None
-    return seq[0] if seq else None
-
-
-def _group(per_frame, shared, keyword: str):
-    """A functional group macro: the frame's own, else the shared one."""
-    return _item(per_frame, keyword) or _item(shared, keyword)
-
-
-def _read_dicom_header(path: Path) -> _Header | None:
-    """What scan_series needs from one file (no pixel data read); None for non-image objects."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except InvalidDicomError:
-        raise fail(path, "not a DICOM file with a file header (no 'DICM' marker at byte 128)") from None
-    except Exception as e:
-        raise fail(path, f"not a readable DICOM file ({e})") from None
-    modality = (_text(ds, "Modality") or "").upper() or None
-    if len(ds) == 0:
-        raise fail(path, "holds nothing after its file meta header (the file may be truncated)")
-    if modality in _NOT_SLICES:
-        return None
-    if "Rows" not in ds or "Columns" not in ds:
-        sop = str(pydicom.uid.UID(_text(ds, "SOPClassUID") or "").name)
-        if sop.endswith("Image Storage"):
-            raise fail(path, f"a {sop.replace(' Storage', '')} without Rows and Columns: its "
-                             f"header is cut short or stripped")
-        return None
-    rows, cols = _whole(path, ds, "Rows", None), _whole(path, ds, "Columns", None)
-    if rows <= 0 or cols <= 0:
-        raise fail(path, f"declares an empty image ({cols} x {rows})")
-    samples = _whole(path, ds, "SamplesPerPixel", 1)
-    if samples != 1:
-        raise fail(path, f"holds colour images (SamplesPerPixel {samples}), which are not slices "
-                         f"of a volume; open it as an image")
-    declared = _whole(path, ds, "NumberOfFrames", 1)
-    if declared < 1:
-        raise fail(path, f"NumberOfFrames is {declared}; an image holds at least 1 frame")
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
-    shared = _item(ds, "SharedFunctionalGroupsSequence")
-    per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None) if \
-        "PerFrameFunctionalGroupsSequence" in ds else None
-    measures = _group(None, shared, "PixelMeasuresSequence")
-    pixel_spacing = _floats(measures, "PixelSpacing", 2) or _floats(ds, "PixelSpacing", 2)
-    between = _floats(measures, "SpacingBetweenSlices", 1) or _floats(ds, "SpacingBetweenSlices", 1)
-    thick = _floats(measures, "SliceThickness", 1) or _floats(ds, "SliceThickness", 1)
-    slice_mm = (between or thick or (None,))[0]
-    frames = []
-    if per_frame is not None and len(per_frame) >= declared and declared > 1:
-        for k in range(declared):
-            item = per_frame[k]
-            frame_measures = _item(item, "PixelMeasuresSequence")
-            if k == 0 and frame_measures is not None and pixel_spacing is None:
-                pixel_spacing = _floats(frame_measures, "PixelSpacing", 2)
-            plane = _group(item, shared, "PlanePositionSequence")
-            orient = _group(item, shared, "PlaneOrientationSequence")
-            value = _group(item, shared, "PixelValueTransformationSequence") or ds
-            content = _item(item, "FrameContentSequence")
-            number = _text(content, "InStackPositionNumber") if content is not None else None
-            frames.append(_Frame(
-                np.asarray(p) if (p := _floats(plane, "ImagePositionPatient", 3)) else None,
-                _floats(orient, "ImageOrientationPatient", 6) or _floats(ds, "ImageOrientationPatient", 6),
-                _slope(path, value), _number(path, value, "RescaleIntercept", 0.0),
-                int(number) if number and number.isdigit() else k + 1))
-    else:
-        position = _floats(ds, "ImagePositionPatient", 3)
-        orient = _floats(ds, "ImageOrientationPatient", 6)
-        number = _text(ds, "InstanceNumber")
-        try:
-            number = int(float(number)) if number else None
-        except ValueError:
-            number = None
-        base = _Frame(np.asarray(position) if position else None, orient, _slope(path, ds),
-                      _number(path, ds, "RescaleIntercept", 0.0), number)
-        frames = [base] if declared == 1 else [
-            _Frame(None, orient, base.slope, base.intercept, k + 1) for k in range(declared)]
-    return _Header(path, _text(ds, "SeriesInstanceUID") or "", rows, cols, modality,
-                   _text(ds, "SeriesDescription") or "", _text(ds, "SOPInstanceUID"),
-                   _text(ds, "StudyInstanceUID"), _text(ds, "FrameOfReferenceUID"), syntax or None,
-                   pixel_spacing, slice_mm, frames, declared > 1)
-
-
-def _slope(path: Path, ds) -> float:
-    slope = _number(path, ds, "RescaleSlope", 1.0)
-    return 1.0 if slope == 0 else slope
-
-
 # -- DICOM series ----------------------------------------------------------------------------------
-def _dicom_series(headers: list[_Header]) -> list[Series]:
-    by_uid: dict[str, list[_Header]] = defaultdict(list)
+def _dicom_series(headers: list[DicomHeader]) -> list[Series]:
+    by_uid: dict[str, list[DicomHeader]] = defaultdict(list)
     for h in headers:
         by_uid[h.uid].append(h)
     out: list[Series] = []
@@ -410,7 +316,7 @@ def _dicom_series(headers: list[_Header]) -> list[Series]:
         for h in multis:
             key = uid if len(multis) == 1 and not singles else f"{uid}#{h.path.name}"
             out += _build(key, [(h, k) for k in range(len(h.frames))], notes)
-        parts: dict[tuple, list[_Header]] = defaultdict(list)
+        parts: dict[tuple, list[DicomHeader]] = defaultdict(list)
         for h in singles:
             o = h.frames[0].orientation
             parts[(h.rows, h.cols, tuple(round(v, 3) for v in o) if o else None)].append(h)
@@ -427,7 +333,7 @@ def _dicom_series(headers: list[_Header]) -> list[Series]:
     return out
 
 
-def _build(uid: str, members: list[tuple[_Header, int]], notes: list[str]) -> list[Series]:
+def _build(uid: str, members: list[tuple[DicomHeader, int]], notes: list[str]) -> list[Series]:
     """Series from (header, frame) members of one size and orientation."""
     first = members[0][0]
     frames = [h.frames[k] for h, k in members]

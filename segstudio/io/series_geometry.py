@@ -1,22 +1,30 @@
 """Where a volume's voxels lie in the patient, and how the slices of a series stack up.
 
 `Geometry` is the grid of one series in DICOM patient coordinates (LPS, millimetres): voxel
-index (column, row, slice) -> position. `stack_slices` orders slice positions along the slice
-normal and says in plain words what is wrong with them (gaps, uneven or repeated positions,
-tilt); `io.series` uses both, the exports in `io.formats.medical` use `Geometry`.
+index (column, row, slice) -> position. `read_dicom_header` reads where one DICOM file's slice
+(or each of its frames, from the functional groups) lies and how its values rescale, from the
+header alone. `stack_slices` orders slice positions along the slice normal and says in plain
+words what is wrong with them (gaps, uneven or repeated positions, tilt). `io.series` uses all
+three; the exports in `io.formats.medical` use `Geometry`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from segstudio.io.dicom import _number, _text, _whole
+from segstudio.io.image_base import fail
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])   # its own inverse
 GAP_FACTOR = 1.5            # a step this many times the usual spacing means missing slices
 UNEVEN_FRACTION = 0.01      # steps differing by more than 1 % (and 0.01 mm) are "uneven"
 TILT_DEGREES = 1.0          # slices shifted sideways by more than this angle: tilted stack
+# DICOM objects with Rows/Columns that are not slices of a volume
+_NOT_SLICES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG", "DOC"}
 
 
 def _unit(v) -> tuple[float, float, float]:
@@ -205,3 +213,135 @@ def _spacing_problems(pos: np.ndarray, order: list[int], normal: np.ndarray
                             f"from their normal: a tilted gantry?); the volume assumes a "
                             f"straight stack")
     return spacing, problems
+
+
+# -- DICOM headers: where each slice (or frame) lies ---------------------------------------------------------------------------------
+@dataclass
+class _Frame:
+    position: np.ndarray | None
+    orientation: tuple | None
+    slope: float
+    intercept: float
+    number: int | None
+
+
+@dataclass
+class DicomHeader:
+    path: Path
+    uid: str
+    rows: int
+    cols: int
+    modality: str | None
+    description: str
+    sop_uid: str | None
+    study_uid: str | None
+    frame_of_reference: str | None
+    syntax: str | None
+    pixel_spacing: tuple | None
+    slice_mm: float | None          # SpacingBetweenSlices, else SliceThickness
+    frames: list[_Frame]            # one for a single-frame file
+    multiframe: bool
+
+
+def _floats(ds, keyword: str, n: int) -> tuple | None:
+    text = _text(ds, keyword) if ds is not None else None
+    if not text:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split("\\"))
+    except ValueError:
+        return None
+    return values[:n] if len(values) >= n and all(np.isfinite(values[:n])) else None
+
+
+def _item(ds, keyword: str):
+    """The first item of a sequence, or None."""
+    seq = getattr(ds, keyword, None) if ds is not None and keyword in ds else None
+    return seq[0] if seq else None
+
+
+def _group(per_frame, shared, keyword: str):
+    """A functional group macro: the frame's own, else the shared one."""
+    return _item(per_frame, keyword) or _item(shared, keyword)
+
+
+def read_dicom_header(path: Path) -> DicomHeader | None:
+    """What scan_series needs from one file (no pixel data read); None for non-image objects."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise fail(path, "not a DICOM file with a file header (no 'DICM' marker at byte 128)") from None
+    except Exception as e:
+        raise fail(path, f"not a readable DICOM file ({e})") from None
+    modality = (_text(ds, "Modality") or "").upper() or None
+    if len(ds) == 0:
+        raise fail(path, "holds nothing after its file meta header (the file may be truncated)")
+    if modality in _NOT_SLICES:
+        return None
+    if "Rows" not in ds or "Columns" not in ds:
+        sop = str(pydicom.uid.UID(_text(ds, "SOPClassUID") or "").name)
+        if sop.endswith("Image Storage"):
+            raise fail(path, f"a {sop.replace(' Storage', '')} without Rows and Columns: its "
+                             f"header is cut short or stripped")
+        return None
+    rows, cols = _whole(path, ds, "Rows", None), _whole(path, ds, "Columns", None)
+    if rows <= 0 or cols <= 0:
+        raise fail(path, f"declares an empty image ({cols} x {rows})")
+    samples = _whole(path, ds, "SamplesPerPixel", 1)
+    if samples != 1:
+        raise fail(path, f"holds colour images (SamplesPerPixel {samples}), which are not slices "
+                         f"of a volume; open it as an image")
+    declared = _whole(path, ds, "NumberOfFrames", 1)
+    if declared < 1:
+        raise fail(path, f"NumberOfFrames is {declared}; an image holds at least 1 frame")
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None) if \
+        "PerFrameFunctionalGroupsSequence" in ds else None
+    measures = _group(None, shared, "PixelMeasuresSequence")
+    pixel_spacing = _floats(measures, "PixelSpacing", 2) or _floats(ds, "PixelSpacing", 2)
+    between = _floats(measures, "SpacingBetweenSlices", 1) or _floats(ds, "SpacingBetweenSlices", 1)
+    thick = _floats(measures, "SliceThickness", 1) or _floats(ds, "SliceThickness", 1)
+    slice_mm = (between or thick or (None,))[0]
+    frames = []
+    if per_frame is not None and len(per_frame) >= declared and declared > 1:
+        for k in range(declared):
+            item = per_frame[k]
+            frame_measures = _item(item, "PixelMeasuresSequence")
+            if k == 0 and frame_measures is not None and pixel_spacing is None:
+                pixel_spacing = _floats(frame_measures, "PixelSpacing", 2)
+            plane = _group(item, shared, "PlanePositionSequence")
+            orient = _group(item, shared, "PlaneOrientationSequence")
+            value = _group(item, shared, "PixelValueTransformationSequence") or ds
+            content = _item(item, "FrameContentSequence")
+            number = _text(content, "InStackPositionNumber") if content is not None else None
+            frames.append(_Frame(
+                np.asarray(p) if (p := _floats(plane, "ImagePositionPatient", 3)) else None,
+                _floats(orient, "ImageOrientationPatient", 6) or _floats(ds, "ImageOrientationPatient", 6),
+                _slope(path, value), _number(path, value, "RescaleIntercept", 0.0),
+                int(number) if number and number.isdigit() else k + 1))
+    else:
+        position = _floats(ds, "ImagePositionPatient", 3)
+        orient = _floats(ds, "ImageOrientationPatient", 6)
+        number = _text(ds, "InstanceNumber")
+        try:
+            number = int(float(number)) if number else None
+        except ValueError:
+            number = None
+        base = _Frame(np.asarray(position) if position else None, orient, _slope(path, ds),
+                      _number(path, ds, "RescaleIntercept", 0.0), number)
+        frames = [base] if declared == 1 else [
+            _Frame(None, orient, base.slope, base.intercept, k + 1) for k in range(declared)]
+    return DicomHeader(path, _text(ds, "SeriesInstanceUID") or "", rows, cols, modality,
+                   _text(ds, "SeriesDescription") or "", _text(ds, "SOPInstanceUID"),
+                   _text(ds, "StudyInstanceUID"), _text(ds, "FrameOfReferenceUID"), syntax or None,
+                   pixel_spacing, slice_mm, frames, declared > 1)
+
+
+def _slope(path: Path, ds) -> float:
+    slope = _number(path, ds, "RescaleSlope", 1.0)
+    return 1.0 if slope == 0 else slope
