@@ -340,13 +340,13 @@ def _build(uid: str, members: list[tuple[DicomHeader, int]], notes: list[str]) -
     orientation = next((f.orientation for f in frames if f.orientation), None)
     problems = list(notes)
     if orientation is None:
-        problems.append("ImageOrientationPatient is missing: axial slices are assumed")
+        problems.append("ImageOrientationPatient is missing or unusable: axial slices are assumed")
         orientation = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     elif first.multiframe and len({tuple(np.round(f.orientation, 3)) for f in frames if f.orientation}) > 1:
         problems.append("its frames have different orientations; the first frame's is used")
     pixel_spacing = first.pixel_spacing
     if pixel_spacing is None:
-        problems.append("PixelSpacing is missing: 1 mm pixels are assumed")
+        problems.append("PixelSpacing is missing or unusable: 1 mm pixels are assumed")
         pixel_spacing = (1.0, 1.0)
     probe = orientation_geometry(orientation, pixel_spacing, (0, 0, 0), 1.0)
     stacks = stack_slices([f.position for f in frames], [f.number for f in frames], probe.normal,

@@ -251,7 +251,17 @@ def _floats(ds, keyword: str, n: int) -> tuple | None:
         values = tuple(float(v) for v in text.split("\\"))
     except ValueError:
         return None
-    return values[:n] if len(values) >= n and all(np.isfinite(values[:n])) else None
+    values = values[:n] if len(values) >= n and all(np.isfinite(values[:n])) else None
+    if values is None:
+        return None
+    if keyword == "ImageOrientationPatient":
+        row, col = np.asarray(values[:3]), np.asarray(values[3:])
+        unit = all(abs(float(np.linalg.norm(v)) - 1) < 0.05 for v in (row, col))
+        if not unit or abs(float(row @ col)) > 0.05:      # not two perpendicular unit vectors
+            return None
+    if keyword in ("PixelSpacing", "SpacingBetweenSlices", "SliceThickness") and min(values) <= 0:
+        return None
+    return values
 
 
 def _item(ds, keyword: str):

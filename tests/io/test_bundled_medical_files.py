@@ -4,6 +4,7 @@ the file; never a traceback. A grey image that `check` reads is a series that re
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,32 @@ def test_check_and_series_scan_read_it_or_say_why(path, capsys):
         else:
             assert any(r.path == path for s in series for r in s.slices), \
                 (problems, [s.summary() for s in series])
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "693_J2KI.dcm", "MR_small.dcm", "JPEG2000.dcm"])
+def test_real_slices_read_as_pydicoms_modality_lut_says(name):
+    """HU of real CT files (one of them JPEG 2000): what pydicom's own modality LUT gives."""
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_modality_lut
+
+    path = get_testdata_file(name)
+    (series,), _ = scan_series([path])
+    ds = pydicom.dcmread(path)
+    want = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+    assert np.array_equal(series.read_slice(0), want)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libjpeg") is not None,
+                    reason="pylibjpeg-libjpeg decodes 12-bit JPEG here")
+def test_a_slice_no_installed_decoder_reads_says_what_to_install():
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("JPGExtended.dcm")
+    (series,), problems = scan_series([path])          # the header is fine: it is a series
+    assert problems == []
+    with pytest.raises(ImageReadError) as e:
+        series.read_slice(0)
+    message = str(e.value)
+    assert message.startswith(f"{path}: the installed decoders could not decode its 12-bit JPEG "
+                              f"compressed") and "\n" not in message
+    assert 'pip install "segstudio[dicom-codecs]"' in message

@@ -265,3 +265,41 @@ def test_scan_and_read_report_progress_and_stop_when_cancelled(ct_folder):
 
 def test_empty_folder_says_so(tmp_path):
     assert scan_series(tmp_path) == ([], ["no DICOM or NIfTI files found"])
+
+
+def _raw(path, keyword: str, value: bytes) -> None:
+    """Store `value` in the file's header exactly as written, however invalid."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = pydicom.dcmread(path)
+    value += b" " * (len(value) % 2)
+    tag = Tag(tag_for_keyword(keyword))
+    ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
+    ds.save_as(path)
+
+
+def test_a_slice_with_a_broken_header_field_is_left_out_in_words(tmp_path):
+    ph = write_ct_series(tmp_path / "hostile", make_phantom(n=8), seed=9)
+    _raw(ph.files[3], "RescaleSlope", b"abc")
+    series, problems = scan_series(tmp_path / "hostile")
+    assert problems == [f"{ph.files[3]}: RescaleSlope is 'abc', not a number"]
+    s = _one((series, problems))
+    assert s.shape[0] == 7
+    assert s.problems[0].startswith("about 1 slice(s) missing between slices 3 and 4")
+    _assert_phantom_order(s, ph, [0, 1, 2, 4, 5, 6, 7])
+
+
+def test_unusable_orientation_and_spacing_are_assumed_and_said(tmp_path):
+    ph = write_ct_series(tmp_path / "odd", make_phantom(n=3, angles=(0, 0)), seed=10)
+    for f in ph.files:
+        _raw(f, "ImageOrientationPatient", b"0\\0\\0\\0\\0\\0")
+        _raw(f, "PixelSpacing", b"0\\-1")
+    s = _one(scan_series(tmp_path / "odd"))
+    assert s.problems[:2] == ["ImageOrientationPatient is missing or unusable: axial slices are "
+                              "assumed", "PixelSpacing is missing or unusable: 1 mm pixels are "
+                              "assumed"]
+    assert s.geometry.spacing == pytest.approx((1.0, 1.0, 2.5))
+    assert abs(np.linalg.det(s.geometry.affine_lps())) == pytest.approx(2.5)
+    _assert_phantom_order(s, ph)
