@@ -22,11 +22,12 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
-from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QToolBar, QWidget
+from PySide6.QtCore import QObject, QSettings, QTimer, Signal
+from PySide6.QtWidgets import QFileDialog, QWidget
 
 from segstudio.core.jobs import Progress
 from segstudio.ui.actions import CLICK_MODEL_ACTIONS
+from segstudio.ui.click_tool import ClickModelBar, describe, is_sam
 from segstudio.workers.job import Job, plain_error
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ OURS = "ours"
 MODELS_KEY = "click/sam_models"   # JSON list of [encoder, decoder] paths
 CHOICE_KEY = "click/model"        # "ours" or the chosen pair's encoder path
 AHEAD = 2                         # next images of the list embedded in the background
+VIEW_TILES = 4                    # a large image's tiles in view embedded up front, at most
 ONNX_FILTER = "SAM-style model (*.onnx *.json *.yaml *.yml);;All files (*)"
-NO_LICENCE = "licence: not stated in file"
 
 ImageSource = Callable[[], np.ndarray]
 
@@ -104,13 +105,19 @@ def open_model(paths: list[Path], *, on_progress=None, cancel=None):
     return backend
 
 
-def embed_image(backend, image_id: str, image: np.ndarray, *, on_progress=None, cancel=None):
-    """Job body: the current image's embedding (cached on disk by the backend)."""
+def embed_image(backend, image_id: str, image: np.ndarray, region=None, *, on_progress=None,
+                cancel=None):
+    """Job body: the current image's embedding (cached on disk by the backend); on a tiled
+    (large) image the tiles meeting `region`, the part of it in view."""
+    name = image_id.rsplit("::", 1)[-1]
     if on_progress:
-        on_progress(Progress(0, 1, image_id))
-    backend.prepare(image_id, image, cancel)
+        on_progress(Progress(0, 1, name))
+    if region is None:
+        backend.prepare(image_id, image, cancel)
+    else:
+        backend.prepare(image_id, image, cancel, region=region)
     if on_progress:
-        on_progress(Progress(1, 1, image_id))
+        on_progress(Progress(1, 1, name))
     return image_id
 
 
@@ -123,10 +130,6 @@ def precompute_next(backend, items: list[tuple[str, ImageSource]], *, on_progres
 
 
 # -- the choice ---------------------------------------------------------------------------------
-def _is_sam(backend) -> bool:
-    return backend is not None and hasattr(backend, "encoder_path")
-
-
 class ClickModels(QObject):
     """The list of click models, the chosen one, and the SAM jobs (open, embed, pre-compute)."""
 
@@ -185,7 +188,7 @@ class ClickModels(QObject):
 
     def entries(self) -> list[tuple[str, str, str]]:
         """(key, combo text, tooltip) of each model, ours first."""
-        ours = self.tool.backend if not _is_sam(self.tool.backend) else None
+        ours = self.tool.backend if not is_sam(self.tool.backend) else None
         rows = [(OURS, ours.name if ours is not None else "ours",
                  "Our click model: the project's newest click run, else the bundled starter")]
         for key, (enc, dec) in self.pairs.items():
@@ -276,7 +279,7 @@ class ClickModels(QObject):
         self.tool.reset()
         self.tool.canvas.set_proposal(None)
         if key == OURS:
-            if _is_sam(self.tool.backend):
+            if is_sam(self.tool.backend):
                 self.tool.backend = None  # loaded on the first click, on a worker
         elif key in self.loaded:
             self.tool.backend = self.loaded[key]
@@ -296,7 +299,7 @@ class ClickModels(QObject):
         backend = self.backend
         if backend is not None and self.tool.backend is not backend:
             self.tool.backend = backend          # the window reset it at project open
-        elif backend is None and _is_sam(self.tool.backend):
+        elif backend is None and is_sam(self.tool.backend):
             self.tool.backend = None
         self._cancel_background()
         self.embed_current()
@@ -306,11 +309,20 @@ class ClickModels(QObject):
         backend, image_id, image = self.backend, self._image_id(), self.tool.image
         if backend is None or image_id is None or image is None:
             return
-        if backend.is_prepared(image_id):
+        region = None
+        tiling = backend.tiling(*image.shape[:2])
+        if tiling.tiled:     # a large image: the tiles in view, when that is a few of them
+            region = self.tool.canvas_region()
+            tiles = tiling.overlapping(region) if region is not None else []
+            if not tiles or len(tiles) > VIEW_TILES or all(
+                    backend.tile_ready(image_id, image.shape, t) for t in tiles):
+                self._start_precompute(backend)     # a click embeds the tile it falls in
+                return
+        elif backend.is_prepared(image_id):
             self.embedded.add(image_id)
             self._start_precompute(backend)
             return
-        job = Job(embed_image, backend, image_id, image, name="SAM embedding")
+        job = Job(embed_image, backend, image_id, image, region, name="SAM embedding")
         job.signals.succeeded.connect(partial(self._on_embed_succeeded, backend))
         job.signals.finished.connect(partial(self._on_embed_finished, job))
         self.embedding = job
@@ -351,9 +363,16 @@ class ClickModels(QObject):
         if not items or all(backend.is_prepared(i) for i, _ in items):
             return
         job = Job(precompute_next, backend, items, name="SAM: embedding the next images")
+        job.signals.failed.connect(self._on_precompute_failed)
         job.signals.finished.connect(partial(self._on_precompute_finished, job))
         self.precomputing = job
-        self._start(job, visible=True)
+        # no message box for a head start that failed: the image embeds again when shown
+        self._start(job, report_failure=False, visible=True)
+
+    def _on_precompute_failed(self, details: str) -> None:
+        log.warning("pre-computing SAM embeddings failed: %s", details)
+        self.show_message(f"SAM: the next images were not embedded ahead: "
+                          f"{plain_error(details)}", 8000)
 
     def _on_precompute_finished(self, job: Job) -> None:
         if self.precomputing is job:
@@ -393,67 +412,6 @@ class ClickModels(QObject):
                         embedding_for=(time.monotonic() - self._embed_since
                                        if self.embedding is not None else None),
                         embedded=self._image_id() in self.embedded)
-
-
-def describe(backend, shape, embedding_for: float | None = None, embedded: bool = False,
-             name: bool = True) -> str:
-    """Which model answers, its licence, and what the embedding costs on this image."""
-    parts = [backend.name] if name else []
-    est = backend.embedding_seconds(*(shape or (0, 0)))
-    if _is_sam(backend):
-        if not name:
-            parts.append(f"{backend.encoder_path.name} + {backend.decoder_path.name}")
-        parts.append(f"licence: {backend.licence}" if backend.licence else NO_LICENCE)
-        if embedding_for is not None:
-            parts.append(f"embedding this image… {embedding_for:.0f} s"
-                         + (f" (the last one took {est:.1f} s)" if est is not None else ""))
-        elif embedded:
-            parts.append("image embedded" + (f" (embedding ~{est:.1f} s per image)"
-                                             if est is not None else ""))
-        else:
-            parts.append(f"embedding ~{est:.1f} s per image" if est is not None
-                         else "embedding time not measured yet")
-    else:
-        if backend.licence:
-            parts.append(f"licence: {backend.licence}")
-        parts.append("no embedding step" if est is None else f"embedding ~{est:.1f} s")
-    return " · ".join(parts)
-
-
-class ClickModelBar(QToolBar):
-    """'Click model: [ours ▾]  SAM file: x · licence: … · embedding ~1 s' in the tool bar area."""
-
-    def __init__(self, models: ClickModels, parent: QWidget | None = None) -> None:
-        super().__init__("Click model", parent)
-        self.setObjectName("toolbarClickModel")
-        self.models = models
-        self.addWidget(QLabel(" Click model: "))
-        self.combo = QComboBox()
-        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.combo.setToolTip("Which model answers the Click tool (K)")
-        self.combo.activated.connect(self._on_combo_activated)
-        self.addWidget(self.combo)
-        self.status = QLabel("")
-        self.status.setContentsMargins(8, 0, 8, 0)
-        self.addWidget(self.status)
-        models.changed.connect(self.refresh)
-        self.refresh()
-
-    def refresh(self) -> None:
-        self.combo.blockSignals(True)
-        self.combo.clear()
-        for key, text, tip in self.models.entries():
-            self.combo.addItem(text, key)
-            self.combo.setItemData(self.combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
-        index = self.combo.findData(self.models.choice)
-        self.combo.setCurrentIndex(max(0, index))
-        self.combo.blockSignals(False)
-        self.status.setText(self.models.status_text(name=False))
-
-    def _on_combo_activated(self, index: int) -> None:
-        key = self.combo.itemData(index)
-        if key and key != self.models.choice:
-            self.models.choose(str(key))
 
 
 # -- the window's side ----------------------------------------------------------------------

@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import QComboBox, QLabel, QToolBar, QWidget
 
 from segstudio.core.clicks import Click, ClickPrompt
 from segstudio.core.geometry import Rect
 from segstudio.edit.regions import Proposal
 from segstudio.ui.tools import SmartTool
 from segstudio.workers.job import Job
+
+if TYPE_CHECKING:
+    from segstudio.ui.click_models import ClickModels
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +102,19 @@ class ClickTool(SmartTool):
             if self.models is not None:
                 self.models.restore()
 
+    def canvas_region(self) -> tuple[float, float, float, float] | None:
+        """(y0, x0, y1, x1): the part of the image in view (a large image's tiles to embed)."""
+        shape = self.canvas.image_shape
+        if shape is None:
+            return None
+        from PySide6.QtCore import QPointF
+
+        y0, x0 = self.canvas.widget_to_image(QPointF(0, 0))
+        y1, x1 = self.canvas.widget_to_image(QPointF(self.canvas.width(), self.canvas.height()))
+        y0, x0 = max(0.0, y0), max(0.0, x0)
+        y1, x1 = min(float(shape[0]), y1), min(float(shape[1]), x1)
+        return (y0, x0, y1, x1) if y1 > y0 and x1 > x0 else None
+
     def _on_backend(self, backend) -> None:
         self.backend = backend
         if self.models is not None:
@@ -106,8 +124,6 @@ class ClickTool(SmartTool):
 
     def refresh_status(self) -> None:
         """The tooltip (and the Click model tool bar) say which model answers, and its cost."""
-        from segstudio.ui.click_models import describe
-
         if self.models is not None:           # ClickModels.changed calls this too
             self.status = self.models.status_text()
         elif self.backend is not None:
@@ -214,3 +230,83 @@ class ClickTool(SmartTool):
             pt = self.canvas.image_to_widget(c.y, c.x)
             p.setPen(QPen(QColor(0, 200, 0) if c.positive else QColor(220, 0, 0), 2))
             p.drawEllipse(pt, 4.0, 4.0)
+
+
+# -- what the tool bar and the tooltip say about the model that answers ----------------------
+NO_LICENCE = "licence: not stated in file"
+
+
+def is_sam(backend) -> bool:
+    return backend is not None and hasattr(backend, "encoder_path")
+
+
+def _seconds(s: float) -> str:
+    return "<0.1 s" if s < 0.1 else f"{s:.1f} s"
+
+
+def describe(backend, shape, embedding_for: float | None = None, embedded: bool = False,
+             name: bool = True) -> str:
+    """Which model answers, its licence, and what the embedding costs on this image."""
+    parts = [backend.name] if name else []
+    est = backend.embedding_seconds(*(shape or (0, 0)))
+    if is_sam(backend):
+        if not name:
+            parts.append(f"{backend.encoder_path.name} + {backend.decoder_path.name}")
+        parts.append(f"licence: {backend.licence}" if backend.licence else NO_LICENCE)
+        if embedding_for is not None:
+            parts.append(f"embedding this image… {embedding_for:.0f} s"
+                         + (f" (the last one took {_seconds(est)})" if est is not None else ""))
+        elif embedded:
+            parts.append("image embedded" + (f" (embedding ~{_seconds(est)} per image)"
+                                             if est is not None else ""))
+        else:
+            parts.append(f"embedding ~{_seconds(est)} per image" if est is not None
+                         else "embedding time not measured yet")
+    else:
+        if backend.licence:
+            parts.append(f"licence: {backend.licence}")
+        parts.append("no embedding step" if est is None else f"embedding ~{_seconds(est)}")
+    return " · ".join(parts)
+
+
+class ClickModelBar(QToolBar):
+    """'Click model: [ours ▾]  SAM file: x · licence: … · embedding ~1 s' in the tool bar area."""
+
+    def __init__(self, models: ClickModels, parent: QWidget | None = None) -> None:
+        super().__init__("Click model", parent)
+        self.setObjectName("toolbarClickModel")
+        self.models = models
+        self.addWidget(QLabel(" Click model: "))
+        self.combo = QComboBox()
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.combo.setToolTip("Which model answers the Click tool (K)")
+        self.combo.activated.connect(self._on_combo_activated)
+        self.addWidget(self.combo)
+        self.status = QLabel("")
+        self.status.setContentsMargins(8, 0, 8, 0)
+        self.addWidget(self.status)
+        self._entries: list[tuple[str, str, str]] = []
+        models.changed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        entries = self.models.entries()
+        if entries != self._entries:     # the list only when it changed: an open popup stays
+            self._entries = entries
+            self.combo.blockSignals(True)
+            self.combo.clear()
+            for key, text, tip in entries:
+                self.combo.addItem(text, key)
+                self.combo.setItemData(self.combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+            self.combo.blockSignals(False)
+        index = self.combo.findData(self.models.choice)
+        if index != self.combo.currentIndex():
+            self.combo.blockSignals(True)
+            self.combo.setCurrentIndex(max(0, index))
+            self.combo.blockSignals(False)
+        self.status.setText(self.models.status_text(name=False))
+
+    def _on_combo_activated(self, index: int) -> None:
+        key = self.combo.itemData(index)
+        if key and key != self.models.choice:
+            self.models.choose(str(key))

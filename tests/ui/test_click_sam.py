@@ -98,7 +98,7 @@ def test_a_sam_file_pair_answers_clicks_and_enter_commits_one_step(qtbot, win, p
     status = w.click_model_bar.status.text()
     assert "sam.encoder.onnx + sam.decoder.onnx" in status
     assert "licence: not stated in file" in status
-    assert re.search(r"image embedded \(embedding ~\d+\.\d s per image\)", status)
+    assert re.search(r"image embedded \(embedding ~(<0\.1|\d+\.\d) s per image\)", status)
     assert w.canvas.toolTip().startswith("Click to segment: SAM file: sam · licence: not stated")
     assert w.click_model_bar.combo.currentText() == "SAM file: sam"
     assert [w.click_model_bar.combo.itemData(i) for i in range(2)] == [OURS, str(pair[0])]
@@ -231,3 +231,31 @@ def test_the_chosen_model_is_opened_again_in_the_next_session(qtbot, win, pair, 
     assert w.click_model_bar.combo.currentData() == str(pair[0])
     qtbot.waitUntil(lambda: again.current_image_id() in again.embedded, timeout=20_000)
     assert again.backend.encoder_runs == 0          # the disk cache had img0 from before
+
+
+def test_a_large_image_embeds_the_tiles_in_view_and_a_click_there_waits_for_none(
+        qtbot, tmp_path, pair, monkeypatch):
+    raw = tmp_path / "big"
+    raw.mkdir()
+    img = np.random.default_rng(0).integers(0, 60, (2300, 2300), dtype=np.uint8)
+    cv2.imwrite(str(raw / "big.png"), img)
+    w = build_main_window(Project.from_folder(raw, tmp_path / "proj"))
+    qtbot.addWidget(w)
+    w.resize(1100, 700)
+    w.show()
+    qtbot.waitUntil(lambda: w.canvas.document is not None, timeout=10_000)
+    w.editing.set_tool("click")
+    w.canvas.actual_size()
+    w.canvas.center_on(1500, 1500)
+    models = add_model(qtbot, w, monkeypatch, pair)
+    backend = models.backend
+    tool = w.canvas.tools["click"]
+    region = tool.canvas_region()
+    tiles = backend.tiling(2300, 2300).overlapping(region)
+    assert 1 <= len(tiles) <= 4 and len(tiles) < 9            # 3 x 3 tiles in all
+    qtbot.waitUntil(lambda: backend.encoder_runs == len(tiles) and models.embedding is None,
+                    timeout=20_000)
+    assert all(backend.tile_ready(models.current_image_id(), img.shape, t) for t in tiles)
+    qtbot.mouseClick(w.canvas, Qt.MouseButton.LeftButton, pos=at(w, 1500, 1500))
+    qtbot.waitUntil(lambda: w.canvas.proposal is not None, timeout=10_000)
+    assert tool._mask[1500, 1500] and backend.encoder_runs == len(tiles)
