@@ -160,6 +160,7 @@ class ClickModels(QObject):
         self.opening: Job | None = None
         self.embedding: Job | None = None
         self.precomputing: Job | None = None
+        self._deferred: Job | None = None        # a cancelled pre-compute still finishing
         self.embedded: set[str] = set()          # image ids embedded with the chosen model
         self._embed_since = 0.0
         self._waiting_click = False
@@ -272,6 +273,7 @@ class ClickModels(QObject):
             self.changed.emit()           # already answering: the clicks under way go on
             return
         self._cancel_background()
+        self._deferred = None
         if key != self.choice:
             self.embedded.clear()
         self.choice = key
@@ -301,13 +303,32 @@ class ClickModels(QObject):
             self.tool.backend = backend          # the window reset it at project open
         elif backend is None and is_sam(self.tool.backend):
             self.tool.backend = None
+        pending = self.precomputing or self._deferred
         self._cancel_background()
+        if pending is not None and backend is not None:
+            # its encoder run ends first (it may be this very image): then embed what is left
+            self._deferred = pending
+            self._embed_since = time.monotonic()
+            self._tick.start()
+            pending.signals.finished.connect(partial(self._on_deferred_finished, pending))
+        else:
+            self.embed_current()
+        self.changed.emit()
+
+    def _on_deferred_finished(self, job: Job) -> None:
+        if self._deferred is not job:
+            return
+        self._deferred = None
+        self._tick.stop()
         self.embed_current()
+        if self.embedding is None and self._waiting_click:     # nothing was left to embed
+            self._waiting_click = False
+            self.tool.send_request()
         self.changed.emit()
 
     def embed_current(self) -> None:
         backend, image_id, image = self.backend, self._image_id(), self.tool.image
-        if backend is None or image_id is None or image is None:
+        if backend is None or image_id is None or image is None or self.embedding is not None:
             return
         region = None
         tiling = backend.tiling(*image.shape[:2])
@@ -331,7 +352,7 @@ class ClickModels(QObject):
         self._start(job, visible=True)
 
     def embedding_running(self) -> bool:
-        return self.embedding is not None
+        return self.embedding is not None or self._deferred is not None
 
     def wait_for_embedding(self) -> None:
         """A click during the embedding: its request starts when the embedding is done."""
@@ -350,7 +371,7 @@ class ClickModels(QObject):
             return
         self.embedding = None
         self._tick.stop()
-        if self._waiting_click:
+        if self._waiting_click and self._deferred is None:
             self._waiting_click = False
             if job.token.cancelled:
                 self.tool.reset()
@@ -392,6 +413,7 @@ class ClickModels(QObject):
 
     def cancel_all(self) -> None:
         """On close: nothing keeps embedding for a window that is gone."""
+        self._deferred = None
         for job in (self.opening, self.embedding, self.precomputing):
             if job is not None:
                 job.token.cancel()
@@ -410,7 +432,7 @@ class ClickModels(QObject):
                     "starter; loaded at the first click) · no embedding step")
         return describe(backend, self.tool.canvas.image_shape, name=name,
                         embedding_for=(time.monotonic() - self._embed_since
-                                       if self.embedding is not None else None),
+                                       if self.embedding_running() else None),
                         embedded=self._image_id() in self.embedded)
 
 
