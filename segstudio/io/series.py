@@ -17,8 +17,12 @@ volume (with a problem saying how many it holds), or every volume as its own ser
 `all_volumes=True`. Files that are neither DICOM nor NIfTI are counted, not errors.
 
 Keys: `Series.uid` is the SeriesInstanceUID (a split group's parts get `#1`, `#2`, ...; a
-multi-frame file sharing its UID with others gets `#<file name>`); a NIfTI series is
-`nifti:<path>` (4-D: `#<volume>`). Label volumes are uint8 (slices, rows, cols), the order of
+multi-frame file sharing its UID with others gets `#<file name>`; where every position holds
+the same number of slices, time points or echoes, each volume gets `#t1`, `#t2`, ...); a NIfTI
+series is `nifti:<path>` (4-D: `#<volume>`). Scanning the same files again gives the same
+series and keys, so a project can store the slice paths and rescan them when it reopens.
+Reading: `read_slice` decodes one file (or frame) per call, a few ms for 512 x 512;
+`read_volume` reads a multi-frame file in one pass. Label volumes are uint8 (slices, rows, cols), the order of
 `Series.slices`; the exports (`io.formats.medical.write_series_nifti / write_series_seg`) and
 the import (`read_label_volume_nifti`) take them in that order.
 """

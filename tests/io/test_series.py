@@ -303,3 +303,35 @@ def test_unusable_orientation_and_spacing_are_assumed_and_said(tmp_path):
     assert s.geometry.spacing == pytest.approx((1.0, 1.0, 2.5))
     assert abs(np.linalg.det(s.geometry.affine_lps())) == pytest.approx(2.5)
     _assert_phantom_order(s, ph)
+
+
+def test_a_tilted_stack_is_reported(tmp_path):
+    ph = write_ct_series(tmp_path / "tilt", make_phantom(n=6), seed=11)
+    for k, f in enumerate(ph.files):                  # each slice 0.5 mm further along a row
+        ds = pydicom.dcmread(f)
+        shifted = ph.origin + k * 2.5 * ph.normal + k * 0.5 * ph.row_direction
+        ds.ImagePositionPatient = [f"{v:.10g}" for v in shifted]
+        ds.save_as(f)
+    s = _one(scan_series(tmp_path / "tilt"))
+    assert s.problems == ["slices are shifted sideways along the stack (11.3 degrees from their "
+                          "normal: a tilted gantry?); the volume assumes a straight stack"]
+    assert s.geometry.spacing[2] == pytest.approx(2.5)
+    _assert_phantom_order(s, ph)
+
+
+def test_repeated_positions_in_equal_numbers_are_volumes_of_their_own(tmp_path):
+    """Two time points of the same 5 positions in one series: two volumes, #t1 and #t2."""
+    first = write_ct_series(tmp_path / "4d", make_phantom(n=5), seed=12)
+    second = make_phantom(n=5)
+    second.series_uid = first.series_uid
+    second.hu += 7
+    second = write_ct_series(tmp_path / "4d" / "later", second, seed=13)
+    for k, f in enumerate(second.files):                      # numbered after the first ones
+        ds = pydicom.dcmread(f)
+        ds.InstanceNumber = 100 + k
+        ds.save_as(f)
+    series, _ = scan_series(tmp_path / "4d")
+    assert [s.uid for s in series] == [f"{first.series_uid}#t1", f"{first.series_uid}#t2"]
+    assert all("every one of its 5 positions holds 2 slices" in s.problems[0] for s in series)
+    _assert_phantom_order(series[0], first)
+    _assert_phantom_order(series[1], second)
