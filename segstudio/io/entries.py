@@ -1,4 +1,12 @@
-"""One image of a project as project.json lists it, and images found but not yet added."""
+"""One image of a project as project.json lists it, a series (volume) of such images, and
+images found but not yet added.
+
+A volume (a DICOM series, a 3-D NIfTI file) is a `SeriesRecord` and one `ImageEntry` per
+slice, each with the series' id and its place along the slice normal (`slice`, 0-based).
+Every slice keeps its own mask, journal and status, so painting, autosave, training and
+prediction work on slices as on any image; the list, the slice slider and the per-series
+exports put them back together.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +24,9 @@ class ImageScan:
     # (path as stored in the manifest, resolved path, frames), resolved on the worker
     found: list[tuple[str, str, list[int | None]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # volumes: (record with a proposed id, [(stored path, resolved path, frame, slice index)])
+    series: list[tuple[SeriesRecord, list[tuple[str, str, int | None, int]]]] = \
+        field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,8 @@ class ImageEntry:
     labelled: float = 0.0       # fraction of pixels with a class (not 255), cached
     predicted: bool = False
     reviewed: bool = False
+    series: str | None = None   # the SeriesRecord's id, for a slice of a volume
+    slice: int | None = None    # its place in the series (0 = first along the slice normal)
 
     @property
     def status(self) -> str:
@@ -40,6 +53,8 @@ class ImageEntry:
 
     @property
     def display_name(self) -> str:
+        if self.series is not None and self.slice is not None:
+            return f"{self.series} [slice {self.slice + 1}]"
         name = Path(self.path).name
         return name if self.frame is None else f"{name} [{self.frame}]"
 
@@ -50,4 +65,73 @@ def entry_dict(e: ImageEntry) -> dict[str, Any]:
          "predicted": e.predicted, "reviewed": e.reviewed}
     if e.frame is None:
         del d["frame"]
+    if e.series is not None:
+        d["series"], d["slice"] = e.series, e.slice
     return d
+
+
+@dataclass(frozen=True)
+class SeriesRecord:
+    """A volume as project.json keeps it: what the list shows and what the exports need."""
+
+    id: str
+    uid: str                    # SeriesInstanceUID, or "nifti:<file>" (io.series.Series.uid)
+    kind: str                   # "dicom" or "nifti"
+    modality: str | None
+    description: str
+    slices: int
+    rows: int
+    cols: int
+    spacing: tuple[float, float, float]      # row mm, column mm, slice mm
+    affine_lps: tuple[float, ...]            # 16 numbers, row-major: voxel (col, row, slice) -> mm
+    problems: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        """'CT, 40 slices, 0.7 x 0.7 x 2.5 mm'."""
+        r, c, s = self.spacing
+        return (f"{self.modality or self.kind.upper()}, {self.slices} slices, "
+                f"{c:.3g} x {r:.3g} x {s:.3g} mm")
+
+
+SERIES_KEYS = {"id", "uid", "kind", "modality", "description", "slices", "rows", "cols",
+               "spacing", "affine_lps", "problems"}
+
+
+def series_dict(r: SeriesRecord) -> dict[str, Any]:
+    return {"id": r.id, "uid": r.uid, "kind": r.kind, "modality": r.modality,
+            "description": r.description, "slices": r.slices, "rows": r.rows, "cols": r.cols,
+            "spacing": list(r.spacing), "affine_lps": list(r.affine_lps),
+            "problems": list(r.problems)}
+
+
+def series_status(slices: list[ImageEntry]) -> str:
+    """A volume's status in the list: reviewed / fully labelled when every slice is, partly
+    labelled when any slice has labels, else predicted or unlabeled."""
+    if not slices:
+        return "unlabeled"
+    if all(e.reviewed for e in slices):
+        return "reviewed"
+    if all(e.labelled >= 1.0 or e.reviewed for e in slices):
+        return "fully"
+    if any(e.labelled > 0.0 for e in slices):
+        return "partly"
+    return "predicted" if any(e.predicted for e in slices) else "unlabeled"
+
+
+def list_rows(entries: list[ImageEntry]) -> list[tuple[str, list[ImageEntry]]]:
+    """The image list's rows: (key, entries): an image alone, or a series (key = its id) with
+    its slices in order, in the place of its first slice."""
+    rows: list[tuple[str, list[ImageEntry]]] = []
+    series: dict[str, list[ImageEntry]] = {}
+    for e in entries:
+        if e.series is None:
+            rows.append((e.id, [e]))
+        elif e.series in series:
+            series[e.series].append(e)
+        else:
+            series[e.series] = [e]
+            rows.append((e.series, series[e.series]))
+    for slices in series.values():
+        slices.sort(key=lambda e: e.slice or 0)
+    return rows

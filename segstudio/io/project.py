@@ -9,7 +9,6 @@ refused with a message that says which key or line. View state lives apart in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -24,10 +23,13 @@ from segstudio.core.classes import (BACKGROUND, ClassError, LabelClass, class_re
                                     object_class_ids, validate_classes)
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.core.names import slug
-from segstudio.io.atomic import atomic_write_json, remove_stale_temporaries, same_file
+from segstudio.io.adding import add_scanned, scan_images
+from segstudio.io.atomic import atomic_write_json, remove_stale_temporaries
+from segstudio.io.dicom import looks_like_dicom
 from segstudio.io.images import (DEFAULT_MAX_PIXELS, ImageInfo, ImageReadError, LoadedImage,
                                  is_supported, probe, read_image)
-from segstudio.io.entries import STATUSES, ImageEntry, ImageScan, entry_dict  # noqa: F401
+from segstudio.io.entries import (SERIES_KEYS, STATUSES, ImageEntry, ImageScan,  # noqa: F401
+                                  SeriesRecord, entry_dict, series_dict)
 from segstudio.io.lock import ProjectLock, ProjectLockedError
 from segstudio.io.manifest import (ProjectError, check_keys, check_settings, field_of,
                                    merge_manifests, writable_problem)
@@ -37,33 +39,30 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "project.json"
 FORMAT = "segstudio-project"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2           # 2: volumes ("series"); a project without any is still written as 1
 SPLITS = ("train", "val", "test")
 
-_TOP_KEYS = {"format", "version", "name", "classes", "images", "settings"}
+_TOP_KEYS = {"format", "version", "name", "classes", "images", "settings", "series"}
 _CLASS_KEYS = {"id", "name", "color", "visible", "objects"}
-_IMAGE_KEYS = {"id", "path", "frame", "split", "labelled", "predicted", "reviewed"}
+_IMAGE_KEYS = {"id", "path", "frame", "split", "labelled", "predicted", "reviewed", "series",
+               "slice"}
 DEFAULT_SETTINGS: dict[str, Any] = {"max_pixels": DEFAULT_MAX_PIXELS, "val_fraction": 0.2}
 
 
 _slug = slug      # image ids: the one naming rule (core/names.py)
 
 
-def _split_for(image_id: str, val_fraction: float) -> str:
-    """Deterministic split from the id, so adding images never reshuffles the old ones."""
-    h = int(hashlib.sha1(image_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "val" if h < val_fraction else "train"
-
-
 class Project:
     """A project folder. Not thread-safe: change it on the GUI thread (or one CLI thread)."""
 
     def __init__(self, root: Path, name: str, classes: list[LabelClass],
-                 images: list[ImageEntry], settings: dict[str, Any]) -> None:
+                 images: list[ImageEntry], settings: dict[str, Any],
+                 series: list[SeriesRecord] | None = None) -> None:
         self.root = Path(root).resolve()
         self.name = name
         self.classes = classes
         self.images = images
+        self.series: dict[str, SeriesRecord] = {r.id: r for r in (series or [])}
         self.settings = {**DEFAULT_SETTINGS, **settings}
         self.masks = MaskStore(self.root / "masks")
         self.problems: list[str] = []   # what was skipped on open or add, for the user to read
@@ -100,7 +99,9 @@ class Project:
             raise ProjectError(f"{images_dir} is not a folder")
         root = Path(root) if root is not None else images_dir / "segstudio-project"
         existed = root.exists()
-        files = sorted(p for p in images_dir.rglob("*") if p.is_file() and is_supported(p)
+        # scanners write DICOM slices without a suffix: those are found by their contents
+        files = sorted(p for p in images_dir.rglob("*") if p.is_file()
+                       and (is_supported(p) or looks_like_dicom(p))
                        and root.resolve() not in p.resolve().parents)
         project = cls.create(root, name=images_dir.resolve().name, classes=classes)
         try:
@@ -182,12 +183,15 @@ class Project:
             where = f"{path}: images[{i}]"
             check_keys(m, _IMAGE_KEYS, where)
             frame = m.get("frame")
+            sid = m.get("series")
             entry = ImageEntry(field_of(m, "id", str, where), field_of(m, "path", str, where),
                                None if frame is None else field_of(m, "frame", int, where),
                                field_of(m, "split", str, where, "train"),
                                min(1.0, max(0.0, field_of(m, "labelled", float, where, 0.0))),
                                field_of(m, "predicted", bool, where, False),
-                               field_of(m, "reviewed", bool, where, False))
+                               field_of(m, "reviewed", bool, where, False),
+                               None if sid is None else field_of(m, "series", str, where),
+                               None if sid is None else field_of(m, "slice", int, where))
             if entry.split not in SPLITS:
                 raise ProjectError(f"{path}: images[{i}] has split {entry.split!r}; "
                                    f"expected one of {list(SPLITS)}")
@@ -195,6 +199,11 @@ class Project:
                 raise ProjectError(f"{path}: images[{i}] has a duplicate or unsafe id {entry.id!r}")
             seen.add(entry.id)
             images.append(entry)
+        series = _series_from(raw.get("series", []), path)
+        for e in images:
+            if e.series is not None and e.series not in series:
+                raise ProjectError(f"{path}: image {e.id!r} is a slice of series {e.series!r}, "
+                                   f"which 'series' does not list")
         settings = raw.get("settings", {})
         if not isinstance(settings, dict):
             raise ProjectError(f"{path}: 'settings' must be an object")
@@ -203,17 +212,22 @@ class Project:
             raise ProjectError(f"{path}: settings: unknown key(s) {unknown}; "
                                f"known: {sorted(DEFAULT_SETTINGS)}")
         check_settings(settings, str(path))
-        return cls(root, field_of(raw, "name", str, str(path), root.name), classes, images, settings)
+        return cls(root, field_of(raw, "name", str, str(path), root.name), classes, images, settings,
+                   list(series.values()))
 
     def to_manifest(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": FORMAT,
-            "version": FORMAT_VERSION,
+            # a project without volumes stays readable by versions that know none
+            "version": FORMAT_VERSION if self.series else 1,
             "name": self.name,
             "classes": [class_record(c) for c in self.classes],
             "images": [entry_dict(e) for e in self.images],   # not asdict: it deep-copies
             "settings": self.settings,
         }
+        if self.series:
+            out["series"] = [series_dict(r) for r in self.series.values()]
+        return out
 
     def save(self) -> None:
         """Write project.json, merging changes another writer made since we read it."""
@@ -238,7 +252,7 @@ class Project:
                 else:
                     log.info("%s changed on disk since it was read; merged both", path)
                     self.name, self.classes, self.images = other.name, other.classes, other.images
-                    self.settings = other.settings
+                    self.settings, self.series = other.settings, other.series
                     mine = self.to_manifest()
         atomic_write_json(path, mine)
         self._disk_manifest = mine
@@ -317,13 +331,6 @@ class Project:
                 return info
         raise ImageReadError(f"{self.image_path(entry)}: has no frame {entry.frame}")
 
-    def _unique_id(self, base: str) -> str:
-        used = {e.id for e in self.images}
-        candidate, n = base, 2
-        while candidate in used:
-            candidate, n = f"{base}-{n}", n + 1
-        return candidate
-
     def known_files(self) -> set[tuple[str, int | None]]:
         """(resolved path, frame) of every item already in the project."""
         cache = self._resolved
@@ -332,84 +339,41 @@ class Project:
                 cache[e.path] = str(self.image_path(e).resolve())
         return {(cache[e.path], e.frame) for e in self.images}
 
+    def register_resolved(self, stored: str, resolved: str) -> None:
+        self._resolved[stored] = resolved
+
     def scan_images(self, paths: list[Path], *, copy: bool = False,
                     known: set[tuple[str, int | None]] | None = None,
                     on_progress: ProgressFn | None = None,
                     cancel: CancelToken | None = None) -> ImageScan:
-        """The slow half of adding images (probing, copying), safe on a worker: the project
-        itself is not changed; `add_scanned` then adds the result on the owning thread."""
-        known = self.known_files() if known is None else known
-        scan = ImageScan()
-        for k, src in enumerate(paths):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            if on_progress is not None:
-                on_progress(Progress(k, len(paths), Path(src).name))
-            src = Path(src)
-            if not is_supported(src):
-                scan.problems.append(f"{src}: not a supported image type; skipped")
-                continue
-            try:
-                infos = probe(src, self.max_pixels)
-            except ImageReadError as e:
-                scan.problems.append(f"{e}; skipped")
-                continue
-            except Exception as e:      # a reader bug must not leave a half-added folder
-                log.exception("probing %s failed", src)
-                scan.problems.append(f"{src}: cannot be read ({e}); skipped")
-                continue
-            dest = self._copy_in(src) if copy else src
-            infos = [i for i in infos if (str(dest.resolve()), i.frame) not in known]
-            if infos:
-                scan.found.append((self._stored_path(dest), str(dest.resolve()),
-                                   [i.frame for i in infos]))
-        return scan
-
-    def _copy_in(self, src: Path) -> Path:
-        dest_dir = self.root / "images"
-        dest_dir.mkdir(exist_ok=True)
-        dest, n = dest_dir / src.name, 2
-        while dest.exists() and not same_file(dest, src):
-            dest = dest_dir / f"{src.stem}-{n}{''.join(src.suffixes)}"
-            n += 1
-        if not dest.exists():
-            shutil.copy2(src, dest)
-        return dest
+        """The slow half of adding images, safe on a worker (`segstudio.io.adding`)."""
+        return scan_images(self, paths, copy=copy, known=known, on_progress=on_progress,
+                           cancel=cancel)
 
     def add_scanned(self, scan: ImageScan) -> list[ImageEntry]:
-        """Add what `scan_images` found (ids, splits, one manifest write); cheap."""
-        self.problems += scan.problems
-        added: list[ImageEntry] = []
-        known = self.known_files()
-        for stored, resolved, frames in scan.found:
-            dest = Path(stored)
-            for frame in frames:
-                if (resolved, frame) in known:
-                    continue
-                stem = _slug(dest.name[: -len(".nii.gz")] if dest.name.lower().endswith(".nii.gz")
-                             else dest.stem)
-                base = stem if frame is None else f"{stem}_{frame:03d}"
-                image_id = self._unique_id(base)
-                entry = ImageEntry(image_id, stored, frame,
-                                   _split_for(image_id, float(self.settings["val_fraction"])))
-                self.images.append(entry)
-                self._resolved[stored] = resolved
-                known.add((resolved, frame))
-                added.append(entry)
-        if added:
-            self.save()
-        return added
+        """Add what `scan_images` found (ids, splits, series, one manifest write); cheap."""
+        return add_scanned(self, scan)
 
     def add_images(self, paths: list[Path], *, copy: bool = False) -> list[ImageEntry]:
-        """Add image files (every page/slice of multi-item files); unreadable ones go to problems."""
+        """Add image files (every page/slice of multi-item files, volumes as series);
+        unreadable ones go to problems."""
         return self.add_scanned(self.scan_images(paths, copy=copy))
 
-    def _stored_path(self, path: Path) -> str:
+    def stored_path(self, path: Path) -> str:
         path = path.resolve()
         try:
             return path.relative_to(self.root).as_posix()
         except ValueError:
             return str(path)
+
+    # -- volumes ---------------------------------------------------------------------------
+    def series_by_uid(self, uid: str) -> SeriesRecord | None:
+        return next((r for r in self.series.values() if r.uid == uid), None)
+
+    def slices_of(self, series_id: str) -> list[ImageEntry]:
+        """The slices of a series in the project, in slice order."""
+        return sorted((e for e in self.images if e.series == series_id),
+                      key=lambda e: e.slice or 0)
 
     # -- classes ---------------------------------------------------------------------------
     def set_classes(self, classes: list[LabelClass]) -> None:
@@ -500,3 +464,33 @@ def _file_stamp(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _series_from(raw: Any, path: Path) -> dict[str, SeriesRecord]:
+    if not isinstance(raw, list):
+        raise ProjectError(f"{path}: 'series' must be a list")
+    out: dict[str, SeriesRecord] = {}
+    for i, r in enumerate(raw):
+        where = f"{path}: series[{i}]"
+        check_keys(r, SERIES_KEYS, where)
+        sid = field_of(r, "id", str, where)
+        if sid in out or _slug(sid) != sid:
+            raise ProjectError(f"{where} has a duplicate or unsafe id {sid!r}")
+        numbers = {k: r.get(k) for k in ("spacing", "affine_lps")}
+        for key, n in (("spacing", 3), ("affine_lps", 16)):
+            v = numbers[key]
+            if not (isinstance(v, list) and len(v) == n
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+                raise ProjectError(f"{where}: '{key}' must be a list of {n} numbers")
+        problems = r.get("problems", [])
+        if not (isinstance(problems, list) and all(isinstance(p, str) for p in problems)):
+            raise ProjectError(f"{where}: 'problems' must be a list of text")
+        modality = r.get("modality")
+        out[sid] = SeriesRecord(
+            sid, field_of(r, "uid", str, where), field_of(r, "kind", str, where),
+            None if modality is None else field_of(r, "modality", str, where),
+            field_of(r, "description", str, where, ""), field_of(r, "slices", int, where),
+            field_of(r, "rows", int, where), field_of(r, "cols", int, where),
+            tuple(float(x) for x in numbers["spacing"]),
+            tuple(float(x) for x in numbers["affine_lps"]), tuple(problems))
+    return out

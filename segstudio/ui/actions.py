@@ -193,6 +193,8 @@ WINDOW_ACTIONS = (
     Action("file.open", "Open Project…", standard="Open", menu="File"),
     Action("file.sample", "Open Sample Project", menu="File"),
     Action("file.add_images", "Add Images…", ("Ctrl+I",), menu="File", separator=True),
+    Action("file.add_folder", "Add Folder…", ("Ctrl+Shift+O",), menu="File",
+           tip="Every image under a folder; a DICOM series or a NIfTI volume is one item"),
     Action("file.import_masks", "Import Masks…", ("Ctrl+Shift+I",), menu="File",
            tip="Masks from a folder, COCO, YOLO-seg or labelme"),
     Action("file.export", "Export Dataset…", ("Ctrl+E",), menu="File",

@@ -35,6 +35,8 @@ CANVAS_KEYS = (
            gesture="Space+drag, middle drag", section="View", canvas=True),
     Action("canvas.pick_object", "Pick the object under the cursor (selects it and its class)",
            gesture="Alt+click", section="Tools", canvas=True),
+    Action("canvas.slice", "In a volume: previous / next slice (Up / Down pan no longer)",
+           gesture="Up / Down, Shift+wheel", section="View", canvas=True),
 )
 
 
@@ -47,12 +49,14 @@ class MaskCanvas(CanvasView):
     brush_changed = Signal(float)       # new brush radius (Ctrl+wheel)
     object_picked = Signal(int, int)    # object id and its class id (Alt+click)
     object_message = Signal(str)        # what an object edit did, or why it did nothing
+    slice_step = Signal(int)            # in a volume: -1 previous slice, +1 next (Up/Down)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.tool = "brush"
+        self.in_volume = False          # the image shown is a slice: Up/Down change slice
         self.brush_radius = 8.0
         self.class_value = 1
         self.protect_others = False
@@ -178,6 +182,11 @@ class MaskCanvas(CanvasView):
         steps = event.angleDelta().y() / 120.0
         if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
             self.set_brush_radius(self.brush_radius * (1.15 ** steps))
+        elif self.in_volume and event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            # Shift turns some mice's wheel into a horizontal one: either axis counts
+            delta = event.angleDelta().y() or event.angleDelta().x()
+            if delta:
+                self.slice_step.emit(-1 if delta > 0 else 1)
         else:
             self.zoom_by(1.25 ** steps, event.position())
         event.accept()
@@ -383,6 +392,10 @@ class MaskCanvas(CanvasView):
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space = True
             self.setCursor(Qt.CursorShape.OpenHandCursor)
+            return
+        if self.in_volume and event.key() in (Qt.Key.Key_Up, Qt.Key.Key_Down) \
+                and not event.modifiers():
+            self.slice_step.emit(1 if event.key() == Qt.Key.Key_Down else -1)
             return
         step = 80
         moves = {Qt.Key.Key_Left: (step, 0), Qt.Key.Key_Right: (-step, 0),

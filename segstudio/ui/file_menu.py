@@ -133,10 +133,13 @@ class FileMenu:
         if projects:
             self.open_project_path(projects[0])
             return
-        files = []
-        for p in paths:
-            files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-        self.add_images([f for f in files if is_supported(f)] or files)
+        self.add_images(files_under(paths))
+
+    def add_folder_dialog(self) -> None:
+        """Every image under a folder; DICOM files come in as series (volumes)."""
+        folder = QFileDialog.getExistingDirectory(self.parent, "Add the images under a folder")
+        if folder:
+            self.add_images(files_under([Path(folder)]))
 
     # -- datasets in and out ---------------------------------------------------------------
     def export_dataset_dialog(self) -> None:
@@ -231,3 +234,22 @@ class FileMenu:
 
 def _create_project(images: Path, root: Path, copy: bool, *, on_progress=None, cancel=None) -> Project:
     return Project.from_folder(images, root, copy=copy)
+
+
+def _may_be_image(path: Path) -> bool:
+    """By the name alone (no file is read here): a known image suffix, or the suffixes DICOM
+    files from scanners carry (none, .IMA), which the scan on a worker then checks."""
+    return is_supported(path) or path.suffix.lower() in ("", ".ima")
+
+
+def files_under(paths: list[Path]) -> list[Path]:
+    """Files given, and the files under folders given that may be images (hidden ones left
+    out); the scan on a worker decides (DICOM slices often have no suffix)."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(q for q in p.rglob("*") if q.is_file() and _may_be_image(q)
+                            and not any(part.startswith(".") for part in q.relative_to(p).parts))
+        else:
+            files.append(p)
+    return files

@@ -36,6 +36,7 @@ from segstudio.ui.jobs_view import JobsIndicator
 from segstudio.ui.logging_setup import install_file_log
 from segstudio.ui.model_loop import ModelLoop
 from segstudio.ui.saving import ProjectSaver
+from segstudio.ui.slice_nav import SliceBar
 from segstudio.ui.settings import app_settings, value
 from segstudio.ui.welcome import HintBanner, WelcomePage
 from segstudio.ui.window_settings import WindowSettings
@@ -77,6 +78,10 @@ class MainWindow(QMainWindow):
         column.setSpacing(0)
         column.addWidget(self.hint)
         column.addWidget(self.canvas, 1)
+        self.slices = SliceBar()                 # shown for the slices of a volume
+        column.addWidget(self.slices)
+        self.slices.slice_chosen.connect(self.show_image)
+        self.canvas.slice_step.connect(self.slices.step)
         self.files = FileMenu(
             self, project=lambda: self.project, open_project=self.open_project,
             report_error=self.report_error, start_job=self.runner.start, saver=self.saver,
@@ -113,6 +118,7 @@ class MainWindow(QMainWindow):
         self.opener.image_shown.connect(self.image_shown)
         self.opener.history_changed.connect(self._on_history_changed)
         self.opener.entry_changed.connect(self.images.update_entry)
+        self.opener.entry_changed.connect(lambda e: self._show_slice_bar(e.id))
         self._build_status_bar()
         self._build_actions()
 
@@ -195,6 +201,7 @@ class MainWindow(QMainWindow):
                 ("file.open", self.files.open_project_dialog),
                 ("file.sample", self.files.open_sample),
                 ("file.add_images", self.files.add_images_dialog),
+                ("file.add_folder", self.files.add_folder_dialog),
                 ("file.import_masks", self.files.import_masks_dialog),
                 ("file.export", self.files.export_dataset_dialog), ("file.save", self.save_now),
                 ("file.quit", self.close),
@@ -246,7 +253,7 @@ class MainWindow(QMainWindow):
         if project.read_only:
             self.statusBar().showMessage(f"Read-only: {project.read_only}", 15000)
         self.classes.show_project(project)
-        self.images.set_entries(project.images)
+        self.images.set_entries(project.images, series=project.series)
         try:
             add_recent_project(project.root)
         except OSError as e:
@@ -268,6 +275,11 @@ class MainWindow(QMainWindow):
 
     def _start_thumbnails(self, entries: list[ImageEntry]) -> None:
         assert self.project is not None
+        # a volume's row shows its middle slice: one thumbnail per volume, not one per slice
+        rows = {e.series for e in entries if e.series is not None}
+        middle = {sid: ids[len(ids) // 2] for sid in rows
+                  if (ids := [e.id for e in self.project.slices_of(sid)])}
+        entries = [e for e in entries if e.series is None or middle.get(e.series) == e.id]
         items = [(e.id, partial(self.project.read_image, e)) for e in entries]
         job = self.runner.start(Job(make_thumbnails, items, name="thumbnails"))
         job.signals.succeeded.connect(self._on_thumbnails_succeeded)
@@ -280,6 +292,18 @@ class MainWindow(QMainWindow):
     # -- images ----------------------------------------------------------------------------
     def show_image(self, image_id: str) -> None:
         self.opener.show_image(image_id)
+        self._show_slice_bar(image_id)
+
+    def _show_slice_bar(self, image_id: str) -> None:
+        """The slice bar for a slice of a volume (hidden for an image)."""
+        project = self.project
+        if project is None:
+            return
+        ids = self.images.slices_of(image_id)
+        entries = [project.entry(i) for i in ids]
+        record = project.series.get(entries[0].series) if entries else None
+        self.slices.show_for(entries, image_id, record)
+        self.canvas.in_volume = self.slices.active
 
     def step_image(self, delta: int) -> None:
         ids = self.images.visible_ids()
@@ -311,7 +335,8 @@ class MainWindow(QMainWindow):
     def _on_images_joined(self, added: list[ImageEntry]) -> None:
         if self.project is None:
             return
-        self.images.set_entries(self.project.images, self.current.id if self.current else None)
+        self.images.set_entries(self.project.images, self.current.id if self.current else None,
+                                series=self.project.series)
         self._start_thumbnails(added)
         if added and self.current is None:
             self.show_image(added[0].id)

@@ -209,17 +209,25 @@ def _group_by_file(ctx: ExportContext, entries: list[ImageEntry], splits: dict[s
                    kinds: tuple[str, ...]) -> tuple[list[Item], list[ImageEntry]]:
     """Entries of multi-slice files (of `kinds`) grouped per file; returns (items, the rest)."""
     groups: dict[str, list[ImageEntry]] = {}
+    names: dict[str, str] = {}
     rest = []
     for e in entries:
-        if ctx.info(e).kind in kinds:
-            groups.setdefault(str(ctx.project.image_path(e)), []).append(e)
+        record = ctx.project.series.get(e.series) if e.series is not None else None
+        if record is not None and record.kind == "dicom" and "dicom" in kinds:
+            # a DICOM series: one item for all its files
+            groups.setdefault(f"series:{record.id}", []).append(e)
+            names[f"series:{record.id}"] = record.id
+        elif ctx.info(e).kind in kinds:
+            path = str(ctx.project.image_path(e))
+            groups.setdefault(path, []).append(e)
+            names[path] = _slug(_stem(Path(path)))
         else:
             rest.append(e)
     items, used = [], {e.id for e in rest}     # names of single images are taken too
     for path, group in groups.items():
-        key, n = _slug(_stem(Path(path))), 2
+        key, n = names[path], 2
         while key in used:
-            key, n = f"{_slug(_stem(Path(path)))}-{n}", n + 1
+            key, n = f"{names[path]}-{n}", n + 1
         used.add(key)
         # a volume goes where most of its slices are: slices never straddle two splits
         split = Counter(splits[e.id] for e in group).most_common(1)[0][0]
@@ -250,6 +258,11 @@ class NiftiWriter:
     def write_item(self, ctx: ExportContext, item: Item) -> str:
         from segstudio.io.formats.medical import dicom_affine, nifti_volume, write_nifti
 
+        from segstudio.io.formats.series_export import series_record, write_series_nifti_item
+
+        record = series_record(ctx, item)
+        if record is not None and record.kind == "dicom":
+            return write_series_nifti_item(ctx, item, record)
         first = item.entries[0]
         info = ctx.info(first)
         masks = _masks_of(ctx, item)
@@ -303,9 +316,14 @@ class DicomSegWriter:
         from segstudio import __version__
         from segstudio.io.formats.medical import write_dicom_seg
 
+        from segstudio.io.formats.series_export import series_record, write_series_seg_item
+
+        segments = [(c.id, c.name, _rgb(c.color)) for c in ctx.plan.foreground]
+        record = series_record(ctx, item)
+        if record is not None and record.kind == "dicom":
+            return write_series_seg_item(ctx, item, record, segments, __version__)
         first = item.entries[0]
         masks = _masks_of(ctx, item)
-        segments = [(c.id, c.name, _rgb(c.color)) for c in ctx.plan.foreground]
         name = f"{item.key}.seg.dcm"
         write_dicom_seg(ctx.folder("masks", item.split) / name, ctx.project.image_path(first),
                         masks, segments, __version__)

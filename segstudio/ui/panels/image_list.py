@@ -1,4 +1,9 @@
-"""ImageListPanel: every image with a thumbnail and its labelling status, filterable."""
+"""ImageListPanel: every image with a thumbnail and its labelling status, filterable.
+
+A volume (a series of slices) is one row: its name, slice count, how many slices are labelled
+and its voxel size; the row stands for the slice last shown (the middle one at first), and
+choosing it for a split, for prediction or as reviewed acts on every slice.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QComboBox, QListWidget, QListWidgetItem, QMenu, QVBoxLayout, QWidget
 
+from segstudio.io.entries import SeriesRecord, list_rows, series_status
 from segstudio.io.project import SPLITS, STATUSES, ImageEntry
 
 THUMB = 64
@@ -66,21 +72,37 @@ class ImageListPanel(QWidget):
         layout.addWidget(self.filter)
         layout.addWidget(self.list)
         self._entries: dict[str, ImageEntry] = {}
-        self._items: dict[str, QListWidgetItem] = {}
+        self._series: dict[str, SeriesRecord] = {}
+        self._items: dict[str, QListWidgetItem] = {}      # row key -> item
+        self._rows: dict[str, list[str]] = {}              # row key -> image ids (slice order)
+        self._row_of: dict[str, str] = {}                  # image id -> row key
+        self._shown: dict[str, str] = {}                   # row key -> the image it stands for
         self._icons: dict[str, QIcon] = {}
 
-    def set_entries(self, entries: list[ImageEntry], current: str | None = None) -> None:
+    def set_entries(self, entries: list[ImageEntry], current: str | None = None,
+                    series: dict[str, SeriesRecord] | None = None) -> None:
         self.list.blockSignals(True)
         self.list.clear()
         self._entries = {e.id: e for e in entries}
-        self._items = {}
-        for e in entries:
-            item = QListWidgetItem(self._label(e))
-            item.setData(Qt.ItemDataRole.UserRole, e.id)
-            if e.id in self._icons:
-                item.setIcon(self._icons[e.id])
+        self._series = dict(series or {})
+        self._items, self._rows, self._row_of = {}, {}, {}
+        for key, members in list_rows(entries):
+            key = f"series:{key}" if members[0].series is not None else key
+            self._rows[key] = [e.id for e in members]
+            for e in members:
+                self._row_of[e.id] = key
+            shown = self._shown.get(key) if len(members) > 1 or members[0].series else None
+            if shown not in self._rows[key]:
+                shown = self._rows[key][len(members) // 2]
+            self._shown[key] = shown
+            item = QListWidgetItem(self._row_label(key))
+            item.setData(Qt.ItemDataRole.UserRole, shown)
+            icon = next((self._icons[i] for i in (shown, *self._rows[key]) if i in self._icons),
+                        None)
+            if icon is not None:
+                item.setIcon(icon)
             self.list.addItem(item)
-            self._items[e.id] = item
+            self._items[key] = item
         self.list.blockSignals(False)
         self._apply_filter()
         if current is not None:
@@ -91,11 +113,28 @@ class ImageListPanel(QWidget):
         split = "" if e.split == "train" else f" · {e.split}"
         return f"{e.display_name}\n{STATUS_TEXT[e.status]}{split}"
 
+    def _row_status(self, key: str) -> str:
+        return series_status([self._entries[i] for i in self._rows[key]])
+
+    def _row_label(self, key: str) -> str:
+        ids = self._rows[key]
+        first = self._entries[ids[0]]
+        if first.series is None:
+            return self._label(first)
+        slices = [self._entries[i] for i in ids]
+        labelled = sum(e.labelled > 0 for e in slices)
+        record = self._series.get(first.series)
+        about = record.summary if record is not None else f"{len(slices)} slices"
+        split = "" if first.split == "train" else f" · {first.split}"
+        return (f"{first.series} · {labelled}/{len(slices)} slices labelled\n"
+                f"{about}{split}")
+
     def update_entry(self, e: ImageEntry) -> None:
         self._entries[e.id] = e
-        item = self._items.get(e.id)
+        key = self._row_of.get(e.id)
+        item = self._items.get(key) if key is not None else None
         if item is not None:
-            item.setText(self._label(e))
+            item.setText(self._row_label(key))
         self._apply_filter()
 
     def set_thumbnail(self, image_id: str, rgb: np.ndarray) -> None:
@@ -103,30 +142,47 @@ class ImageListPanel(QWidget):
         qimg = QImage(rgb.data, w, h, w * 3, QImage.Format.Format_RGB888).copy()
         icon = QIcon(QPixmap.fromImage(qimg))
         self._icons[image_id] = icon
-        if image_id in self._items:
-            self._items[image_id].setIcon(icon)
+        key = self._row_of.get(image_id)
+        if key in self._items:
+            self._items[key].setIcon(icon)
 
     def _apply_filter(self) -> None:
         wanted = self.filter.currentText()
-        for image_id, item in self._items.items():
-            status = STATUS_TEXT[self._entries[image_id].status]
+        for key, item in self._items.items():
+            status = STATUS_TEXT[self._row_status(key)]
             item.setHidden(wanted != ALL and status != wanted)
 
     def select(self, image_id: str, emit: bool = True) -> None:
-        item = self._items.get(image_id)
+        key = self._row_of.get(image_id)
+        item = self._items.get(key) if key is not None else None
         if item is None:
             return
+        # the row of a volume stands for the slice shown last
+        self._shown[key] = image_id
+        item.setData(Qt.ItemDataRole.UserRole, image_id)
         if not emit:
             self.list.blockSignals(True)
         self.list.setCurrentItem(item)
         self.list.blockSignals(False)
 
     def visible_ids(self) -> list[str]:
+        """One id per visible row (a volume: the slice it shows)."""
         return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())
                 if not self.list.item(i).isHidden()]
 
     def selected_ids(self) -> list[str]:
-        return [i.data(Qt.ItemDataRole.UserRole) for i in self.list.selectedItems()]
+        """Every image of the selected rows (a volume: all its slices)."""
+        out: list[str] = []
+        for item in self.list.selectedItems():
+            key = self._row_of.get(item.data(Qt.ItemDataRole.UserRole))
+            out += self._rows.get(key, [])
+        return out
+
+    def slices_of(self, image_id: str) -> list[str]:
+        """The slice ids of the volume `image_id` belongs to, in order ([] for an image)."""
+        key = self._row_of.get(image_id)
+        ids = self._rows.get(key, [])
+        return ids if ids and self._entries[ids[0]].series is not None else []
 
     def _on_list_context_menu(self, pos) -> None:
         ids = self.selected_ids()
