@@ -428,8 +428,8 @@ class ClickModels(QObject):
         if self.choice != OURS and backend is None:
             return "SAM model not open"
         if backend is None:
-            return (("ours " if name else "") + "(the project's newest click run, else the "
-                    "starter; loaded at the first click) · no embedding step")
+            return (("ours: " if name else "") + "the project's newest click run, else the "
+                    "bundled starter (loaded at the first click) · no embedding step")
         return describe(backend, self.tool.canvas.image_shape, name=name,
                         embedding_for=(time.monotonic() - self._embed_since
                                        if self.embedding_running() else None),
