@@ -42,8 +42,12 @@ class DisplayControl:
     def __init__(self, canvas: MaskCanvas, panel: DisplayPanel, *,
                  loaded: Callable[[], LoadedImage | None],
                  class_by_id: Callable[[int], LabelClass | None] = lambda _id: None,
-                 show_message: Callable[[str, int], None] = lambda text, ms: None) -> None:
+                 show_message: Callable[[str, int], None] = lambda text, ms: None,
+                 volume_place: Callable[[], tuple[np.ndarray, int, str | None] | None]
+                 = lambda: None) -> None:
         self.canvas = canvas
+        # for a slice of a volume: (4x4 voxel (col, row, slice) -> patient mm, slice, modality)
+        self._volume_place = volume_place
         self.panel = panel
         self._loaded = loaded
         self._class_by_id = class_by_id
@@ -114,8 +118,16 @@ class DisplayControl:
         value = ", ".join(f"{t:.4g}" if v.dtype.kind == "f" else str(int(t)) for t in v.ravel()[:4])
         cid = int(self.canvas.document.mask[y, x])
         c = self._class_by_id(cid)
-        self.position_label.setText(f"y {y}, x {x}")
-        self.value_label.setText(f"value {value}")
+        place = self._volume_place()
+        if place is None:
+            self.position_label.setText(f"y {y}, x {x}")
+            self.value_label.setText(f"value {value}")
+        else:
+            affine, k, modality = place
+            mm = affine @ np.array([x, y, k, 1.0])
+            self.position_label.setText(f"y {y}, x {x}, slice {k + 1} · "
+                                        f"({mm[0]:.1f}, {mm[1]:.1f}, {mm[2]:.1f}) mm")
+            self.value_label.setText(f"{value} HU" if modality == "CT" else f"value {value}")
         name = "unlabeled" if cid == UNLABELED else (c.name if c else f"class {cid}")
         objects = self.canvas.document.objects
         oid = int(objects[y, x]) if objects is not None else 0

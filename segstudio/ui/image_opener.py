@@ -100,7 +100,11 @@ class ImageOpener(QObject):
             return
         view = project.load_view()
         ids = [e.id for e in project.images]
-        target = view.get("image") if view.get("image") in ids else (ids[0] if ids else None)
+        first = project.images[0] if project.images else None
+        if first is not None and first.series is not None:     # a volume opens mid-way
+            slices = project.slices_of(first.series)
+            first = slices[len(slices) // 2]
+        target = view.get("image") if view.get("image") in ids else (first.id if first else None)
         self._restore_view = view if target == view.get("image") else None
         if target is not None:
             self.show_image(target)

@@ -108,13 +108,13 @@ class MainWindow(QMainWindow):
         self.display = DisplayControl(
             self.canvas, self.display_panel, loaded=lambda: self.opener.loaded,
             class_by_id=lambda cid: self.project.class_by_id(cid) if self.project else None,
-            show_message=self._show_message)
+            show_message=self._show_message, volume_place=self._volume_place)
         self.opener = ImageOpener(
             self.canvas, self.saver, project=lambda: self.project, start_job=self.runner.start,
             report_error=self.report_error, show_message=self._show_message,
             history_for=lambda image_id: self.editing.history_for(image_id),
             show_content=self.display.show, add_classes=lambda new: self.classes.add(new),
-            select=lambda image_id: self.images.select(image_id, emit=False), parent=self)
+            select=self._on_opening, parent=self)
         self.opener.image_shown.connect(self.image_shown)
         self.opener.history_changed.connect(self._on_history_changed)
         self.opener.entry_changed.connect(self.images.update_entry)
@@ -292,7 +292,19 @@ class MainWindow(QMainWindow):
     # -- images ----------------------------------------------------------------------------
     def show_image(self, image_id: str) -> None:
         self.opener.show_image(image_id)
+
+    def _on_opening(self, image_id: str) -> None:
+        """An image is being opened: its row in the list, and the slice bar for a slice."""
+        self.images.select(image_id, emit=False)
         self._show_slice_bar(image_id)
+
+    def _volume_place(self):
+        """(voxel -> patient mm affine, slice, modality) of the slice shown, else None."""
+        e = self.current
+        record = self.project.series.get(e.series) if self.project and e and e.series else None
+        if record is None or e.slice is None:
+            return None
+        return np.asarray(record.affine_lps).reshape(4, 4), e.slice, record.modality
 
     def _show_slice_bar(self, image_id: str) -> None:
         """The slice bar for a slice of a volume (hidden for an image)."""

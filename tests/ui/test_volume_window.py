@@ -1,0 +1,101 @@
+"""A CT series in the window: one list row, a slice bar, Up/Down and Shift+wheel change slice,
+painting on two slices lands on those slices, and all of it is there after reopening."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+from segstudio.core.classes import LabelClass
+from segstudio.io.project import Project
+from tests.io.phantom_series import make_phantom, write_ct_series
+
+
+@pytest.fixture
+def ct_project(tmp_path):
+    ph = write_ct_series(tmp_path / "scan", make_phantom(n=12, rows=64, cols=80))
+    Project.from_folder(tmp_path / "scan", tmp_path / "proj", classes=[
+        LabelClass(0, "background", "#000000"), LabelClass(1, "liver", "#aa3322")])
+    return tmp_path / "proj", ph
+
+
+def _on_slice(qtbot, w, k):
+    qtbot.waitUntil(lambda: w.current is not None and w.current.slice == k
+                    and w.canvas.document is not None, timeout=10_000)
+
+
+def _stroke(qtbot, w, y, x0, x1):
+    canvas = w.canvas
+    a, b = canvas.image_to_widget(y, x0), canvas.image_to_widget(y, x1)
+    pts = [QPoint(int(a.x() + (b.x() - a.x()) * t / 8), int(a.y())) for t in range(9)]
+    qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=pts[0])
+    for p in pts[1:]:
+        QTest.mouseMove(canvas, p)
+    qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=pts[-1])
+
+
+def _shift_wheel(canvas, steps: int) -> None:
+    pos = QPointF(canvas.width() / 2, canvas.height() / 2)
+    event = QWheelEvent(pos, canvas.mapToGlobal(pos), QPoint(0, 0), QPoint(0, 120 * steps),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.ShiftModifier,
+                        Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(canvas, event)
+
+
+def test_change_slice_paint_two_slices_and_reopen(qtbot, open_window, ct_project):
+    root, ph = ct_project
+    w = open_window(root)
+    assert w.images.list.count() == 1                     # one row for the whole series
+    row = w.images.list.item(0).text()
+    assert "0/12 slices labelled" in row and "CT" in row
+    _on_slice(qtbot, w, 6)                                 # opens at the middle slice
+    assert w.slices.isVisible() and "Slice 7 / 12" in w.slices.label.text()
+    # the slice shown holds that slice's HU
+    assert np.allclose(w.canvas.image_data, ph.hu[6], atol=1.0)
+    # the status bar: position in patient millimetres, the value in HU
+    w.canvas.hovered.emit(10, 20)
+    mm = ph.affine_lps() @ np.array([20, 10, 6, 1.0])
+    assert f"({mm[0]:.1f}, {mm[1]:.1f}, {mm[2]:.1f}) mm" in w.position_label.text()
+    assert w.value_label.text() == f"{ph.hu[6, 10, 20]:.4g} HU"
+    w.canvas.setFocus()
+    QTest.keyClick(w.canvas, Qt.Key.Key_Down)
+    _on_slice(qtbot, w, 7)
+    w.class_panel.select_id(1)
+    w.set_brush_radius(3)
+    _stroke(qtbot, w, 30, 10, 60)
+    QTest.keyClick(w.canvas, Qt.Key.Key_Up)
+    QTest.keyClick(w.canvas, Qt.Key.Key_Up)
+    _on_slice(qtbot, w, 5)
+    _shift_wheel(w.canvas, 1)                              # wheel up: the previous slice
+    _on_slice(qtbot, w, 4)
+    _stroke(qtbot, w, 20, 5, 40)
+    # the bar lists the labelled slices; the row counts them
+    QTest.keyClick(w.canvas, Qt.Key.Key_Down)
+    _on_slice(qtbot, w, 5)
+    qtbot.waitUntil(lambda: "2/12 slices labelled" in w.images.list.item(0).text(),
+                    timeout=10_000)
+    assert "labelled: 5, 8" in w.slices.label.text()
+    w.saver.flush()
+    w.close()
+
+    again = Project.open(root)
+    slices = again.slices_of(next(iter(again.series)))
+    labelled = [e.slice for e in slices if again.masks.has_mask(e.id)]
+    assert labelled == [4, 7]
+    m7 = again.load_mask(slices[7], (64, 80))
+    m4 = again.load_mask(slices[4], (64, 80))
+    assert (m7[30, 15:55] == 1).all() and (m7[20] == 255).all()
+    assert (m4[20, 10:35] == 1).all() and (m4[30] == 255).all()
+
+
+def test_up_down_pan_in_a_plain_image(qtbot, open_window, sample_copy):
+    w = open_window(sample_copy, size=(1000, 700))
+    assert not w.slices.isVisible() and not w.canvas.in_volume
+    before, y_before = w.current.id, w.canvas.offset.y()
+    w.canvas.setFocus()
+    QTest.keyClick(w.canvas, Qt.Key.Key_Down)
+    assert w.current.id == before and w.canvas.offset.y() < y_before     # panned, same image
