@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt
@@ -27,9 +27,6 @@ from segstudio.core.geometry import Rect
 from segstudio.edit.regions import Proposal
 from segstudio.ui.tools import SmartTool
 from segstudio.workers.job import Job
-
-if TYPE_CHECKING:
-    from segstudio.ui.click_models import ClickModels
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +90,10 @@ class ClickTool(SmartTool):
     @project_root.setter
     def project_root(self, root: Path | None) -> None:
         self._project_root = root
-        # the window sets this once a project opens: the first time is when the click-model
-        # choice joins the window (its Model menu entries, the tool bar, the embedding jobs)
-        if self.models is None:
-            from segstudio.ui.click_models import attach_to_window
-
-            self.models = attach_to_window(self, self.canvas.window())
-            if self.models is not None:
-                self.models.restore()
+        # at project open: the remembered SAM choice is opened again (the window attaches
+        # the click-model choice, ui/click_models.attach_to_window, when it builds its actions)
+        if self.models is not None and root is not None:
+            self.models.restore()
 
     def canvas_region(self) -> tuple[float, float, float, float] | None:
         """(y0, x0, y1, x1): the part of the image in view (a large image's tiles to embed)."""
@@ -272,7 +265,7 @@ def describe(backend, shape, embedding_for: float | None = None, embedded: bool 
 class ClickModelBar(QToolBar):
     """'Click model: [ours ▾]  SAM file: x · licence: … · embedding ~1 s' in the tool bar area."""
 
-    def __init__(self, models: ClickModels, parent: QWidget | None = None) -> None:
+    def __init__(self, models: Any, parent: QWidget | None = None) -> None:   # ClickModels
         super().__init__("Click model", parent)
         self.setObjectName("toolbarClickModel")
         self.models = models

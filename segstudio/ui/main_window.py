@@ -28,6 +28,7 @@ from segstudio.ui.canvas import MaskCanvas
 from segstudio.ui.dialogs import ShortcutsDialog, error_box
 from segstudio.ui.display_control import DisplayControl, default_preset  # noqa: F401 (was here)
 from segstudio.ui.class_control import ClassControl
+from segstudio.ui.click_models import attach_to_window
 from segstudio.ui.editing import Editing
 from segstudio.ui.file_menu import FileMenu
 from segstudio.ui.image_opener import ImageOpener, load_item  # noqa: F401 (was here)
@@ -235,6 +236,9 @@ class MainWindow(QMainWindow):
         menus["File"].insertMenu(reg.qaction("file.sample"), self.recent_menu)
         self.recent_menu.aboutToShow.connect(partial(self.files.fill_recent, self.recent_menu))
         self.addToolBar(self.editing.toolbar)
+        # which model answers the Click tool: its Model menu entries, tool bar and embeddings
+        click = self.canvas.tools["click"]
+        click.models = attach_to_window(click, self)
 
     # -- project ---------------------------------------------------------------------------
     def show_welcome(self) -> None:
