@@ -103,7 +103,7 @@ def evaluate_project(project, model: torch.nn.Module, normalise: Normaliser,
         if truth_head is not None:
             true_objects = objects_or_regions(truth, true_ids, truth_head)
         evaluator.add(truth, pred.labels, entry.id, true_objects=true_objects,
-                      pred_objects=pred.objects)
+                      pred_objects=pred.objects, volume=entry.series)
     if on_progress:
         on_progress(Progress(len(entries), len(entries), "evaluated"))
     if evaluator is None:

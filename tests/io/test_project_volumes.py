@@ -135,3 +135,22 @@ def test_dicom_seg_export_is_one_object_referencing_all_40_instances(project, ct
     assert got.shape[0] == 40
     # the labelled slices, where masks say liver; other slices empty
     assert int(got.sum()) == sum(int((m == 1).sum()) for m in masks.values())
+
+
+def test_a_volume_is_scored_as_one_3d_mask_beside_its_slices():
+    from segstudio.core.metrics import Evaluator
+
+    ev = Evaluator(2, class_names=["background", "liver"], exclude_from_mean=(0,))
+    truth = np.zeros((3, 10, 10), np.uint8)
+    truth[:, 2:6, 2:6] = 1                       # 16 px of liver per slice
+    pred = truth.copy()
+    pred[0] = 0                                  # slice 0: liver missed entirely
+    for k in range(3):
+        ev.add(truth[k], pred[k], f"s{k}", volume="ct")
+    ev.add(truth[0], truth[0], "photo")          # an image on its own: not part of the volume
+    report = ev.report()
+    # 3-D Dice over the volume: 2 * 32 / (48 + 32) = 0.8, not the mean of 0, 1, 1 per slice
+    assert report.volumes["ct"].dice[1] == pytest.approx(0.8)
+    assert list(report.volumes) == ["ct"]
+    assert "volume ct: 3-D Dice liver 0.800" in report.format_table()
+    assert report.as_dict()["volumes"]["ct"]["mean_dice"] == pytest.approx(0.8)

@@ -103,10 +103,13 @@ class MetricsPanel(QWidget):
                        f"{_num(c.ap(0.5))}, mean AP {_num(c.mean_ap)}, {c.matched}/{c.true} "
                        f"found, {c.false_positives} extra"
                        for cid, c in report.instances.items() if cid in report.class_ids)
+        volumes = "".join(
+            f"; volume {vid}: 3-D Dice {_num(v.mean('dice', report.exclude_from_mean))}"
+            for vid, v in report.volumes.items())
         self.summary.setText(
             f"Run {run_name} on {len(report.images)} {SPLITS.get(split, split)}: mean IoU "
             f"{_num(means.get('iou'))}, mean Dice {_num(means.get('dice'))}, pixel accuracy "
-            f"{_num(s.accuracy)}{inst}")
+            f"{_num(s.accuracy)}{inst}{volumes}")
         self.classes.setRowCount(0)
         rows = [(name, s.iou[i], s.dice[i], s.precision[i], s.recall[i], int(s.support[i]))
                 for i, name in enumerate(report.class_names)]
