@@ -54,6 +54,7 @@ class ImageDocument:
         self.history.history_changed.connect(self.history_changed.emit)
         self._recorder: StrokeRecorder | None = None
         self._stroke_label = ""
+        self._stroke_group: str | None = None
         self._stroke_dirty: Rect | None = None
 
     @classmethod
@@ -104,7 +105,8 @@ class ImageDocument:
             self._next_object = top + 1
 
     # -- strokes -------------------------------------------------------------------------
-    def begin_stroke(self, label: str = "Brush", object_id: int | None = None) -> None:
+    def begin_stroke(self, label: str = "Brush", object_id: int | None = None,
+                     group: str | None = None) -> None:
         """Start one undo step. Painting an object class in it writes `object_id`, or by
         default a new object (allocated at the first such write): touching strokes stay two."""
         if self.read_only:
@@ -113,6 +115,7 @@ class ImageDocument:
             self.end_stroke()
         self._recorder = StrokeRecorder(self.mask, self.objects)
         self._stroke_label = label
+        self._stroke_group = group
         self._stroke_object = object_id
         self.stroke_object_id = object_id
 
@@ -191,7 +194,7 @@ class ImageDocument:
         """Close the stroke: the tiles that changed become one undo step."""
         if self._recorder is None:
             return None
-        edit = self._recorder.finish(self._stroke_label)
+        edit = self._recorder.finish(self._stroke_label, self._stroke_group)
         self._recorder = None
         self._stroke_dirty = None
         self._stroke_object = None
@@ -204,16 +207,17 @@ class ImageDocument:
                 where: np.ndarray | None = None,
                 only_over: Iterable[int] | None = None, *,
                 object_value: int | np.ndarray | None = None,
-                object_id: int | None = None) -> MaskEdit | None:
+                object_id: int | None = None, group: str | None = None) -> MaskEdit | None:
         """One undoable step that writes `values` into `rect` (fill, accept prediction, ...)."""
         if where is None:
             where = np.ones((rect.height, rect.width), bool)
-        self.begin_stroke(label, object_id)
+        self.begin_stroke(label, object_id, group)
         self.write(rect, where, values, only_over, object_value=object_value)
         return self.end_stroke()
 
     def apply(self, new_mask: np.ndarray | None, label: str,
-              new_objects: np.ndarray | None = None) -> MaskEdit | None:
+              new_objects: np.ndarray | None = None, group: str | None = None
+              ) -> MaskEdit | None:
         """Make `new_mask` (and `new_objects`, if given) the layers as one undoable step
         (only changed tiles are kept)."""
         if new_mask is None:
@@ -222,7 +226,8 @@ class ImageDocument:
         where = new_mask != self.mask
         if new_objects is not None:
             where |= new_objects != (self.objects if self.objects is not None else 0)
-        return self.replace(full, new_mask, label, where=where, object_value=new_objects)
+        return self.replace(full, new_mask, label, where=where, object_value=new_objects,
+                            group=group)
 
     # -- history -------------------------------------------------------------------------
     def undo(self) -> Rect | None:

@@ -74,6 +74,7 @@ class MaskEdit:
 
     label: str
     patches: tuple[TilePatch, ...]
+    group: str | None = None    # one step across several images (slices of a volume): its id
 
     @property
     def nbytes(self) -> int:
@@ -119,7 +120,7 @@ class StrokeRecorder:
                 if self._objects is not None:
                     self._obj_before[key] = self._objects[slices].copy()
 
-    def finish(self, label: str) -> MaskEdit | None:
+    def finish(self, label: str, group: str | None = None) -> MaskEdit | None:
         patches = []
         for key, before in self._before.items():
             rect = tile_rect(*key, self._mask.shape)
@@ -133,7 +134,20 @@ class StrokeRecorder:
                 patches.append(TilePatch(rect, before, after, obj_before, obj_after))
         self._before.clear()
         self._obj_before.clear()
-        return MaskEdit(label, tuple(patches)) if patches else None
+        return MaskEdit(label, tuple(patches), group) if patches else None
+
+
+def whole_mask_edit(before: np.ndarray, after: np.ndarray, label: str,
+                    group: str | None = None) -> MaskEdit | None:
+    """The step that turns `before` into `after` (a mask not open on the canvas: a slice an
+    interpolation filled), as the tiles that differ; None when nothing does."""
+    if before.shape != after.shape:
+        raise ValueError(f"masks differ in shape: {before.shape} vs {after.shape}")
+    work = before.copy()
+    recorder = StrokeRecorder(work)
+    recorder.will_write(Rect(0, 0, *before.shape))
+    work[...] = after
+    return recorder.finish(label, group)
 
 
 class History:
@@ -170,6 +184,10 @@ class History:
         while self._bytes > self.max_bytes and len(self._undo) > 1:
             self._bytes -= self._undo.popleft().nbytes
         self._emit()
+
+    def holds(self, group: str) -> bool:
+        """Whether a step of `group` can still be undone here."""
+        return any(e.group == group for e in self._undo)
 
     def peek(self, redo: bool = False) -> MaskEdit | None:
         """The step that undo (or redo) would apply next, left in place."""

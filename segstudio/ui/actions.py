@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QMenuBar, QToolBar, QWidget
 
-MENUS = ("File", "Edit", "Tools", "Mask", "Model", "View", "Help")   # menu bar order
+MENUS = ("File", "Edit", "Tools", "Mask", "Volume", "Model", "View", "Help")   # menu bar order
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,10 @@ WINDOW_ACTIONS = (
     Action("view.previous_image", "Previous Image", ("PgUp",), menu="View"),
     Action("view.reviewed", "Mark Image as Reviewed", ("Ctrl+R",), menu="View",
            tip="Reviewed images are shown as such in the image list"),
+    Action("volume.interpolate", "Interpolate Between Labelled Slices", ("I",), menu="Volume",
+           tip="Fill the unlabeled slices between labelled ones (one undo step)"),
+    Action("volume.copy_next", "Copy Mask to Next Slice", ("Ctrl+Shift+C",), menu="Volume",
+           tip="This slice's labels on the next slice, where it is unlabeled"),
     Action("help.shortcuts", "Keyboard Shortcuts", standard="HelpContents", menu="Help"),
     Action("help.about", "About SegStudio", menu="Help"),
     Action("classes.select", "Select the class with that id", tuple("0123456789"),

@@ -25,6 +25,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
 
+from segstudio.ml.sam_graph import model_stem   # numpy only: names, no onnxruntime
 from segstudio.core.jobs import Progress
 from segstudio.ui.actions import CLICK_MODEL_ACTIONS
 from segstudio.ui.click_tool import ClickModelBar, describe, is_sam
@@ -193,8 +194,6 @@ class ClickModels(QObject):
         rows = [(OURS, ours.name if ours is not None else "ours",
                  "Our click model: the project's newest click run, else the bundled starter")]
         for key, (enc, dec) in self.pairs.items():
-            from segstudio.ml.sam_graph import model_stem
-
             backend = self.loaded.get(key)
             name = backend.name if backend is not None else f"SAM file: {model_stem(enc)}"
             rows.append((key, name, f"{enc}\n{dec}"))

@@ -229,7 +229,9 @@ class Editing:
     # -- undo history per image ------------------------------------------------------------
     def history_for(self, image_id: str) -> History:
         """Each image keeps its history while the user switches; oldest dropped past the budget."""
-        history = self.histories.pop(image_id, None) or History()
+        history = self.histories.pop(image_id, None)
+        if history is None:         # not `or`: a History with only redo steps has len() 0
+            history = History()
         self.histories[image_id] = history          # most recently used last
         total = sum(h.nbytes for h in self.histories.values())
         for other in list(self.histories):

@@ -38,6 +38,7 @@ from segstudio.ui.logging_setup import install_file_log
 from segstudio.ui.model_loop import ModelLoop
 from segstudio.ui.saving import ProjectSaver
 from segstudio.ui.slice_nav import SliceBar
+from segstudio.ui.volume_edits import VolumeEdits
 from segstudio.ui.settings import app_settings, value
 from segstudio.ui.welcome import HintBanner, WelcomePage
 from segstudio.ui.window_settings import WindowSettings
@@ -229,6 +230,15 @@ class MainWindow(QMainWindow):
                                image=lambda: (self.project, self.current),
                                flush=self.saver.flush, parent=self)
         self.tool_actions = self.editing.tool_actions
+        # steps across the slices of a volume (interpolate, copy to next) and their undo
+        self.volume_edits = VolumeEdits(
+            project=lambda: self.project, current=lambda: (self.current, self.canvas.document),
+            history_for=self.editing.history_for, start_job=self.runner.start,
+            flushed=self.saver.flushed, show_message=self._show_message,
+            report_error=self.report_error, entry_changed=self._volume_entry_changed,
+            parent=self)
+        bind("volume.interpolate", self.volume_edits.interpolate)
+        bind("volume.copy_next", self.volume_edits.copy_to_next)
         self.size_spin = self.editing.size_spin
         self.model_loop = ModelLoop.for_window(self)  # Model actions, Training/Prediction/Metrics
         menus = reg.build_menus(self.menuBar())
@@ -316,7 +326,7 @@ class MainWindow(QMainWindow):
         if project is None:
             return
         ids = self.images.slices_of(image_id)
-        entries = [project.entry(i) for i in ids]
+        entries = project.slices_of(project.entry(image_id).series) if ids else []
         record = project.series.get(entries[0].series) if entries else None
         self.slices.show_for(entries, image_id, record)
         self.canvas.in_volume = self.slices.active
@@ -419,10 +429,19 @@ class MainWindow(QMainWindow):
         self.redo_action.setEnabled(can_redo)
 
     def undo(self) -> None:
-        self.opener.undo()
+        if not self.volume_edits.step(redo=False):    # a step across slices: all of them
+            self.opener.undo()
 
     def redo(self) -> None:
-        self.opener.redo()
+        if not self.volume_edits.step(redo=True):
+            self.opener.redo()
+
+    def _volume_entry_changed(self, entry: ImageEntry) -> None:
+        if self.current is not None and self.current.id == entry.id:
+            self.current = entry
+        self.images.update_entry(entry)
+        self._show_slice_bar(self.current.id if self.current else entry.id)
+        self.saver.save_manifest()
 
     def _on_canvas_stroke_finished(self) -> None:
         self.opener.note_edit()

@@ -99,3 +99,67 @@ def test_up_down_pan_in_a_plain_image(qtbot, open_window, sample_copy):
     w.canvas.setFocus()
     QTest.keyClick(w.canvas, Qt.Key.Key_Down)
     assert w.current.id == before and w.canvas.offset.y() < y_before     # panned, same image
+
+
+def test_interpolate_undo_redo_export_and_reopen(qtbot, open_window, ct_project, tmp_path,
+                                                 export_in_window):
+    import nibabel as nib
+
+    root, ph = ct_project
+    w = open_window(root)
+    _on_slice(qtbot, w, 6)
+    w.class_panel.select_id(1)
+    w.set_brush_radius(4)
+    w.canvas.setFocus()
+    for _ in range(4):                                   # key slice 2: a short bar
+        QTest.keyClick(w.canvas, Qt.Key.Key_Up)
+    _on_slice(qtbot, w, 2)
+    _stroke(qtbot, w, 30, 20, 40)
+    for _ in range(6):                                   # key slice 8: a long bar
+        QTest.keyClick(w.canvas, Qt.Key.Key_Down)
+    _on_slice(qtbot, w, 8)
+    _stroke(qtbot, w, 30, 10, 70)
+    QTest.keyClick(w, Qt.Key.Key_I)                      # Volume > Interpolate
+    qtbot.waitUntil(lambda: w.volume_edits.busy is None and
+                    "7/12 slices labelled" in w.images.list.item(0).text(), timeout=20_000)
+    project = Project.open(root)
+    slices = project.slices_of(next(iter(project.series)))
+    mid = project.load_mask(slices[5], (64, 80))
+    # midway the bar is between the two: longer than slice 2's, shorter than slice 8's
+    width = int((mid[30] == 1).sum())
+    assert 25 < width < 62, width
+    assert (mid[5] == 255).all()                         # far from both bars: unlabeled
+    # one undo step on the key slice open undoes every filled slice
+    w.undo_action.trigger()
+    qtbot.waitUntil(lambda: w.volume_edits.busy is None, timeout=10_000)
+    qtbot.waitUntil(lambda: "2/12 slices labelled" in w.images.list.item(0).text(),
+                    timeout=10_000)
+    assert (Project.open(root).load_mask(slices[5], (64, 80)) == 255).all()
+    assert (w.canvas.document.mask[30, 15:65] == 1).all()      # the painted bar stays
+    w.redo_action.trigger()
+    qtbot.waitUntil(lambda: w.volume_edits.busy is None and
+                    "7/12 slices labelled" in w.images.list.item(0).text(), timeout=10_000)
+    # a filled slice opens with the fill, and undo there undoes the whole step too
+    QTest.keyClick(w.canvas, Qt.Key.Key_Up)
+    _on_slice(qtbot, w, 7)
+    assert (w.canvas.document.mask[30] == 1).sum() > 30
+    w.undo_action.trigger()
+    qtbot.waitUntil(lambda: w.volume_edits.busy is None and
+                    "2/12 slices labelled" in w.images.list.item(0).text(), timeout=10_000)
+    assert (w.canvas.document.mask == 255).all()
+    w.redo_action.trigger()
+    qtbot.waitUntil(lambda: w.volume_edits.busy is None and
+                    "7/12 slices labelled" in w.images.list.item(0).text(), timeout=10_000)
+    result = export_in_window(w, tmp_path / "out", "nifti")
+    assert result is not None
+    w.saver.flush()
+    w.close()
+
+    again = Project.open(root)
+    labelled = [e.slice for e in again.slices_of(next(iter(again.series)))
+                if again.masks.has_mask(e.id)]
+    assert labelled == [2, 3, 4, 5, 6, 7, 8]
+    vol = next((tmp_path / "out").rglob("masks/*/*.nii.gz"))
+    data = np.asarray(nib.load(str(vol)).dataobj)
+    assert data.shape == (80, 64, 12)
+    assert [k for k in range(12) if (data[:, :, k] == 1).any()] == [2, 3, 4, 5, 6, 7, 8]
