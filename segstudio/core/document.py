@@ -8,7 +8,7 @@ keeps it, and one undo step restores both layers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from psygnal import Signal
@@ -120,12 +120,16 @@ class ImageDocument:
         self.stroke_object_id = object_id
 
     def paint_segment(self, p0: tuple[float, float], p1: tuple[float, float], radius: float,
-                      value: int, only_over: Iterable[int] | None = None) -> Rect | None:
-        """Paint a round brush dragged from p0 to p1 (y, x); returns the dirty rect."""
+                      value: int, only_over: Iterable[int] | None = None,
+                      allowed: Callable[[Rect], np.ndarray] | None = None) -> Rect | None:
+        """Paint a round brush dragged from p0 to p1 (y, x); returns the dirty rect.
+        `allowed(rect)`: which pixels of the rect may be painted (an intensity range)."""
         rect = segment_rect(p0, p1, radius).clip(self.mask.shape)
         if rect.empty:
             return None
         stencil = segment_stencil(p0, p1, radius, rect)
+        if allowed is not None:
+            stencil = stencil & allowed(rect)
         return self.write(rect, stencil, value, only_over)
 
     def dab(self, y: float, x: float, radius: float, value: int,

@@ -57,6 +57,7 @@ class MaskCanvas(CanvasView):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.tool = "brush"
         self.in_volume = False          # the image shown is a slice: Up/Down change slice
+        self.paint_range: tuple[float, float] | None = None   # the brush paints only these values
         self.brush_radius = 8.0
         self.class_value = 1
         self.protect_others = False
@@ -335,8 +336,18 @@ class MaskCanvas(CanvasView):
         value, only_over = self._painting_value()
         a = (self._last_img[0] - 0.5, self._last_img[1] - 0.5)
         b = (pt[0] - 0.5, pt[1] - 0.5)
-        self._doc.paint_segment(a, b, self.brush_radius, value, only_over)
+        allowed = self._in_paint_range if self.paint_range is not None and \
+            self.tool == "brush" else None
+        self._doc.paint_segment(a, b, self.brush_radius, value, only_over, allowed)
         self._last_img = pt
+
+    def _in_paint_range(self, rect) -> np.ndarray:
+        """The pixels of `rect` whose value is in the paint range (colour: the mean)."""
+        lo, hi = self.paint_range
+        values = np.asarray(self.image_data[rect.slices])
+        if values.ndim == 3:
+            values = values[..., :3].mean(axis=2)
+        return (values >= lo) & (values <= hi)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         pos = event.position()

@@ -60,6 +60,7 @@ class DisplayControl:
         panel.preset_chosen.connect(self.apply_preset)
         panel.range_edited.connect(self._on_range_edited)
         panel.opacity_changed.connect(canvas.set_opacity)
+        panel.paint_range_changed.connect(lambda rng: setattr(canvas, "paint_range", rng))
         canvas.hovered.connect(self._on_canvas_hovered)
         canvas.view_changed.connect(self._on_canvas_view_changed)
 

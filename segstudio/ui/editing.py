@@ -109,6 +109,8 @@ class Editing:
         self.size_spin.setToolTip("Brush radius in image pixels ([ and ], Ctrl+wheel)")
         self.size_spin.setValue(int(self.canvas.brush_radius))
         self.size_spin.valueChanged.connect(lambda v: self.set_brush_radius(float(v)))
+        self.size_spin.valueChanged.connect(lambda _v: self._show_mm())
+        self._pixel_mm: float | None = None
         self.canvas.brush_changed.connect(self._on_canvas_brush_changed)
         self.tolerance_spin = QDoubleSpinBox()
         self.tolerance_spin.setRange(0, 65535)
@@ -141,6 +143,7 @@ class Editing:
         self.size_spin.blockSignals(True)
         self.size_spin.setValue(int(round(radius)))
         self.size_spin.blockSignals(False)
+        self._show_mm()
 
     def _on_protect_toggled(self, on: bool) -> None:
         self.canvas.protect_others = bool(on)
@@ -246,3 +249,11 @@ class Editing:
             if image_id != keep:
                 del self.histories[image_id]
 
+    def set_pixel_size(self, mm: float | None) -> None:
+        """The pixel size of the image shown (a volume's spacing), for the brush size in mm."""
+        self._pixel_mm = mm if mm and mm > 0 else None
+        self._show_mm()
+
+    def _show_mm(self) -> None:
+        mm = self._pixel_mm
+        self.size_spin.setSuffix(f" px = {self.size_spin.value() * mm:.1f} mm" if mm else "")

@@ -330,6 +330,9 @@ class MainWindow(QMainWindow):
         record = project.series.get(entries[0].series) if entries else None
         self.slices.show_for(entries, image_id, record)
         self.canvas.in_volume = self.slices.active
+        # the brush size in mm where the pixel spacing is known (the mean of rows and columns)
+        self.editing.set_pixel_size((record.spacing[0] + record.spacing[1]) / 2
+                                    if record is not None else None)
 
     def step_image(self, delta: int) -> None:
         ids = self.images.visible_ids()

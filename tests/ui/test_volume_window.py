@@ -54,6 +54,8 @@ def test_change_slice_paint_two_slices_and_reopen(qtbot, open_window, ct_project
     assert "0/12 slices labelled" in row and "CT" in row
     _on_slice(qtbot, w, 6)                                 # opens at the middle slice
     assert w.slices.isVisible() and "Slice 7 / 12" in w.slices.label.text()
+    w.set_brush_radius(10)                                 # brush size in mm: spacing 0.7, 0.9
+    assert w.size_spin.text() == "size 10 px = 8.0 mm"
     # the slice shown holds that slice's HU
     assert np.allclose(w.canvas.image_data, ph.hu[6], atol=1.0)
     # the status bar: position in patient millimetres, the value in HU
@@ -163,3 +165,25 @@ def test_interpolate_undo_redo_export_and_reopen(qtbot, open_window, ct_project,
     data = np.asarray(nib.load(str(vol)).dataobj)
     assert data.shape == (80, 64, 12)
     assert [k for k in range(12) if (data[:, :, k] == 1).any()] == [2, 3, 4, 5, 6, 7, 8]
+
+
+def test_the_brush_paints_only_within_the_intensity_range(qtbot, open_window, ct_project):
+    root, ph = ct_project
+    w = open_window(root)
+    _on_slice(qtbot, w, 6)
+    panel = w.display_panel
+    panel.paint_low.setValue(-500)
+    panel.paint_high.setValue(200)
+    panel.paint_only.click()       # the Display dock may be tabbed away: the button itself
+    assert w.canvas.paint_range == (-500.0, 200.0)
+    w.class_panel.select_id(1)
+    w.set_brush_radius(2)
+    _stroke(qtbot, w, 32, 5, 75)                 # across the phantom: air, tissue, air
+    painted = w.canvas.document.mask[31:34] == 1
+    inside = (ph.hu[6, 31:34] >= -500) & (ph.hu[6, 31:34] <= 200)
+    assert painted.any() and not (painted & ~inside).any()     # never on air
+    # unchecked: the brush paints everything again
+    panel.paint_only.click()       # the Display dock may be tabbed away: the button itself
+    assert w.canvas.paint_range is None
+    _stroke(qtbot, w, 50, 5, 20)
+    assert (w.canvas.document.mask[50, 8:18] == 1).all()
