@@ -4,8 +4,8 @@ intensity range the brush may paint in (e.g. only -500..200 HU, as Slicer's edit
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
-                               QSlider, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSlider,
+                               QWidget)
 
 from segstudio.core.display import CT_PRESETS, DisplayRange
 
@@ -50,17 +50,14 @@ class DisplayPanel(QWidget):
             s.setKeyboardTracking(False)
             s.valueChanged.connect(lambda _v: self._emit_paint_range())
         self.paint_only.toggled.connect(lambda _on: self._emit_paint_range())
-        paint_row = QHBoxLayout()
-        paint_row.addWidget(self.paint_low)
-        paint_row.addWidget(self.paint_high)
         form = QFormLayout(self)
         form.setContentsMargins(4, 4, 4, 4)
         form.addRow("Contrast", self.preset)
         form.addRow("Black at", self.low)
         form.addRow("White at", self.high)
         form.addRow("Mask opacity", self.opacity)
-        form.addRow(self.paint_only)
-        form.addRow("to", paint_row)
+        form.addRow(self.paint_only, self.paint_low)
+        form.addRow("to", self.paint_high)
         self._updating = False
 
     def show_range(self, rng: DisplayRange, preset: str | None = None) -> None:

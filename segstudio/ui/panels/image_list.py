@@ -96,6 +96,7 @@ class ImageListPanel(QWidget):
                 shown = self._rows[key][len(members) // 2]
             self._shown[key] = shown
             item = QListWidgetItem(self._row_label(key))
+            item.setToolTip(self._row_label(key))
             item.setData(Qt.ItemDataRole.UserRole, shown)
             icon = next((self._icons[i] for i in (shown, *self._rows[key]) if i in self._icons),
                         None)
@@ -135,6 +136,7 @@ class ImageListPanel(QWidget):
         item = self._items.get(key) if key is not None else None
         if item is not None:
             item.setText(self._row_label(key))
+            item.setToolTip(self._row_label(key))
         self._apply_filter()
 
     def set_thumbnail(self, image_id: str, rgb: np.ndarray) -> None:
