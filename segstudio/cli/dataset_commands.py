@@ -8,6 +8,7 @@ from pathlib import Path
 
 from segstudio.cli.base import command, err
 from segstudio.io.formats import readers as _readers, writers as _writers  # noqa: F401 (register)
+from segstudio.io.formats import volume_import as _volume_import  # noqa: F401 (register)
 from segstudio.io.formats import nnunet as _nnunet  # noqa: F401,I001 (registers after writers)
 from segstudio.io.formats.base import (COCO_MODES, IMAGE_MODES, READERS, UNLABELED_MODES, WRITERS,
                                        labels, using)

@@ -30,6 +30,7 @@ from segstudio.core.classes import (BACKGROUND, UNLABELED, ClassError, object_cl
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.io.formats import FormatError
 from segstudio.io.formats import readers as _readers  # noqa: F401 (fills READERS)
+from segstudio.io.formats import volume_import as _volume_import  # noqa: F401 (and this one)
 from segstudio.io.formats.base import READERS
 from segstudio.io.formats.instances import renumber
 from segstudio.io.formats.import_base import (AnnotationImportError, Found, ImportOptions,

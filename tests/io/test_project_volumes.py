@@ -154,3 +154,36 @@ def test_a_volume_is_scored_as_one_3d_mask_beside_its_slices():
     assert list(report.volumes) == ["ct"]
     assert "volume ct: 3-D Dice liver 0.800" in report.format_table()
     assert report.as_dict()["volumes"]["ct"]["mean_dice"] == pytest.approx(0.8)
+
+
+def test_a_nifti_label_volume_imports_as_the_masks_of_its_series(project, ct, tmp_path):
+    import nibabel as nib
+
+    from segstudio.io.imports import ImportOptions, import_annotations
+
+    record = next(iter(project.series.values()))
+    slices = project.slices_of(record.id)
+    labels = np.zeros((record.cols, record.rows, 40), np.uint8)      # NIfTI: (col, row, slice)
+    labels[40:90, 30:60, 10:20] = 1
+    affine = LPS_TO_RAS @ np.asarray(record.affine_lps).reshape(4, 4)
+    # another tool wrote it with the first axis flipped (and said so in its affine)
+    flip = np.diag([-1.0, 1, 1, 1])
+    flip[0, 3] = record.cols - 1
+    nib.save(nib.Nifti1Image(labels[::-1].copy(), affine @ flip), str(tmp_path / "seg.nii.gz"))
+    result = import_annotations(project, tmp_path / "seg.nii.gz",
+                                ImportOptions(format="nifti-volume"))
+    assert len(result.imported) == 40
+    got = np.stack([project.load_mask(e, (record.rows, record.cols)) for e in slices])
+    assert np.array_equal(got, labels.transpose(2, 1, 0))
+    assert any("flip" in w or "reorient" in w for w in result.warnings), result.warnings
+
+
+def test_a_label_volume_of_the_wrong_size_is_refused_with_both_sizes(project, tmp_path):
+    import nibabel as nib
+
+    from segstudio.io.imports import AnnotationImportError, ImportOptions, import_annotations
+
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 4), np.uint8), np.eye(4)),
+             str(tmp_path / "small.nii.gz"))
+    with pytest.raises(AnnotationImportError, match="small.nii.gz"):
+        import_annotations(project, tmp_path / "small.nii.gz", ImportOptions(format="nifti-volume"))
