@@ -78,7 +78,11 @@ class CanvasView(QWidget):
         return None if self._data is None else self._data.shape[:2]
 
     def set_content(self, data: np.ndarray | None, doc: ImageDocument | None,
-                    display: DisplayRange | None = None) -> None:
+                    display: DisplayRange | None = None, keep_view: bool = False) -> None:
+        """Show an image and its mask, fitted to the window; `keep_view`: at the zoom and
+        position of the image shown before when it has the same size (the next slice)."""
+        same_size = (keep_view and data is not None and self._data is not None
+                     and data.shape[:2] == self._data.shape[:2])
         if self._doc is not None:
             self._doc.changed.disconnect(self._on_doc_changed)
         self._data, self._doc = data, doc
@@ -90,7 +94,11 @@ class CanvasView(QWidget):
                 doc.object_classes = object_class_ids(self._classes)
         if data is not None:
             self._range = display or default_range(data)
-        self.fit()
+        if same_size:
+            self._render_all()
+            self.update()
+        else:
+            self.fit()
 
     def set_display_range(self, rng: DisplayRange) -> None:
         self._range = rng
@@ -222,7 +230,8 @@ class CanvasView(QWidget):
         y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
         if self.zoom >= 1.0:        # few source pixels: read the block once, then repeat
             block = np.asarray(array[y0:y1, x0:x1])
-            return block[(ys - y0)[:, None], (xs - x0)[None, :]]
+            # two 1-D takes: ~2x faster than one broadcast 2-D fancy index
+            return np.take(np.take(block, ys - y0, axis=0), xs - x0, axis=1)
         return np.asarray(array[ys[:, None], xs[None, :]])
 
     def _render_base(self) -> None:
@@ -250,7 +259,10 @@ class CanvasView(QWidget):
             self._render_objects(rs, cs, vis)
             return
         if not self.outline:
-            self._over_buf[rs, cs] = self._lut[self._gather(self._doc.mask, rs, cs)]
+            # the 4 bytes of a pixel as one uint32: one lookup per pixel, not four
+            lut32 = np.ascontiguousarray(self._lut).view(np.uint32).reshape(-1)
+            over32 = self._over_buf.view(np.uint32).reshape(self._over_buf.shape[:2])
+            over32[rs, cs] = lut32[self._gather(self._doc.mask, rs, cs)]
             return
         # outline: only screen pixels whose neighbour shows another class; one pixel of
         # margin so edges at the border of the updated region are right

@@ -69,11 +69,17 @@ class DisplayControl:
         """For the status bar, in the order they read."""
         return self.position_label, self.value_label, self.class_label, self.zoom_label
 
-    def show(self, loaded: LoadedImage, doc: ImageDocument) -> None:
-        """Put a newly opened image on the canvas in its range, and the range in the panel."""
+    def show(self, loaded: LoadedImage, doc: ImageDocument, same_volume: bool = False) -> None:
+        """Put a newly opened image on the canvas in its range, and the range in the panel.
+
+        The next slice of the same volume keeps the view and, unless the header's window is
+        asked for, the contrast: an auto range per slice would flicker from slice to slice."""
         preset = self.preset or default_preset(loaded)
-        rng = self.range_for(preset, loaded)
-        self.canvas.set_content(loaded.data, doc, rng)
+        if same_volume and preset != HEADER and self.canvas.image_data is not None:
+            rng = self.canvas.display_range
+        else:
+            rng = self.range_for(preset, loaded)
+        self.canvas.set_content(loaded.data, doc, rng, keep_view=same_volume)
         self.panel.show_range(rng, preset)
 
     def range_for(self, preset: str, loaded: LoadedImage) -> DisplayRange:

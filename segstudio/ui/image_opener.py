@@ -65,7 +65,7 @@ class ImageOpener(QObject):
                  report_error: Callable[..., None],
                  show_message: Callable[[str, int], None] = lambda text, ms: None,
                  history_for: Callable[[str], History] = lambda _id: History(),
-                 show_content: Callable[[LoadedImage, ImageDocument], None] | None = None,
+                 show_content: Callable[..., None] | None = None,
                  add_classes: Callable[[list[LabelClass]], None] = lambda new: None,
                  select: Callable[[str], None] = lambda _id: None,
                  parent: QWidget | None = None) -> None:
@@ -77,7 +77,12 @@ class ImageOpener(QObject):
         self._report_error = report_error
         self._show_message = show_message
         self._history_for = history_for
-        self._show_content = show_content or (lambda loaded, doc: canvas.set_content(loaded.data, doc))
+        # show_content(loaded, doc, same_volume=...): same_volume when the image shown before
+        # was a slice of the same volume (the view and the contrast then stay as they are)
+        self._show_content = show_content or (
+            lambda loaded, doc, same_volume=False: canvas.set_content(loaded.data, doc,
+                                                                      keep_view=same_volume))
+        self._shown_series: str | None = None
         self._add_classes = add_classes
         self._select = select
         self._parent = parent
@@ -183,7 +188,9 @@ class ImageOpener(QObject):
         doc.history_changed.connect(self._on_doc_history_changed)
         doc.edited.connect(partial(self._on_doc_edited, entry.id, mask.shape))
         self.current, self.loaded = entry, loaded
-        self._show_content(loaded, doc)
+        same_volume = entry.series is not None and entry.series == self._shown_series
+        self._shown_series = entry.series
+        self._show_content(loaded, doc, same_volume=same_volume)
         self._on_doc_history_changed(doc.history.can_undo, doc.history.can_redo)
         view = self._restore_view
         if view and view.get("image") == image_id and "zoom" in view:

@@ -63,9 +63,14 @@ def test_change_slice_paint_two_slices_and_reopen(qtbot, open_window, ct_project
     mm = ph.affine_lps() @ np.array([20, 10, 6, 1.0])
     assert f"({mm[0]:.1f}, {mm[1]:.1f}, {mm[2]:.1f}) mm" in w.position_label.text()
     assert w.value_label.text() == f"{ph.hu[6, 10, 20]:.4g} HU"
+    w.canvas.zoom_by(2.0)                                  # zoomed in on a part
+    zoom, offset, contrast = w.canvas.zoom, w.canvas.offset, w.canvas.display_range
     w.canvas.setFocus()
     QTest.keyClick(w.canvas, Qt.Key.Key_Down)
     _on_slice(qtbot, w, 7)
+    # the next slice keeps the view and the contrast (no re-fit, no flicker)
+    assert (w.canvas.zoom, w.canvas.offset) == (zoom, offset)
+    assert w.canvas.display_range == contrast
     w.class_panel.select_id(1)
     w.set_brush_radius(3)
     _stroke(qtbot, w, 30, 10, 60)
