@@ -131,7 +131,9 @@ def record_of(series) -> SeriesRecord:
                         series.description, len(series.slices), series.rows, series.cols,
                         tuple(float(x) for x in series.geometry.spacing),
                         tuple(float(x) for x in series.geometry.affine_lps().ravel()),
-                        tuple(series.problems))
+                        tuple(series.problems),
+                        tuple((float(r.slope), float(r.intercept)) for r in series.slices)
+                        if series.is_multiframe else None)
 
 
 def scan_images(project: Any, paths: list[Path], *, copy: bool = False,

@@ -85,6 +85,9 @@ class SeriesRecord:
     spacing: tuple[float, float, float]      # row mm, column mm, slice mm
     affine_lps: tuple[float, ...]            # 16 numbers, row-major: voxel (col, row, slice) -> mm
     problems: tuple[str, ...] = ()
+    # (slope, intercept) per slice where the file's own header does not give them: the frames
+    # of an Enhanced (multi-frame) DICOM file carry theirs in per-frame functional groups
+    rescale: tuple[tuple[float, float], ...] | None = None
 
     @property
     def summary(self) -> str:
@@ -95,14 +98,15 @@ class SeriesRecord:
 
 
 SERIES_KEYS = {"id", "uid", "kind", "modality", "description", "slices", "rows", "cols",
-               "spacing", "affine_lps", "problems"}
+               "spacing", "affine_lps", "problems", "rescale"}
 
 
 def series_dict(r: SeriesRecord) -> dict[str, Any]:
     return {"id": r.id, "uid": r.uid, "kind": r.kind, "modality": r.modality,
             "description": r.description, "slices": r.slices, "rows": r.rows, "cols": r.cols,
             "spacing": list(r.spacing), "affine_lps": list(r.affine_lps),
-            "problems": list(r.problems)}
+            "problems": list(r.problems),
+            **({"rescale": [list(x) for x in r.rescale]} if r.rescale is not None else {})}
 
 
 def series_status(slices: list[ImageEntry]) -> str:

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from segstudio.core.names import slug
 from segstudio.io.atomic import TMP_SUFFIX
+from segstudio.io.entries import SERIES_KEYS, SeriesRecord
 from segstudio.io.images import DEFAULT_MAX_PIXELS
 
 
@@ -124,3 +126,42 @@ def writable_problem(root: Path) -> str | None:
     except OSError:
         pass
     return None
+
+
+def series_from(raw: Any, path: Path) -> dict[str, SeriesRecord]:
+    """The 'series' list of project.json as records by id, every field checked."""
+    if not isinstance(raw, list):
+        raise ProjectError(f"{path}: 'series' must be a list")
+    out: dict[str, SeriesRecord] = {}
+    for i, r in enumerate(raw):
+        where = f"{path}: series[{i}]"
+        check_keys(r, SERIES_KEYS, where)
+        sid = field_of(r, "id", str, where)
+        if sid in out or slug(sid) != sid:
+            raise ProjectError(f"{where} has a duplicate or unsafe id {sid!r}")
+        numbers = {k: r.get(k) for k in ("spacing", "affine_lps")}
+        for key, n in (("spacing", 3), ("affine_lps", 16)):
+            v = numbers[key]
+            if not (isinstance(v, list) and len(v) == n
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+                raise ProjectError(f"{where}: '{key}' must be a list of {n} numbers")
+        rescale = r.get("rescale")
+        if rescale is not None and not (
+                isinstance(rescale, list) and all(
+                    isinstance(x, list) and len(x) == 2 and all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
+                    for x in rescale)):
+            raise ProjectError(f"{where}: 'rescale' must be a list of [slope, intercept] pairs")
+        problems = r.get("problems", [])
+        if not (isinstance(problems, list) and all(isinstance(p, str) for p in problems)):
+            raise ProjectError(f"{where}: 'problems' must be a list of text")
+        modality = r.get("modality")
+        out[sid] = SeriesRecord(
+            sid, field_of(r, "uid", str, where), field_of(r, "kind", str, where),
+            None if modality is None else field_of(r, "modality", str, where),
+            field_of(r, "description", str, where, ""), field_of(r, "slices", int, where),
+            field_of(r, "rows", int, where), field_of(r, "cols", int, where),
+            tuple(float(x) for x in numbers["spacing"]),
+            tuple(float(x) for x in numbers["affine_lps"]), tuple(problems),
+            None if rescale is None else tuple((float(a), float(b)) for a, b in rescale))
+    return out

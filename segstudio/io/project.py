@@ -28,11 +28,11 @@ from segstudio.io.atomic import atomic_write_json, remove_stale_temporaries
 from segstudio.io.dicom import looks_like_dicom
 from segstudio.io.images import (DEFAULT_MAX_PIXELS, ImageInfo, ImageReadError, LoadedImage,
                                  is_supported, probe, read_image)
-from segstudio.io.entries import (SERIES_KEYS, STATUSES, ImageEntry, ImageScan,  # noqa: F401
+from segstudio.io.entries import (STATUSES, ImageEntry, ImageScan,  # noqa: F401
                                   SeriesRecord, entry_dict, series_dict)
 from segstudio.io.lock import ProjectLock, ProjectLockedError
 from segstudio.io.manifest import (ProjectError, check_keys, check_settings, field_of,
-                                   merge_manifests, writable_problem)
+                                   merge_manifests, series_from, writable_problem)
 from segstudio.io.masks import MaskStore, clear_class_in_place, labelled_fraction  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class Project:
                 raise ProjectError(f"{path}: images[{i}] has a duplicate or unsafe id {entry.id!r}")
             seen.add(entry.id)
             images.append(entry)
-        series = _series_from(raw.get("series", []), path)
+        series = series_from(raw.get("series", []), path)
         for e in images:
             if e.series is not None and e.series not in series:
                 raise ProjectError(f"{path}: image {e.id!r} is a slice of series {e.series!r}, "
@@ -322,7 +322,18 @@ class Project:
         return self.images[i]
 
     def read_image(self, entry: ImageEntry) -> LoadedImage:
-        return read_image(self.image_path(entry), entry.frame, self.max_pixels)
+        loaded = read_image(self.image_path(entry), entry.frame, self.max_pixels)
+        record = self.series.get(entry.series) if entry.series is not None else None
+        if record is not None and record.rescale is not None and entry.slice is not None \
+                and 0 <= entry.slice < len(record.rescale):
+            # a frame of an Enhanced DICOM file: its own slope/intercept, not the file's
+            slope, intercept = record.rescale[entry.slice]
+            data = np.asarray(loaded.data, np.float32)
+            file_rescale = loaded.info.extra.get("rescale")
+            if file_rescale is not None:
+                data = (data - np.float32(file_rescale[1])) / np.float32(file_rescale[0] or 1)
+            loaded = LoadedImage(loaded.info, data * np.float32(slope) + np.float32(intercept))
+        return loaded
 
     def probe(self, entry: ImageEntry) -> ImageInfo:
         infos = probe(self.image_path(entry), self.max_pixels)
@@ -465,32 +476,3 @@ def _file_stamp(path: Path) -> tuple[int, int, int] | None:
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
 
-
-def _series_from(raw: Any, path: Path) -> dict[str, SeriesRecord]:
-    if not isinstance(raw, list):
-        raise ProjectError(f"{path}: 'series' must be a list")
-    out: dict[str, SeriesRecord] = {}
-    for i, r in enumerate(raw):
-        where = f"{path}: series[{i}]"
-        check_keys(r, SERIES_KEYS, where)
-        sid = field_of(r, "id", str, where)
-        if sid in out or _slug(sid) != sid:
-            raise ProjectError(f"{where} has a duplicate or unsafe id {sid!r}")
-        numbers = {k: r.get(k) for k in ("spacing", "affine_lps")}
-        for key, n in (("spacing", 3), ("affine_lps", 16)):
-            v = numbers[key]
-            if not (isinstance(v, list) and len(v) == n
-                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
-                raise ProjectError(f"{where}: '{key}' must be a list of {n} numbers")
-        problems = r.get("problems", [])
-        if not (isinstance(problems, list) and all(isinstance(p, str) for p in problems)):
-            raise ProjectError(f"{where}: 'problems' must be a list of text")
-        modality = r.get("modality")
-        out[sid] = SeriesRecord(
-            sid, field_of(r, "uid", str, where), field_of(r, "kind", str, where),
-            None if modality is None else field_of(r, "modality", str, where),
-            field_of(r, "description", str, where, ""), field_of(r, "slices", int, where),
-            field_of(r, "rows", int, where), field_of(r, "cols", int, where),
-            tuple(float(x) for x in numbers["spacing"]),
-            tuple(float(x) for x in numbers["affine_lps"]), tuple(problems))
-    return out

@@ -187,3 +187,17 @@ def test_a_label_volume_of_the_wrong_size_is_refused_with_both_sizes(project, tm
              str(tmp_path / "small.nii.gz"))
     with pytest.raises(AnnotationImportError, match="small.nii.gz"):
         import_annotations(project, tmp_path / "small.nii.gz", ImportOptions(format="nifti-volume"))
+
+
+def test_an_enhanced_ct_file_is_one_volume_in_hu_frame_by_frame(tmp_path):
+    from .phantom_series import make_phantom, write_enhanced_ct
+
+    (tmp_path / "s").mkdir()
+    ph = write_enhanced_ct(tmp_path / "s" / "enhanced.dcm", make_phantom(n=10, rows=32, cols=40))
+    project = Project.from_folder(tmp_path / "s", tmp_path / "p")
+    assert len(project.series) == 1
+    slices = project.slices_of(next(iter(project.series)))
+    assert len(slices) == 10
+    again = Project.open(tmp_path / "p")               # the per-frame rescale is kept
+    for e in again.slices_of(next(iter(again.series))):
+        assert np.allclose(again.read_image(e).data, ph.hu[e.slice], atol=1.0), e.slice
