@@ -82,7 +82,8 @@ def test_a_name_registered_twice_is_refused(scratch_registries):
 
 def test_cli_choices_are_the_registries():
     assert _choices("export") == list(WRITERS) == ["png", "coco", "yolo", "voc", "nifti", "dicom-seg", "nnunet"]
-    assert _choices("import") == list(READERS) == ["folder", "coco", "yolo", "labelme", "instances"]
+    assert _choices("import") == list(READERS) == ["folder", "coco", "yolo", "labelme", "instances",
+                                                  "nifti-volume"]
 
 
 def test_readme_lists_every_format():
