@@ -45,6 +45,8 @@ def _run_new(args: argparse.Namespace) -> int:
         return 2
     for problem in project.problems:
         print(f"skipped: {problem}", file=sys.stderr)
+    for note in project.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"created {project.root} with {len(project.images)} images")
     return 0 if project.images else 1
 

@@ -115,7 +115,7 @@ class _Adder:
             if slices:
                 self.scan.series.append((record, slices))
             for problem in s.problems:
-                self.scan.problems.append(f"{record.id}: {problem}")
+                self.scan.notes.append(f"{record.id}: {problem}")
         return used
 
 
@@ -174,6 +174,7 @@ def _unique(base: str, used: set[str]) -> str:
 def add_scanned(project: Any, scan: ImageScan) -> list[ImageEntry]:
     """Add what `scan_images` found (ids, splits, one manifest write); cheap."""
     project.problems += scan.problems
+    project.notes += scan.notes
     added: list[ImageEntry] = []
     known = project.known_files()
     used = {e.id for e in project.images}

@@ -24,6 +24,8 @@ class ImageScan:
     # (path as stored in the manifest, resolved path, frames), resolved on the worker
     found: list[tuple[str, str, list[int | None]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # what was odd about volumes that were added anyway (a gap, uneven spacing): not skipped
+    notes: list[str] = field(default_factory=list)
     # volumes: (record with a proposed id, [(stored path, resolved path, frame, slice index)])
     series: list[tuple[SeriesRecord, list[tuple[str, str, int | None, int]]]] = \
         field(default_factory=list)

@@ -66,6 +66,7 @@ class Project:
         self.settings = {**DEFAULT_SETTINGS, **settings}
         self.masks = MaskStore(self.root / "masks")
         self.problems: list[str] = []   # what was skipped on open or add, for the user to read
+        self.notes: list[str] = []      # what was odd about volumes added anyway (a gap)
         self.read_only: str | None = None   # why nothing may be written, or None
         self._lock: ProjectLock | None = None
         self._disk_manifest: dict[str, Any] | None = None   # project.json as last read/written

@@ -116,6 +116,8 @@ class FileMenu:
             return []
         for problem in scan.problems:
             self._report_error("Some files were skipped", problem)
+        if scan.notes:       # added anyway: one message for all of them
+            self._report_error("Volumes added, with notes", "\n".join(scan.notes))
         self._images_joined(added)
         return added
 

@@ -201,3 +201,15 @@ def test_an_enhanced_ct_file_is_one_volume_in_hu_frame_by_frame(tmp_path):
     again = Project.open(tmp_path / "p")               # the per-frame rescale is kept
     for e in again.slices_of(next(iter(again.series))):
         assert np.allclose(again.read_image(e).data, ph.hu[e.slice], atol=1.0), e.slice
+
+
+def test_a_series_with_a_gap_is_added_with_a_note_not_as_skipped(tmp_path, capsys):
+    from segstudio.cli import main
+
+    write_ct_series(tmp_path / "scan", skip=(5,))
+    assert main(["new", str(tmp_path / "scan"), "--out", str(tmp_path / "p")]) == 0
+    err = capsys.readouterr().err
+    assert "note: " in err and "skipped" not in err
+    project = Project.open(tmp_path / "p")
+    record = next(iter(project.series.values()))
+    assert record.slices == 39 and record.problems            # the gap is kept with it
