@@ -177,7 +177,9 @@ def _fields(info: ImageInfo) -> tuple:
     return info.height, info.width, info.channels, info.dtype, info.kind
 
 
-def _probe_nifti(path: Path) -> list[ImageInfo]:
+def open_nifti(path: Path):
+    """(image, shape, voxel dtype, affine) of a NIfTI file, header only, or ImageReadError
+    saying why it is none we read (not NIfTI, CIFTI, complex or non-numeric voxels)."""
     import nibabel as nib
 
     try:
@@ -190,13 +192,19 @@ def _probe_nifti(path: Path) -> list[ImageInfo]:
     try:
         shape = tuple(int(s) for s in img.shape)
         data_dtype = np.dtype(img.get_data_dtype())
-        affine = img.affine.tolist()
+        affine = np.asarray(img.affine, np.float64)
     except Exception as e:
         raise _fail(path, f"not a readable NIfTI file ({e})") from None
     if data_dtype.kind == "c":
         raise fail(path, "complex-valued pixels are not supported; save the magnitude")
     if data_dtype.kind not in "uif" and data_dtype.kind != "b":
         raise fail(path, f"holds {data_dtype} voxels; only integer and float images are supported")
+    return img, shape, data_dtype, affine
+
+
+def _probe_nifti(path: Path) -> list[ImageInfo]:
+    img, shape, data_dtype, affine = open_nifti(path)
+    affine = affine.tolist()
     proxy = img.dataobj
     scaled = getattr(proxy, "slope", 1) != 1 or getattr(proxy, "inter", 0) != 0
     if data_dtype.kind == "b":

@@ -40,6 +40,7 @@ import numpy as np
 from segstudio.core.jobs import Cancelled, CancelToken, Progress, ProgressFn
 from segstudio.io.dicom import looks_like_dicom, read_dicom
 from segstudio.io.image_base import ImageInfo, ImageReadError, fail, suffix_of
+from segstudio.io.images import open_nifti
 from segstudio.io.series_geometry import (DicomHeader, Geometry, orientation_geometry,
                                           orientation_words, read_dicom_header, stack_slices)
 
@@ -264,23 +265,7 @@ def scan_series(paths_or_folder, cancel: CancelToken | None = None,
 
 # -- NIfTI -----------------------------------------------------------------------------------------
 def _nifti_series(path: Path, all_volumes: bool) -> list[Series]:
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-    except Exception as e:
-        raise fail(path, f"not a readable NIfTI file ({e})") from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise fail(path, f"is a {type(img).__name__.replace('Image', '')} file, not a NIfTI volume "
-                         f"(CIFTI and other formats are not supported)")
-    try:
-        shape = tuple(int(s) for s in img.shape)
-        dtype = np.dtype(img.get_data_dtype())
-        affine = np.asarray(img.affine, np.float64)
-    except Exception as e:
-        raise fail(path, f"not a readable NIfTI file ({e})") from None
-    if dtype.kind not in "uifb":
-        raise fail(path, f"holds {dtype} voxels; only integer and float volumes are supported")
+    _img, shape, _dtype, affine = open_nifti(path)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) < 2 or any(n <= 0 for n in shape):
