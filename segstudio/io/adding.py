@@ -136,6 +136,21 @@ def record_of(series) -> SeriesRecord:
                         if series.is_multiframe else None)
 
 
+def source_series(project: Any, record: SeriesRecord):
+    """A project series as an `io.series.Series`, read again from the headers of all its
+    slice files (labelled or not); ValueError when they no longer form that series."""
+    from segstudio.io.series import scan_series
+
+    paths = sorted({project.image_path(e) for e in project.slices_of(record.id)})
+    found, problems = scan_series(paths)
+    match = [s for s in found if s.uid == record.uid] or \
+        [s for s in found if s.uid.split("#")[0] == record.uid.split("#")[0]]
+    if not match:
+        raise ValueError(f"series {record.id}: its files no longer form the series "
+                         f"({'; '.join(problems) or 'other series found'})")
+    return max(match, key=lambda s: len(s.slices))
+
+
 def scan_images(project: Any, paths: list[Path], *, copy: bool = False,
                 known: set[tuple[str, int | None]] | None = None,
                 on_progress: ProgressFn | None = None,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segstudio.io.adding import source_series
 from segstudio.io.formats.base import ExportContext, Item, Skip, place_file
 from segstudio.io.series_geometry import LPS_TO_RAS
 
@@ -85,28 +86,16 @@ def _write_image_volume(ctx: ExportContext, item: Item, record, affine: np.ndarr
     nib.save(img, str(path))
 
 
-def source_series(ctx: ExportContext, item: Item, record):
-    """The `io.series.Series` of a project series, read again from its files' headers."""
-    from segstudio.io.series import scan_series
-
-    # every slice of the series, labelled or not: DICOM-SEG references them all
-    paths = sorted({ctx.project.image_path(e) for e in ctx.project.slices_of(record.id)})
-    found, problems = scan_series(paths)
-    match = [s for s in found if s.uid == record.uid] or \
-        [s for s in found if s.uid.split("#")[0] == record.uid.split("#")[0]]
-    if not match:
-        raise Skip(f"series {record.id}: its files no longer form the series "
-                   f"({'; '.join(problems) or 'other series found'})")
-    return max(match, key=lambda s: len(s.slices))
-
-
 def write_series_seg_item(ctx: ExportContext, item: Item, record, segments: list,
                           software_version: str) -> str:
     """masks/<split>/<series>.seg.dcm: one DICOM-SEG for the whole series, and the source
     files under images/<split>/<series>/ unless images are left out."""
     from segstudio.io.formats.medical import SeriesExportError, write_series_seg
 
-    series = source_series(ctx, item, record)
+    try:
+        series = source_series(ctx.project, record)
+    except ValueError as e:
+        raise Skip(str(e)) from None
     by_file = {(str(ctx.project.image_path(e).resolve()), e.frame): e
                for e in ctx.project.slices_of(record.id)}
     labels = label_volume(ctx, item, record, 0)

@@ -17,6 +17,7 @@ import numpy as np
 
 from segstudio.core.classes import UNLABELED
 from segstudio.core.jobs import CancelToken
+from segstudio.io.adding import source_series
 from segstudio.io.formats import FormatError
 from segstudio.io.formats.base import register_reader
 from segstudio.io.formats.import_base import Found, ImportOptions, Planned, unmatched
@@ -57,19 +58,6 @@ def _series_for(project, path: Path):
     return next(iter(project.series.values())) if len(project.series) == 1 else None
 
 
-def _source_series(project, record):
-    from segstudio.io.series import scan_series
-
-    paths = sorted({project.image_path(e) for e in project.slices_of(record.id)})
-    found, problems = scan_series(paths)
-    match = [s for s in found if s.uid == record.uid] or \
-        [s for s in found if s.uid.split("#")[0] == record.uid.split("#")[0]]
-    if not match:
-        raise FormatError(f"series {record.id}: its files no longer form the series "
-                          f"({'; '.join(problems) or 'other series found'})")
-    return max(match, key=lambda s: len(s.slices))
-
-
 @register_reader("nifti-volume", label="NIfTI label volume",
                  description="NIfTI label volumes (.nii.gz of class ids), one per series")
 def plan_nifti_volumes(project, src: Path, fill: int, options: ImportOptions, found: Found,
@@ -93,7 +81,10 @@ def plan_nifti_volumes(project, src: Path, fill: int, options: ImportOptions, fo
         if record is None:
             unmatched(str(path), options, found)
             continue
-        series = _source_series(project, record)
+        try:
+            series = source_series(project, record)
+        except ValueError as e:
+            raise FormatError(str(e)) from None
         try:
             labels, notes = read_label_volume_nifti(path, series)
         except SeriesExportError as e:
