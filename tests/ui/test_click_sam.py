@@ -20,7 +20,6 @@ pytest.importorskip("onnx")
 
 from segstudio.io.project import Project  # noqa: E402
 from segstudio.ml.sam_onnx import SamOnnxBackend  # noqa: E402
-from segstudio.ui.app import build_main_window  # noqa: E402
 from segstudio.ui.click_models import OURS, ClickModels, image_key, sam_paths  # noqa: E402
 from tests.ml.sam_models import export_pair  # noqa: E402
 
@@ -33,7 +32,7 @@ def pair(tmp_path_factory):
 
 
 @pytest.fixture
-def win(qtbot, tmp_path):
+def win(qtbot, tmp_path, open_window):
     raw = tmp_path / "raw"
     raw.mkdir()
     rng = np.random.default_rng(0)
@@ -41,12 +40,8 @@ def win(qtbot, tmp_path):
         img = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
         cv2.circle(img, (80, 60), 12 + i, (200, 200, 200), -1)
         cv2.imwrite(str(raw / f"img{i}.png"), img)
-    w = build_main_window(Project.from_folder(raw, tmp_path / "proj"))
-    qtbot.addWidget(w)
-    w.resize(1100, 700)
-    w.show()
-    qtbot.waitExposed(w)
-    qtbot.waitUntil(lambda: w.canvas.document is not None, timeout=10_000)
+    Project.from_folder(raw, tmp_path / "proj")
+    w = open_window(tmp_path / "proj", size=(1100, 700))
     w.class_panel.select_id(1)
     QTest.keyClick(w, Qt.Key.Key_K)
     assert w.canvas.tool == "click"
@@ -216,15 +211,13 @@ def test_a_folder_holding_the_pair_is_accepted(pair, tmp_path):
         sam_paths([empty])
 
 
-def test_the_chosen_model_is_opened_again_in_the_next_session(qtbot, win, pair, monkeypatch):
+def test_the_chosen_model_is_opened_again_in_the_next_session(qtbot, win, pair, monkeypatch,
+                                                              open_window):
     models = add_model(qtbot, win, monkeypatch, pair)
     root = win.project.root
     win.close()
     assert models.choice == str(pair[0])
-    w = build_main_window(Project.open(root))      # same settings folder: the next session
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.canvas.document is not None, timeout=10_000)
+    w = open_window(root)                          # same settings folder: the next session
     again = models_of(w)
     qtbot.waitUntil(lambda: again.backend is not None, timeout=20_000)
     assert again.backend.encoder_path == pair[0]
@@ -234,16 +227,13 @@ def test_the_chosen_model_is_opened_again_in_the_next_session(qtbot, win, pair, 
 
 
 def test_a_large_image_embeds_the_tiles_in_view_and_a_click_there_waits_for_none(
-        qtbot, tmp_path, pair, monkeypatch):
+        qtbot, tmp_path, pair, monkeypatch, open_window):
     raw = tmp_path / "big"
     raw.mkdir()
     img = np.random.default_rng(0).integers(0, 60, (2300, 2300), dtype=np.uint8)
     cv2.imwrite(str(raw / "big.png"), img)
-    w = build_main_window(Project.from_folder(raw, tmp_path / "proj"))
-    qtbot.addWidget(w)
-    w.resize(1100, 700)
-    w.show()
-    qtbot.waitUntil(lambda: w.canvas.document is not None, timeout=10_000)
+    Project.from_folder(raw, tmp_path / "proj")
+    w = open_window(tmp_path / "proj", size=(1100, 700))
     w.editing.set_tool("click")
     w.canvas.actual_size()
     w.canvas.center_on(1500, 1500)
