@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 STATUSES = ("unlabeled", "partly", "fully", "predicted", "reviewed")
 
 
@@ -92,6 +94,16 @@ class SeriesRecord:
     rescale: tuple[tuple[float, float], ...] | None = None
 
     @property
+    def affine(self) -> np.ndarray:
+        """4 x 4: voxel (column, row, slice, 1) -> patient LPS mm."""
+        return np.asarray(self.affine_lps, np.float64).reshape(4, 4)
+
+    @property
+    def pixel_mm(self) -> float:
+        """One in-plane pixel in mm (the mean of the row and column spacing)."""
+        return (self.spacing[0] + self.spacing[1]) / 2
+
+    @property
     def summary(self) -> str:
         """'CT, 40 slices, 0.7 x 0.7 x 2.5 mm'."""
         r, c, s = self.spacing
@@ -141,3 +153,8 @@ def list_rows(entries: list[ImageEntry]) -> list[tuple[str, list[ImageEntry]]]:
     for slices in series.values():
         slices.sort(key=lambda e: e.slice or 0)
     return rows
+
+
+def row_faces(entries: list[ImageEntry]) -> list[ImageEntry]:
+    """The image each list row shows: itself, or a volume's middle slice."""
+    return [members[len(members) // 2] for _key, members in list_rows(entries)]

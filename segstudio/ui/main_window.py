@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QDockWidget, QMainWindow, QMenu, QMessageBox, QSt
                                QVBoxLayout, QWidget)
 
 from segstudio.io.images import LoadedImage
+from segstudio.io.entries import row_faces
 from segstudio.io.project import ImageEntry, Project
 from segstudio.io.userdirs import add_recent_project, data_dir, recent_projects
 from segstudio.ui.actions import MODEL_ACTIONS, WINDOW_ACTIONS, ActionRegistry
@@ -110,7 +111,7 @@ class MainWindow(QMainWindow):
         self.display = DisplayControl(
             self.canvas, self.display_panel, loaded=lambda: self.opener.loaded,
             class_by_id=lambda cid: self.project.class_by_id(cid) if self.project else None,
-            show_message=self._show_message, volume_place=self._volume_place)
+            show_message=self._show_message, volume_place=lambda: self.slices.place())
         self.opener = ImageOpener(
             self.canvas, self.saver, project=lambda: self.project, start_job=self.runner.start,
             report_error=self.report_error, show_message=self._show_message,
@@ -230,15 +231,7 @@ class MainWindow(QMainWindow):
                                image=lambda: (self.project, self.current),
                                flush=self.saver.flush, parent=self)
         self.tool_actions = self.editing.tool_actions
-        # steps across the slices of a volume (interpolate, copy to next) and their undo
-        self.volume_edits = VolumeEdits(
-            project=lambda: self.project, current=lambda: (self.current, self.canvas.document),
-            history_for=self.editing.history_for, start_job=self.runner.start,
-            flushed=self.saver.flushed, show_message=self._show_message,
-            report_error=self.report_error, entry_changed=self._volume_entry_changed,
-            parent=self)
-        bind("volume.interpolate", self.volume_edits.interpolate)
-        bind("volume.copy_next", self.volume_edits.copy_to_next)
+        self.volume_edits = VolumeEdits.for_window(self)   # Volume menu, undo across slices
         self.size_spin = self.editing.size_spin
         self.model_loop = ModelLoop.for_window(self)  # Model actions, Training/Prediction/Metrics
         menus = reg.build_menus(self.menuBar())
@@ -289,12 +282,8 @@ class MainWindow(QMainWindow):
 
     def _start_thumbnails(self, entries: list[ImageEntry]) -> None:
         assert self.project is not None
-        # a volume's row shows its middle slice: one thumbnail per volume, not one per slice
-        rows = {e.series for e in entries if e.series is not None}
-        middle = {sid: ids[len(ids) // 2] for sid in rows
-                  if (ids := [e.id for e in self.project.slices_of(sid)])}
-        entries = [e for e in entries if e.series is None or middle.get(e.series) == e.id]
-        items = [(e.id, partial(self.project.read_image, e)) for e in entries]
+        # one thumbnail per row: a volume's shows its middle slice
+        items = [(e.id, partial(self.project.read_image, e)) for e in row_faces(entries)]
         job = self.runner.start(Job(make_thumbnails, items, name="thumbnails"))
         job.signals.succeeded.connect(self._on_thumbnails_succeeded)
 
@@ -312,27 +301,11 @@ class MainWindow(QMainWindow):
         self.images.select(image_id, emit=False)
         self._show_slice_bar(image_id)
 
-    def _volume_place(self):
-        """(voxel -> patient mm affine, slice, modality) of the slice shown, else None."""
-        e = self.current
-        record = self.project.series.get(e.series) if self.project and e and e.series else None
-        if record is None or e.slice is None:
-            return None
-        return np.asarray(record.affine_lps).reshape(4, 4), e.slice, record.modality
-
     def _show_slice_bar(self, image_id: str) -> None:
-        """The slice bar for a slice of a volume (hidden for an image)."""
-        project = self.project
-        if project is None:
-            return
-        ids = self.images.slices_of(image_id)
-        entries = project.slices_of(project.entry(image_id).series) if ids else []
-        record = project.series.get(entries[0].series) if entries else None
-        self.slices.show_for(entries, image_id, record)
+        """The slice bar for a slice of a volume (hidden for an image), the brush size in mm."""
+        record = self.slices.follow(self.project, image_id) if self.project else None
         self.canvas.in_volume = self.slices.active
-        # the brush size in mm where the pixel spacing is known (the mean of rows and columns)
-        self.editing.set_pixel_size((record.spacing[0] + record.spacing[1]) / 2
-                                    if record is not None else None)
+        self.editing.set_pixel_size(record.pixel_mm if record else None)
 
     def step_image(self, delta: int) -> None:
         ids = self.images.visible_ids()
@@ -439,7 +412,8 @@ class MainWindow(QMainWindow):
         if not self.volume_edits.step(redo=True):
             self.opener.redo()
 
-    def _volume_entry_changed(self, entry: ImageEntry) -> None:
+    def volume_entry_changed(self, entry: ImageEntry) -> None:
+        """A step across slices rewrote this slice's mask: its status in the list and bar."""
         if self.current is not None and self.current.id == entry.id:
             self.current = entry
         self.images.update_entry(entry)

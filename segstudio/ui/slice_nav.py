@@ -8,6 +8,7 @@ queue one image load per slice it passes.
 
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QWidget
 
@@ -36,6 +37,7 @@ class SliceBar(QWidget):
         self._ids: list[str] = []
         self._record: SeriesRecord | None = None
         self._labelled: list[int] = []
+        self._shown: tuple[SeriesRecord, int] | None = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DRAG_PAUSE_MS)
@@ -68,6 +70,22 @@ class SliceBar(QWidget):
 
     def current_index(self) -> int:
         return self.slider.value()
+
+    def follow(self, project, image_id: str) -> SeriesRecord | None:
+        """Show the bar for the image being opened (hidden unless it is a slice of a
+        volume); returns its volume's record."""
+        entry = project.entry(image_id)
+        record = project.series.get(entry.series) if entry.series is not None else None
+        self.show_for(project.slices_of(record.id) if record else [], image_id, record)
+        self._shown = (record, entry.slice) if record is not None and self.active else None
+        return record
+
+    def place(self) -> tuple[np.ndarray, int, str | None] | None:
+        """(voxel -> patient mm affine, slice, modality) of the slice opened, or None."""
+        if self._shown is None:
+            return None
+        record, k = self._shown
+        return record.affine, k, record.modality
 
     def step(self, delta: int) -> None:
         """The next (+1) or previous (-1) slice, at once (keys and the wheel)."""

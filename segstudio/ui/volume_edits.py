@@ -103,6 +103,19 @@ class VolumeEdits(QObject):
         self._entry_changed = entry_changed
         self.busy: Job | None = None
 
+    @classmethod
+    def for_window(cls, window) -> VolumeEdits:
+        """The Volume menu of a MainWindow, bound to its actions."""
+        edits = cls(project=lambda: window.project,
+                    current=lambda: (window.current, window.canvas.document),
+                    history_for=window.editing.history_for, start_job=window.runner.start,
+                    flushed=window.saver.flushed, show_message=window.statusBar().showMessage,
+                    report_error=window.report_error,
+                    entry_changed=window.volume_entry_changed, parent=window)
+        window.action_registry.bind("volume.interpolate", edits.interpolate)
+        window.action_registry.bind("volume.copy_next", edits.copy_to_next)
+        return edits
+
     # -- what is open ------------------------------------------------------------------------
     def _volume(self) -> tuple[Any, Any, Any, list] | None:
         project = self._project()

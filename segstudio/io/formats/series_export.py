@@ -49,7 +49,7 @@ def label_volume(ctx: ExportContext, item: Item, record, fill: int) -> np.ndarra
 
 
 def nifti_affine(record) -> np.ndarray:
-    return LPS_TO_RAS @ np.asarray(record.affine_lps, np.float64).reshape(4, 4)
+    return LPS_TO_RAS @ record.affine
 
 
 def write_series_nifti_item(ctx: ExportContext, item: Item, record) -> str:

@@ -180,12 +180,6 @@ class ImageListPanel(QWidget):
             out += self._rows.get(key, [])
         return out
 
-    def slices_of(self, image_id: str) -> list[str]:
-        """The slice ids of the volume `image_id` belongs to, in order ([] for an image)."""
-        key = self._row_of.get(image_id)
-        ids = self._rows.get(key, [])
-        return ids if ids and self._entries[ids[0]].series is not None else []
-
     def _on_list_context_menu(self, pos) -> None:
         ids = self.selected_ids()
         if not ids:
