@@ -2,9 +2,8 @@
 
 Before every run the trainer reads a `Fingerprint` (`segstudio.ml.fingerprint`) of the labelled
 images (sizes, channels, modality, the size and place of every class's objects) and derives a
-`Plan` from it: the
-working scale, patch and batch size, network depth, which augmentations keep the labels
-true, and the normalisation. Every item carries its reason, the Training panel and
+`Plan` from it: the working scale, patch and batch size, network depth, which augmentations
+keep the labels true, and the normalisation. Every item carries its reason, the Training panel and
 `segstudio-cli plan` show them, and the model card stores them. A setting the user gave
 (panel, CLI flag, TOML) always wins, and the plan says so.
 
