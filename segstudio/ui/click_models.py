@@ -310,6 +310,8 @@ class ClickModels(QObject):
             self._embed_since = time.monotonic()
             self._tick.start()
             pending.signals.finished.connect(partial(self._on_deferred_finished, pending))
+            if pending.ended:         # it ended before the connection: no signal will come
+                self._on_deferred_finished(pending)
         else:
             self.embed_current()
         self.changed.emit()

@@ -255,7 +255,7 @@ class ImageOpener(QObject):
         if doc.in_stroke:
             doc.end_stroke()
         self.refresh_status()
-        self.saver.flush_manifest()
+        self.saver.flush_manifest_soon()
         if self.saver.has_unsaved(self.current.id):
             state = self.saver.state
             self._show_message(
@@ -270,7 +270,7 @@ class ImageOpener(QObject):
 
     def refresh_status(self) -> None:
         """Recompute the open image's labelled fraction; a cached figure, written to the
-        manifest when leaving the image or saving, not after each stroke."""
+        manifest shortly after leaving the image, or on saving; not after each stroke."""
         doc = self.canvas.document
         project = self._project()
         if doc is None or self.current is None or project is None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QLabel
 
 from segstudio.io.autosave import Autosaver, SaveState
 from segstudio.io.project import Project, ProjectError
 
 log = logging.getLogger(__name__)
+
+MANIFEST_DELAY_MS = 1500
 
 
 class _SaverSignals(QObject):
@@ -45,6 +47,12 @@ class ProjectSaver(QObject):
         self._signals.state_changed.connect(self._on_saver_state_changed)
         self.manifest_dirty = False     # cached label status not yet in project.json
         self.manifest_error: str | None = None
+        # leaving an image writes its status a moment later, once: rewriting project.json
+        # (tens of ms for a few hundred slices) at each slice change would stall browsing
+        self._manifest_timer = QTimer(self)
+        self._manifest_timer.setSingleShot(True)
+        self._manifest_timer.setInterval(MANIFEST_DELAY_MS)
+        self._manifest_timer.timeout.connect(self.flush_manifest)
         self.label = QLabel("")         # the window puts it in its status bar
         self.label.setStyleSheet("color: #b00020; font-weight: bold;")
         self.label.hide()
@@ -123,12 +131,19 @@ class ProjectSaver(QObject):
     def mark_manifest_dirty(self) -> None:
         self.manifest_dirty = True
 
+    def flush_manifest_soon(self) -> None:
+        """project.json once the user pauses (a save, a job or closing writes it at once)."""
+        if self.manifest_dirty and self.project is not None:
+            self._manifest_timer.start()
+
     def flush_manifest(self) -> None:
+        self._manifest_timer.stop()
         if self.manifest_dirty and self.project is not None:
             self.save_manifest()
 
     def save_manifest(self) -> bool:
         """Write project.json; a failure joins the one 'not saved' state, never a box per edit."""
+        self._manifest_timer.stop()
         if self.project is None or self.project.read_only:
             return False
         try:

@@ -32,6 +32,9 @@ class Job(QRunnable):
         self.name = name or getattr(fn, "__name__", "job")
         self.signals = JobSignals()
         self.token = CancelToken()
+        # True once the function has returned, just before `finished` is emitted: a slot
+        # connected later gets no queued `finished`, so it can look here first
+        self.ended = False
         self._call = partial(fn, *args, on_progress=self._progress, cancel=self.token, **kwargs)
 
     def _emit(self, signal_name: str, *args: Any) -> None:
@@ -55,6 +58,7 @@ class Job(QRunnable):
         else:
             self._emit("succeeded", result)
         finally:
+            self.ended = True
             self._emit("finished")
 
     def start(self, pool: QThreadPool | None = None) -> Job:

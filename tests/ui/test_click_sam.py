@@ -88,12 +88,15 @@ def test_a_sam_file_pair_answers_clicks_and_enter_commits_one_step(qtbot, win, p
     models = add_model(qtbot, w, monkeypatch, pair)
     tool = w.canvas.tools["click"]
     assert tool.backend is models.backend and models.choice == str(pair[0])
-    qtbot.waitUntil(lambda: models.current_image_id() in models.embedded, timeout=20_000)
+    embedded = r"image embedded \(embedding ~(<0\.1|\d+\.\d) s per image\)"
+    # the tool bar says so once the embedding job has finished (its last signal)
+    qtbot.waitUntil(lambda: models.current_image_id() in models.embedded
+                    and bool(re.search(embedded, w.click_model_bar.status.text())),
+                    timeout=20_000)
     assert threads and all(t is not threading.main_thread() for t in threads)
     status = w.click_model_bar.status.text()
     assert "sam.encoder.onnx + sam.decoder.onnx" in status
     assert "licence: not stated in file" in status
-    assert re.search(r"image embedded \(embedding ~(<0\.1|\d+\.\d) s per image\)", status)
     assert w.canvas.toolTip().startswith("Click to segment: SAM file: sam · licence: not stated")
     assert w.click_model_bar.combo.currentText() == "SAM file: sam"
     assert [w.click_model_bar.combo.itemData(i) for i in range(2)] == [OURS, str(pair[0])]

@@ -68,6 +68,11 @@ def test_an_edit_is_one_signal_and_is_on_disk_after_leaving_the_image(qtbot, ope
     _open(qtbot, opener, second)                          # leaving folds the journal into the PNG
     assert [e.id for e in said["entries"]] == [first]     # its label status moved, once
     assert said["entries"][0].labelled == pytest.approx(labelled_fraction(new))
+    # project.json is rewritten once the user pauses, not within the slice change itself
+    stored = lambda: Project.open(sample_copy).entry(first).labelled
+    assert stored() != pytest.approx(labelled_fraction(new)) and saver.manifest_dirty
+    qtbot.waitUntil(lambda: not saver.manifest_dirty, timeout=5_000)
+    assert stored() == pytest.approx(labelled_fraction(new))
     assert saver.flush(10)
     again = Project.open(sample_copy)
     assert np.array_equal(again.load_mask(again.entry(first), new.shape), new)
