@@ -27,7 +27,8 @@ TOOLS = ("brush", "eraser")
 # keys and gestures the canvas reads itself (never QActions: a window shortcut would take them
 # from the canvas); declared here, beside the code that handles them, for the shortcuts dialog
 CANVAS_KEYS = (
-    Action("canvas.proposal", "Keep / drop a smart tool's proposal; close / cancel a polygon",
+    Action("canvas.proposal", "Keep / drop a proposal (smart tool, click, interpolation); "
+           "close / cancel a polygon",
            ("Return", "Esc"), section="Tools", canvas=True),
     Action("canvas.brush_wheel", "Brush size", gesture="Ctrl+wheel", section="Tools", canvas=True),
     Action("canvas.zoom_wheel", "Zoom at the cursor", gesture="Wheel", section="View", canvas=True),
@@ -70,6 +71,7 @@ class MaskCanvas(CanvasView):
         self._space = False
         self._cursor: QPointF | None = None
         self.proposal: Proposal | None = None
+        self.proposal_owner = None        # who takes Return / Esc for the proposal shown
         self.loading: str | None = None     # "Opening x…" while an image loads: input refused
         self._proposal_img: QImage | None = None
         self.tools = make_tools(self)
@@ -110,8 +112,12 @@ class MaskCanvas(CanvasView):
     def active_tool(self) -> Tool | None:
         return self.tools.get(self.tool)
 
-    def set_proposal(self, proposal: Proposal | None) -> None:
-        """Show a smart tool's proposal (yellow, outlined) until it is committed or dropped."""
+    def set_proposal(self, proposal: Proposal | None, owner=None) -> None:
+        """Show a proposal (yellow, outlined) until it is committed or dropped. A smart tool's
+        is committed into this image; with an `owner` (a step across slices), Return and Esc
+        go to `owner.accept_proposal()` / `owner.drop_proposal()` instead, even on a slice
+        where it changes nothing (its region empty)."""
+        self.proposal_owner = owner
         self.proposal = proposal if proposal is not None and not proposal.empty else None
         self._proposal_img = None
         if self.proposal is not None:
@@ -396,6 +402,15 @@ class MaskCanvas(CanvasView):
         self.hovered.emit(-1, -1)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        owner = self.proposal_owner
+        if owner is not None and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter,
+                                                 Qt.Key.Key_Escape):
+            if event.key() == Qt.Key.Key_Escape:
+                owner.drop_proposal()
+            else:
+                owner.accept_proposal()
+            event.accept()
+            return
         tool = self.active_tool
         if tool is not None and tool.key(event):
             event.accept()

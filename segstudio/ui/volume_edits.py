@@ -9,7 +9,10 @@ Undo on any slice whose newest step belongs to a group undoes the group on all i
 unless one of them was edited since (then it says which, and changes nothing).
 
 Filling never paints over what the user painted: only unlabeled pixels take the interpolated
-classes.
+classes. An interpolation is a proposal first: the filled pixels show in yellow on each slice the
+user browses to, Return (or Volume ▸ Apply Interpolation) writes them all as one step, Esc
+drops them, and an edit of any slice of the volume meanwhile drops them too (they were
+computed from the slices as they were).
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject
 
 from segstudio.core.classes import UNLABELED
+from segstudio.core.geometry import Rect
+from segstudio.edit.regions import Proposal
 from segstudio.core.history import History, MaskEdit, whole_mask_edit
 from segstudio.io.masks import labelled_fraction
 from segstudio.workers.job import Job
@@ -34,9 +40,9 @@ COPY_NEXT = "Copy mask to next slice"
 
 
 def _fill_plan(project, slices: list, current_id: str | None, current_mask: np.ndarray | None,
-               cancel=None, on_progress=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """On a worker: {slice id: (mask before, mask after)} for the slices an interpolation
-    between the labelled slices changes."""
+               cancel=None, on_progress=None) -> tuple[dict, list[str]]:
+    """On a worker: ({slice id: (mask before, mask after)} for the slices an interpolation
+    between the labelled slices changes, the ids of the key slices it read)."""
     from segstudio.edit.interpolate import interpolate_between
 
     def mask_of(e) -> np.ndarray:
@@ -53,7 +59,7 @@ def _fill_plan(project, slices: list, current_id: str | None, current_mask: np.n
         elif e.labelled > 0 and project.masks.has_mask(e.id):
             keys[e.slice] = mask_of(e)
     if len(keys) < 2:
-        return {}
+        return {}, []
     filled = interpolate_between(keys, unlabeled=UNLABELED, cancel=cancel, progress=on_progress)
     by_slice = {e.slice: e for e in slices}
     out = {}
@@ -65,7 +71,7 @@ def _fill_plan(project, slices: list, current_id: str | None, current_mask: np.n
         after = np.where(before == UNLABELED, new, before).astype(np.uint8)
         if not np.array_equal(before, after):
             out[e.id] = (before, after)
-    return out
+    return out, [by_slice[k].id for k in sorted(keys)]
 
 
 def _write_masks(project, changes: dict[str, tuple[np.ndarray, np.ndarray]], skip: str | None,
@@ -88,6 +94,7 @@ class VolumeEdits(QObject):
     """The Interpolate / Copy-to-next actions and group undo, for the window."""
 
     def __init__(self, *, project: Callable[[], Any], current: Callable[[], tuple[Any, Any]],
+                 canvas: Any,
                  history_for: Callable[[str], History], start_job: Callable[[Job], Job],
                  flushed: Callable, show_message: Callable[[str, int], None],
                  report_error: Callable[[str, str], None],
@@ -101,19 +108,28 @@ class VolumeEdits(QObject):
         self._show_message = show_message
         self._report_error = report_error
         self._entry_changed = entry_changed
+        self._canvas = canvas
         self.busy: Job | None = None
+        # an interpolation shown, not yet written:
+        # (label, series id, {slice id: (before, after)}, key slice ids)
+        self.pending: tuple[str, str, dict[str, tuple[np.ndarray, np.ndarray]], list[str]] | None = None
 
     @classmethod
     def for_window(cls, window) -> VolumeEdits:
         """The Volume menu of a MainWindow, bound to its actions."""
         edits = cls(project=lambda: window.project,
                     current=lambda: (window.current, window.canvas.document),
+                    canvas=window.canvas,
                     history_for=window.editing.history_for, start_job=window.runner.start,
                     flushed=window.saver.flushed, show_message=window.statusBar().showMessage,
                     report_error=window.report_error,
                     entry_changed=window.volume_entry_changed, parent=window)
         window.action_registry.bind("volume.interpolate", edits.interpolate)
         window.action_registry.bind("volume.copy_next", edits.copy_to_next)
+        window.action_registry.bind("volume.apply_interpolation", edits.accept_proposal)
+        window.action_registry.bind("volume.drop_interpolation", edits.drop_proposal)
+        window.image_shown.connect(edits.on_image_shown)
+        window.opener.edited.connect(edits.on_edited)
         return edits
 
     # -- what is open ------------------------------------------------------------------------
@@ -139,8 +155,70 @@ class VolumeEdits(QObject):
         doc.end_stroke()
         job = Job(self._flushed(_fill_plan), project, slices, entry.id, doc.mask.copy(),
                   name=INTERPOLATE)
-        job.signals.succeeded.connect(lambda changes: self._apply(INTERPOLATE, changes))
+        job.signals.succeeded.connect(partial(self._propose, INTERPOLATE, entry.series))
         return self._start_job(job)
+
+    # -- the proposal ------------------------------------------------------------------------
+    def _propose(self, label: str, series: str, plan) -> None:
+        changes, keys = plan
+        if not changes:
+            self._show_message("Nothing to fill: label at least two slices of this volume, "
+                               "with unlabeled slices between them", 5000)
+            return
+        self.pending = (label, series, changes, keys)
+        entry, _doc = self._current()
+        if entry is not None:
+            self.on_image_shown(entry.id)
+        self._show_message(f"{label}: {len(changes)} slice(s) proposed in yellow; Up/Down to "
+                           f"check them, Return applies (one undo step), Esc drops", 0)
+
+    def on_image_shown(self, image_id: str) -> None:
+        """A slice of the proposed volume: its part of the proposal, and Return / Esc for it."""
+        entry, doc = self._current()
+        if self.pending is None or entry is None or doc is None or entry.id != image_id:
+            return
+        _label, series, changes, _keys = self.pending
+        if entry.series != series:
+            return
+        region = None
+        if image_id in changes:
+            before, after = changes[image_id]
+            region = Proposal(Rect(0, 0, *before.shape[:2]), before != after)
+        self._canvas.set_proposal(region, owner=self)
+
+    def accept_proposal(self) -> Job | None:
+        if self.pending is None:
+            self._show_message("No interpolation is proposed: press I on a slice of a volume "
+                               "first", 4000)
+            return None
+        label, _series, changes, keys = self.pending
+        self._clear_proposal()
+        return self._apply(label, changes, keys)
+
+    def drop_proposal(self) -> None:
+        if self.pending is not None:
+            label = self.pending[0]
+            self._clear_proposal()
+            self._show_message(f"{label}: dropped; nothing was changed", 4000)
+
+    def on_edited(self, image_id: str) -> None:
+        """An edit on a slice of the proposed volume: the proposal is out of date."""
+        project = self._project()
+        if self.pending is None or project is None:
+            return
+        label, series = self.pending[:2]
+        try:
+            edited_series = project.entry(image_id).series
+        except (KeyError, ValueError):
+            edited_series = None
+        if edited_series == series:
+            self._clear_proposal()
+            self._show_message(f"{label}: dropped, a slice was edited since; press I again", 5000)
+
+    def _clear_proposal(self) -> None:
+        self.pending = None
+        if self._canvas.proposal_owner is self:
+            self._canvas.set_proposal(None)
 
     def copy_to_next(self) -> Job | None:
         """The open slice's labels on the next slice, where that slice is unlabeled."""
@@ -165,7 +243,10 @@ class VolumeEdits(QObject):
             return None
         return self._apply(COPY_NEXT, {nxt.id: (before, after)})
 
-    def _apply(self, label: str, changes: dict[str, tuple[np.ndarray, np.ndarray]]) -> Job | None:
+    def _apply(self, label: str, changes: dict[str, tuple[np.ndarray, np.ndarray]],
+               keys: list[str] = ()) -> Job | None:
+        """Write `changes` as one step of every slice it touched: the changed slices and the
+        key slices it was computed from (so Undo on any of them undoes it on all)."""
         project = self._project()
         entry, doc = self._current()
         if project is None:
@@ -176,9 +257,12 @@ class VolumeEdits(QObject):
             return None
         group = uuid.uuid4().hex
         current_id = entry.id if entry is not None else None
-        if doc is not None and current_id not in changes:
-            # the slice open is a key slice: Undo here must undo the step too
-            doc.history.push(MaskEdit(label, (), group))
+        marked = {current_id} if doc is not None else set()   # the slice open, key or not
+        for image_id in marked | set(keys):
+            if image_id in changes:
+                continue
+            marker = MaskEdit(label, (), group)      # no pixels: the step's place in history
+            (doc.history if image_id == current_id else self._history_for(image_id)).push(marker)
         for image_id, (before, after) in changes.items():
             if image_id == current_id and doc is not None:
                 doc.apply(after, label, group=group)

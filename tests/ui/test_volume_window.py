@@ -126,12 +126,33 @@ def test_interpolate_undo_redo_export_and_reopen(qtbot, open_window, ct_project,
         QTest.keyClick(w.canvas, Qt.Key.Key_Down)
     _on_slice(qtbot, w, 8)
     _stroke(qtbot, w, 30, 10, 70)
-    QTest.keyClick(w, Qt.Key.Key_I)                      # Volume > Interpolate
-    qtbot.waitUntil(lambda: w.volume_edits.busy is None and
-                    "7/12 slices labelled" in w.images.list.item(0).text(), timeout=20_000)
+    QTest.keyClick(w, Qt.Key.Key_I)                      # Volume > Interpolate: a proposal
+    qtbot.waitUntil(lambda: w.volume_edits.pending is not None, timeout=20_000)
     project = Project.open(root)
     slices = project.slices_of(next(iter(project.series)))
-    mid = project.load_mask(slices[5], (64, 80))
+    assert not project.masks.has_mask(slices[5].id)      # nothing written yet
+    assert w.canvas.proposal is None                     # a key slice: the fill is elsewhere
+    for _ in range(3):
+        QTest.keyClick(w.canvas, Qt.Key.Key_Up)
+    _on_slice(qtbot, w, 5)
+    qtbot.waitUntil(lambda: w.canvas.proposal is not None, timeout=5_000)
+    shown = w.canvas.proposal.region
+    assert shown[30].sum() > 25 and not shown[5].any()   # the bar's fill, in yellow
+    assert (w.canvas.document.mask == 255).all()
+    QTest.keyClick(w.canvas, Qt.Key.Key_Escape)          # dropped: nothing changes
+    assert w.volume_edits.pending is None and w.canvas.proposal is None
+    QTest.keyClick(w, Qt.Key.Key_I)                      # proposed again, from slice 5
+    qtbot.waitUntil(lambda: w.canvas.proposal is not None, timeout=20_000)
+    QTest.keyClick(w.canvas, Qt.Key.Key_Return)          # applied, one step
+    qtbot.waitUntil(lambda: w.volume_edits.busy is None and
+                    "7/12 slices labelled" in w.images.list.item(0).text(), timeout=20_000)
+    assert w.volume_edits.pending is None and w.canvas.proposal is None
+    assert (w.canvas.document.mask[30] == 1).sum() > 25
+    for _ in range(3):
+        QTest.keyClick(w.canvas, Qt.Key.Key_Down)
+    _on_slice(qtbot, w, 8)
+    assert w.saver.flush(10)                             # slice 5's fill went by its journal
+    mid = Project.open(root).load_mask(slices[5], (64, 80))
     # midway the bar is between the two: longer than slice 2's, shorter than slice 8's
     width = int((mid[30] == 1).sum())
     assert 25 < width < 62, width
