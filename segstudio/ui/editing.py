@@ -111,6 +111,16 @@ class Editing:
         self.size_spin.valueChanged.connect(lambda v: self.set_brush_radius(float(v)))
         self.size_spin.valueChanged.connect(lambda _v: self._show_mm())
         self._pixel_mm: float | None = None
+        # the same radius in millimetres, shown (and settable) where the spacing is known
+        self.mm_spin = QDoubleSpinBox()
+        self.mm_spin.setRange(0.1, 5000.0)
+        self.mm_spin.setDecimals(1)
+        self.mm_spin.setSingleStep(0.5)
+        self.mm_spin.setPrefix("= ")
+        self.mm_spin.setSuffix(" mm")
+        self.mm_spin.setToolTip("Brush radius in millimetres (the mean of the row and column "
+                                "spacing); typing here sets it")
+        self.mm_spin.valueChanged.connect(self._on_mm_changed)
         self.canvas.brush_changed.connect(self._on_canvas_brush_changed)
         self.tolerance_spin = QDoubleSpinBox()
         self.tolerance_spin.setRange(0, 65535)
@@ -123,8 +133,11 @@ class Editing:
         self.connect8.toggled.connect(self._on_connectivity_toggled)
         before = self.protect_action
         bar.insertSeparator(before)
-        for widget in (self.size_spin, self.tolerance_spin, self.connect8):
-            bar.insertWidget(before, widget)
+        for widget in (self.size_spin, self.mm_spin, self.tolerance_spin, self.connect8):
+            action = bar.insertWidget(before, widget)
+            if widget is self.mm_spin:
+                self._mm_action = action
+                action.setVisible(False)
         self.hint_label = QLabel("")
         bar.addWidget(self.hint_label)
         return bar
@@ -256,4 +269,13 @@ class Editing:
 
     def _show_mm(self) -> None:
         mm = self._pixel_mm
-        self.size_spin.setSuffix(f" px = {self.size_spin.value() * mm:.1f} mm" if mm else "")
+        self.size_spin.setSuffix(" px" if mm else "")
+        self._mm_action.setVisible(mm is not None)
+        if mm is not None:
+            self.mm_spin.blockSignals(True)
+            self.mm_spin.setValue(self.canvas.brush_radius * mm)
+            self.mm_spin.blockSignals(False)
+
+    def _on_mm_changed(self, value: float) -> None:
+        if self._pixel_mm:
+            self.set_brush_radius(max(1.0, value / self._pixel_mm))

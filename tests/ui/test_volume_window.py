@@ -55,7 +55,13 @@ def test_change_slice_paint_two_slices_and_reopen(qtbot, open_window, ct_project
     _on_slice(qtbot, w, 6)                                 # opens at the middle slice
     assert w.slices.isVisible() and "Slice 7 / 12" in w.slices.label.text()
     w.set_brush_radius(10)                                 # brush size in mm: spacing 0.7, 0.9
-    assert w.size_spin.text() == "size 10 px = 8.0 mm"
+    mm_spin = w.editing.mm_spin
+    assert w.size_spin.text() == "size 10 px" and mm_spin.isVisible()
+    assert mm_spin.text() == "= 8.0 mm"
+    mm_spin.selectAll()                                    # set in mm: typed as a user does
+    QTest.keyClicks(mm_spin, "4")
+    QTest.keyClick(mm_spin, Qt.Key.Key_Return)
+    assert w.canvas.brush_radius == pytest.approx(4 / 0.8) and w.size_spin.value() == 5
     # the slice shown holds that slice's HU
     assert np.allclose(w.canvas.image_data, ph.hu[6], atol=1.0)
     # the status bar: position in patient millimetres, the value in HU
@@ -102,6 +108,7 @@ def test_change_slice_paint_two_slices_and_reopen(qtbot, open_window, ct_project
 def test_up_down_pan_in_a_plain_image(qtbot, open_window, sample_copy):
     w = open_window(sample_copy, size=(1000, 700))
     assert not w.slices.isVisible() and not w.canvas.in_volume
+    assert not w.editing.mm_spin.isVisible() and w.size_spin.text().endswith(" px") is False
     before, y_before = w.current.id, w.canvas.offset.y()
     w.canvas.setFocus()
     QTest.keyClick(w.canvas, Qt.Key.Key_Down)
