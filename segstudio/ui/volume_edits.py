@@ -169,6 +169,10 @@ class VolumeEdits(QObject):
         entry, _doc = self._current()
         if entry is not None:
             self.on_image_shown(entry.id)
+        self._say_pending()
+
+    def _say_pending(self) -> None:
+        label, _series, changes, _keys = self.pending
         self._show_message(f"{label}: {len(changes)} slice(s) proposed in yellow; Up/Down to "
                            f"check them, Return applies (one undo step), Esc drops", 0)
 
@@ -185,6 +189,7 @@ class VolumeEdits(QObject):
             before, after = changes[image_id]
             region = Proposal(Rect(0, 0, *before.shape[:2]), before != after)
         self._canvas.set_proposal(region, owner=self)
+        self._say_pending()          # the slice change's own message replaced it
 
     def accept_proposal(self) -> Job | None:
         if self.pending is None:
