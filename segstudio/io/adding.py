@@ -3,9 +3,10 @@ worker runs, and the cheap add on the owning thread.
 
 Files that form a volume become one series (`SeriesRecord`) of slices: DICOM files are grouped
 by series and ordered along the slice normal (`segstudio.io.series.scan_series`), a 3-D NIfTI
-file is one series. Every slice of a series gets the series' split, so a volume never has
-slices on both sides of a train/validation split. A DICOM series of one image (a radiograph)
-and 2-D files stay plain images.
+file is one series, a 4-D one (time points, echoes) one series per volume ("bold.nii.gz ·
+volume 2 of 5"). Every slice of a series gets the series' split, so a volume never has slices
+on both sides of a train/validation split; the volumes of one 4-D file, near-duplicates, all
+get one split. A DICOM series of one image (a radiograph) and 2-D files stay plain images.
 """
 
 from __future__ import annotations
@@ -94,21 +95,34 @@ class _Adder:
 
         if not files:
             return set()
-        found, _problems = scan_series(files, cancel=cancel, progress=on_progress)
+        found, _problems = scan_series(files, cancel=cancel, progress=on_progress,
+                                       all_volumes=True)
         used: set[Path] = set()
+        probed: dict[Path, str | None] = {}     # the volumes of a 4-D file: one probe, one copy
+        kept: dict[Path, tuple[str, str]] = {}
         for s in found:
-            if len(s.slices) < 2 or s.volume is not None:
-                continue                     # one image, or a 4-D file: added as files
-            try:
-                probe(s.slices[0].path, self.project.max_pixels)
-            except ImageReadError as e:
-                self.scan.problems.append(f"{e}; series skipped")
+            if len(s.slices) < 2:
+                continue                     # one image: added as a file
+            first = s.slices[0].path
+            if first not in probed:
+                try:
+                    probe(first, self.project.max_pixels)
+                    probed[first] = None
+                except ImageReadError as e:
+                    probed[first] = f"{e}; series skipped"
+                    self.scan.problems.append(probed[first])
+            if probed[first] is not None:
                 used.update(ref.path for ref in s.slices)
                 continue
             record = record_of(s)
             slices = []
             for k, ref in enumerate(s.slices):
-                stored, resolved = self.stored(ref.path, record.id if s.kind == "dicom" else None)
+                if s.kind == "dicom":
+                    stored, resolved = self.stored(ref.path, record.id)
+                else:
+                    if ref.path not in kept:
+                        kept[ref.path] = self.stored(ref.path)
+                    stored, resolved = kept[ref.path]
                 if (resolved, ref.frame) not in self.known:
                     slices.append((stored, resolved, ref.frame, k))
             used.update(ref.path for ref in s.slices)
@@ -123,17 +137,23 @@ def record_of(series) -> SeriesRecord:
     """The manifest record of an `io.series.Series` (its id proposed from its description)."""
     name = series.description or series.modality or "series"
     if series.kind == "nifti":
-        name = series.slices[0].path.name
-        for suffix in _VOLUME_SUFFIXES:
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
+        name = _nifti_stem(series.slices[0].path.name)
+        if series.volume is not None:
+            name = f"{name}_vol{series.volume + 1}"
     return SeriesRecord(slug(name, "series"), series.uid, series.kind, series.modality,
                         series.description, len(series.slices), series.rows, series.cols,
                         tuple(float(x) for x in series.geometry.spacing),
                         tuple(float(x) for x in series.geometry.affine_lps().ravel()),
                         tuple(series.problems),
                         tuple((float(r.slope), float(r.intercept)) for r in series.slices)
-                        if series.is_multiframe else None)
+                        if series.is_multiframe else None, series.volume)
+
+
+def _nifti_stem(name: str) -> str:
+    for suffix in _VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def source_series(project: Any, record: SeriesRecord):
@@ -142,9 +162,14 @@ def source_series(project: Any, record: SeriesRecord):
     from segstudio.io.series import scan_series
 
     paths = sorted({project.image_path(e) for e in project.slices_of(record.id)})
-    found, problems = scan_series(paths)
-    match = [s for s in found if s.uid == record.uid] or \
-        [s for s in found if s.uid.split("#")[0] == record.uid.split("#")[0]]
+    found, problems = scan_series(paths, all_volumes=True)
+    match = [s for s in found if s.uid == record.uid]
+    if not match and record.kind == "nifti":
+        # the file moved (its path is in the uid): the volume of the file the slices name
+        match = [s for s in found if s.kind == "nifti" and s.volume == record.volume]
+    if not match:
+        match = [s for s in found if s.uid.split("#")[0] == record.uid.split("#")[0]
+                 and s.volume == record.volume]
     if not match:
         raise ValueError(f"series {record.id}: its files no longer form the series "
                          f"({'; '.join(problems) or 'other series found'})")
@@ -186,6 +211,21 @@ def _unique(base: str, used: set[str]) -> str:
     return candidate
 
 
+def _file_key(record: SeriesRecord) -> str:
+    """The 4-D NIfTI file a volume's record comes from ("nifti:<file>#<volume>")."""
+    return record.uid[len("nifti:"):].rpartition("#")[0]
+
+
+def _file_splits(project: Any) -> dict[str, str]:
+    """The split of the volumes of each 4-D file already in the project."""
+    out: dict[str, str] = {}
+    for e in project.images:
+        record = project.series.get(e.series) if e.series is not None else None
+        if record is not None and record.volume is not None:
+            out.setdefault(_file_key(record), e.split)
+    return out
+
+
 def add_scanned(project: Any, scan: ImageScan) -> list[ImageEntry]:
     """Add what `scan_images` found (ids, splits, one manifest write); cheap."""
     project.problems += scan.problems
@@ -194,6 +234,7 @@ def add_scanned(project: Any, scan: ImageScan) -> list[ImageEntry]:
     known = project.known_files()
     used = {e.id for e in project.images}
     val_fraction = float(project.settings["val_fraction"])
+    file_splits = _file_splits(project)
 
     def add(entry: ImageEntry, stored: str, resolved: str) -> None:
         project.images.append(entry)
@@ -210,7 +251,14 @@ def add_scanned(project: Any, scan: ImageScan) -> list[ImageEntry]:
             project.series[record.id] = record
         else:
             record = existing
-        split = split_for(record.id, val_fraction)
+        if record.volume is None:
+            split = split_for(record.id, val_fraction)
+        else:
+            # every volume of one 4-D file in one split: time points of a scan are
+            # near-duplicates and must not straddle train and validation
+            key = _file_key(record)
+            split = file_splits.setdefault(key, split_for(slug(_nifti_stem(Path(key).name)),
+                                                          val_fraction))
         width = max(3, len(str(record.slices)))
         for stored, resolved, frame, k in slices:
             if (resolved, frame) in known:

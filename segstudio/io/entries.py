@@ -1,11 +1,11 @@
 """One image of a project as project.json lists it, a series (volume) of such images, and
 images found but not yet added.
 
-A volume (a DICOM series, a 3-D NIfTI file) is a `SeriesRecord` and one `ImageEntry` per
-slice, each with the series' id and its place along the slice normal (`slice`, 0-based).
-Every slice keeps its own mask, journal and status, so painting, autosave, training and
-prediction work on slices as on any image; the list, the slice slider and the per-series
-exports put them back together.
+A volume (a DICOM series, a 3-D NIfTI file, one time point of a 4-D NIfTI file) is a
+`SeriesRecord` and one `ImageEntry` per slice, each with the series' id and its place along
+the slice normal (`slice`, 0-based). Every slice keeps its own mask, journal and status, so
+painting, autosave, training and prediction work on slices as on any image; the list, the
+slice slider and the per-series exports put them back together.
 """
 
 from __future__ import annotations
@@ -92,6 +92,16 @@ class SeriesRecord:
     # (slope, intercept) per slice where the file's own header does not give them: the frames
     # of an Enhanced (multi-frame) DICOM file carry theirs in per-frame functional groups
     rescale: tuple[tuple[float, float], ...] | None = None
+    # its index in a 4-D NIfTI file (each time point / echo is a series of its own); None for
+    # every other volume. A record read without it (an older project.json) takes it from the
+    # uid, "nifti:<file>#<volume>", where io.series keeps it too.
+    volume: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.volume is None and self.kind == "nifti":
+            _file, hash_, tail = self.uid.rpartition("#")
+            if hash_ and tail.isdigit():
+                object.__setattr__(self, "volume", int(tail))
 
     @property
     def affine(self) -> np.ndarray:
@@ -107,12 +117,17 @@ class SeriesRecord:
     def summary(self) -> str:
         """'CT, 40 slices, 0.7 x 0.7 x 2.5 mm'."""
         r, c, s = self.spacing
-        return (f"{self.modality or self.kind.upper()}, {self.slices} slices, "
+        which = ""
+        if self.volume is not None:     # "volume 2 of 5", as io.series describes it
+            _name, dot, tail = self.description.rpartition(" · ")
+            which = f"{tail}, " if dot and tail.startswith("volume ") \
+                else f"volume {self.volume + 1}, "
+        return (f"{self.modality or self.kind.upper()}, {which}{self.slices} slices, "
                 f"{c:.3g} x {r:.3g} x {s:.3g} mm")
 
 
 SERIES_KEYS = {"id", "uid", "kind", "modality", "description", "slices", "rows", "cols",
-               "spacing", "affine_lps", "problems", "rescale"}
+               "spacing", "affine_lps", "problems", "rescale", "volume"}
 
 
 def series_dict(r: SeriesRecord) -> dict[str, Any]:
@@ -120,7 +135,8 @@ def series_dict(r: SeriesRecord) -> dict[str, Any]:
             "description": r.description, "slices": r.slices, "rows": r.rows, "cols": r.cols,
             "spacing": list(r.spacing), "affine_lps": list(r.affine_lps),
             "problems": list(r.problems),
-            **({"rescale": [list(x) for x in r.rescale]} if r.rescale is not None else {})}
+            **({"rescale": [list(x) for x in r.rescale]} if r.rescale is not None else {}),
+            **({"volume": r.volume} if r.volume is not None else {})}
 
 
 def series_status(slices: list[ImageEntry]) -> str:

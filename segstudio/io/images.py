@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 1 << 30  # ~1.07 gigapixels per 2-D image (a 32768 x 32768 image)
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_READERS", "ImageInfo", "ImageReadError", "ImageReader",
-           "ImageTooLargeError", "LoadedImage", "fail", "image_file_filter", "is_supported", "probe",
-           "read_image", "suffix_of", "supported_suffixes", "verify"]
+           "ImageTooLargeError", "LoadedImage", "fail", "image_file_filter", "is_supported",
+           "nifti_index", "probe", "read_image", "suffix_of", "supported_suffixes", "verify"]
 
 
 def is_supported(path: Path) -> bool:
@@ -222,10 +222,30 @@ def _probe_nifti(path: Path) -> list[ImageInfo]:
         raise fail(path, f"NIfTI data of shape {shape} is 1-D, not an image")
     if len(shape) == 2:
         return [ImageInfo(path, None, shape[1], shape[0], 1, dtype, "nifti", None, extra)]
-    if len(shape) == 3:
+    if len(shape) in (3, 4):
+        # a 4-D file (time points, echoes): its slices numbered volume by volume
+        items = shape[2] * (shape[3] if len(shape) == 4 else 1)
         return [ImageInfo(path, k, shape[1], shape[0], 1, dtype, "nifti", None, extra)
-                for k in range(shape[2])]
-    raise _fail(path, f"NIfTI volume of shape {shape}: only 2-D images and 3-D volumes are supported")
+                for k in range(items)]
+    raise _fail(path, f"NIfTI data of shape {shape}: only 2-D images, 3-D volumes and 4-D "
+                      f"series of volumes are supported")
+
+
+def nifti_index(shape: tuple[int, ...], frame: int | None) -> tuple:
+    """The index of item `frame` (as `probe` numbers them) into NIfTI data of `shape`: slice
+    `frame` of a 3-D volume; of a 4-D one, slice frame % depth of volume frame // depth."""
+    ndim = len(shape)
+    while ndim > 2 and shape[ndim - 1] == 1:
+        ndim -= 1
+    head = (slice(None), slice(None))
+    if ndim <= 2 or frame is None:
+        where: tuple = ()
+    elif ndim == 3:
+        where = (frame,)
+    else:
+        volume, k = divmod(frame, shape[2])
+        where = (k, volume)
+    return head + where + (0,) * (len(shape) - 2 - len(where))
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -338,11 +358,7 @@ def _read_nifti(path: Path, frame: int | None) -> np.ndarray:
 
     try:
         img = nib.load(str(path))
-        if len(img.shape) == 2 or frame is None:
-            data = np.asarray(img.dataobj)
-            data = data.reshape(data.shape[:2])
-        else:
-            data = np.asarray(img.dataobj[..., frame]).reshape(img.shape[:2])
+        data = np.asarray(img.dataobj[nifti_index(img.shape, frame)]).reshape(img.shape[:2])
     except Exception as e:
         raise _fail(path, f"could not read NIfTI slice {frame} ({e})") from None
     if data.dtype == bool:

@@ -14,13 +14,16 @@ so); slices are sorted by ImagePositionPatient along the slice normal, by Instan
 positions are missing. An Enhanced (multi-frame) DICOM file is one series, its frames placed by
 their per-frame functional groups. A 3-D NIfTI file is one series; of a 4-D one, the first
 volume (with a problem saying how many it holds), or every volume as its own series with
-`all_volumes=True`. Files that are neither DICOM nor NIfTI are counted, not errors.
+`all_volumes=True` (what adding to a project does: each volume its own item, described as
+"bold.nii.gz · volume 2 of 5"). Files that are neither DICOM nor NIfTI are counted, not errors.
 
 Keys: `Series.uid` is the SeriesInstanceUID (a split group's parts get `#1`, `#2`, ...; a
 multi-frame file sharing its UID with others gets `#<file name>`; where every position holds
 the same number of slices, time points or echoes, each volume gets `#t1`, `#t2`, ...); a NIfTI
-series is `nifti:<path>` (4-D: `#<volume>`). Scanning the same files again gives the same
-series and keys, so a project can store the slice paths and rescan them when it reopens.
+series is `nifti:<path>` (4-D: `#<volume>`, its `SliceRef.frame`s numbered through the file as
+`io.images.probe` numbers them: slice k of volume t is t * depth + k). Scanning the same files
+again gives the same series and keys, so a project can store the slice paths and rescan them
+when it reopens.
 Reading: `read_slice` decodes one file (or frame) per call, a few ms for 512 x 512;
 `read_volume` reads a multi-frame file in one pass. Label volumes are uint8 (slices, rows, cols), the order of
 `Series.slices`; the exports (`io.formats.medical.write_series_nifti / write_series_seg`) and
@@ -40,7 +43,7 @@ import numpy as np
 from segstudio.core.jobs import Cancelled, CancelToken, Progress, ProgressFn
 from segstudio.io.dicom import looks_like_dicom, read_dicom
 from segstudio.io.image_base import ImageInfo, ImageReadError, fail, suffix_of
-from segstudio.io.images import open_nifti
+from segstudio.io.images import nifti_index, open_nifti
 from segstudio.io.series_geometry import (DicomHeader, Geometry, orientation_geometry,
                                           orientation_words, read_dicom_header, stack_slices)
 
@@ -181,15 +184,16 @@ class Series:
             if "img" not in self._cache:
                 self._cache["img"] = nib.load(str(ref.path))
             img = self._cache["img"]
-            index = (slice(None), slice(None), ref.frame or 0)
-            if len(img.shape) > 3:
-                index += (self.volume or 0,)
+            # ref.frame numbers the file's slices as io.images does: of a 4-D file, volume by
+            # volume, so slice k of volume t is frame t * depth + k
+            index = nifti_index(img.shape, ref.frame or 0)
             if len(img.shape) == 2:
                 data = np.asarray(img.dataobj)
             elif suffix_of(ref.path) == ".nii.gz":   # slicing a gzip file inflates all of it
-                if "data" not in self._cache:
-                    self._cache["data"] = np.asanyarray(img.dataobj[(...,) + index[3:]])
-                data = self._cache["data"][:, :, ref.frame or 0]
+                if "data" not in self._cache:        # this series' volume, read once
+                    self._cache["data"] = np.asanyarray(img.dataobj[index[:2] + (slice(None),)
+                                                                    + index[3:]])
+                data = self._cache["data"][:, :, index[2]]
             else:
                 data = np.asanyarray(img.dataobj[index])
         except MemoryError:
@@ -285,10 +289,16 @@ def _nifti_series(path: Path, all_volumes: bool) -> list[Series]:
         problems.append(f"a 4-D file of {volumes} volumes: the first is opened")
     out = []
     for t in chosen:
-        uid = f"nifti:{path}" + (f"#{t}" if volumes > 1 else "")
-        out.append(Series(uid, "nifti", None, path.name, [SliceRef(path, k) for k in range(depth)],
-                          shape[1], shape[0], geometry, list(problems),
-                          volume=t if volumes > 1 else None))
+        if volumes == 1:
+            out.append(Series(f"nifti:{path}", "nifti", None, path.name,
+                              [SliceRef(path, k) for k in range(depth)], shape[1], shape[0],
+                              geometry, list(problems)))
+            continue
+        # the slices of volume t are the file's items t * depth ... (io.images numbering)
+        out.append(Series(f"nifti:{path}#{t}", "nifti", None,
+                          f"{path.name} · volume {t + 1} of {volumes}",
+                          [SliceRef(path, t * depth + k) for k in range(depth)],
+                          shape[1], shape[0], geometry, list(problems), volume=t))
     return out
 
 

@@ -2,7 +2,8 @@
 nnU-Net and dcm2niix-based pipelines write: one .nii.gz of class ids per series).
 
 A label file matches a series by the series' id or name, by the stem of the series' own NIfTI
-file, or, with a single volume in the project, that one. Its grid is checked against the
+file (not for the volumes of a 4-D file, which share it: "bold_vol2.nii.gz" names the second),
+or, with a single volume in the project, that one. Its grid is checked against the
 series (`io.formats.medical.read_label_volume_nifti`: flipped or swapped axes are turned back,
 with a note). Values are class ids: named by classes.json / classes.txt beside the files, else
 by the project's classes with those ids (unknown values become "class <v>", mapped or added as
@@ -50,7 +51,8 @@ def _series_for(project, path: Path):
     stem = _stem(path).casefold()
     for sid, record in project.series.items():
         names = {sid.casefold(), record.description.casefold()}
-        if record.uid.startswith("nifti:"):
+        if record.uid.startswith("nifti:") and record.volume is None:
+            # (a volume of a 4-D file goes by its own name: the file's stem names them all)
             names.add(_stem(Path(record.uid[len("nifti:"):].split("#")[0])).casefold())
         # nnU-Net names images <case>_0000.nii.gz and labels <case>.nii.gz
         if stem in names or f"{stem}_0000" in names:
