@@ -156,8 +156,12 @@ def _run_check(args: argparse.Namespace) -> int:
         if len(infos) == 1:
             print(f"{f}: {what}")
         elif all((i.width, i.height) == (first.width, first.height) for i in infos):
-            print(f"{f} [{first.frame}-{infos[-1].frame}]: {what}, "
-                  f"{len(infos)} {_ITEMS.get(first.kind, 'items')}")
+            shape = (first.extra or {}).get("volume_shape") or []
+            volumes = int(shape[3]) if len(shape) > 3 and int(shape[3]) > 1 else 1
+            count = (f"{volumes} volumes of {len(infos) // volumes} slices (each volume is an "
+                     f"item of its own in a project)" if volumes > 1
+                     else f"{len(infos)} {_ITEMS.get(first.kind, 'items')}")
+            print(f"{f} [{first.frame}-{infos[-1].frame}]: {what}, {count}")
         else:
             for info in infos:
                 print(f"{f} [{info.frame}]: {info.width} x {info.height}, {info.channels} "

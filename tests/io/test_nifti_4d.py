@@ -139,8 +139,6 @@ def test_the_nifti_export_of_a_volume_is_3d_with_the_files_affine(bold, tmp_path
     assert np.allclose(np.asarray(image.dataobj), data[..., 1])
 
 
-@pytest.mark.xfail(strict=True, reason="io/formats/writers.py groups NIfTI entries by file and "
-                                       "sends only DICOM series to write_series_nifti_item")
 def test_the_dataset_export_writes_one_label_volume_per_volume(bold, tmp_path):
     project, _data = bold
     _label_slice(project, "bold_vol2", 4)
@@ -178,3 +176,31 @@ def test_a_file_of_one_volume_is_a_plain_3d_volume(tmp_path):
     assert record.description == "single.nii.gz" and "volume" not in record.summary
     for e in project.slices_of("single"):
         assert np.array_equal(np.asarray(project.read_image(e).data), data[:, :, e.slice, 0].T)
+
+
+def test_the_nnunet_export_makes_each_volume_a_case_of_one_channel(bold, tmp_path):
+    project, data = bold
+    _record, m = _label_slice(project, "bold_vol2", 4)
+    out = tmp_path / "nnunet"
+    export_dataset(project, out, ExportOptions(format="nnunet"))
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["channel_names"] == {"0": "image"}
+    labels = sorted(out.rglob("labels*/*.nii.gz"))
+    assert [p.name for p in labels] == ["bold_vol2.nii.gz"]
+    label = nib.load(str(labels[0]))
+    assert label.shape == (24, 20, 6) and np.allclose(label.affine, AFFINE, atol=1e-4)
+    lab = np.asarray(label.dataobj)
+    assert (lab[:, :, 4].T == m).all()                   # NIfTI (i, j) is (column, row)
+    image = nib.load(str(next(out.rglob("images*/bold_vol2_0000.nii.gz"))))
+    assert image.shape == (24, 20, 6)
+    assert np.allclose(np.asarray(image.dataobj), data[..., 1])
+    assert not list(out.rglob("images*/bold_vol2_0001.nii.gz"))
+
+
+def test_check_says_how_many_volumes_a_4d_file_holds(tmp_path, capsys):
+    from segstudio.cli import main
+
+    _bold(tmp_path)
+    assert main(["check", str(tmp_path / "bold.nii.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "3 volumes of 6 slices" in out and "24 x 20" in out

@@ -112,7 +112,12 @@ class NnunetWriter:
         if info.kind == "nifti":
             shape = tuple(info.extra["volume_shape"])[:3]
             affine = np.asarray(info.extra["affine"], np.float64)
-            channels, name = self._nifti_channels(ctx, src, item.key, tr)
+            record = ctx.project.series.get(first.series) if first.series is not None else None
+            only = record.volume if record is not None else None
+            if only is not None:      # one volume of a 4-D file: a case of its own
+                slice_of = {e.frame: e.slice for e in item.entries}
+                masks = {slice_of[f]: m for f, m in masks.items()}
+            channels, name = self._nifti_channels(ctx, src, item.key, tr, only)
         else:
             channels, name, shape, affine, masks = self._dicom_channels(ctx, src, item.key, tr,
                                                                          masks)
@@ -121,18 +126,20 @@ class NnunetWriter:
         return {"case": item.key, "ignore": bool((volume == self.ignore).any()),
                 "channels": channels, "channel_name": name}
 
-    def _nifti_channels(self, ctx: ExportContext, src: Path, key: str, tr: str) -> tuple[int, str]:
+    def _nifti_channels(self, ctx: ExportContext, src: Path, key: str, tr: str,
+                        only: int | None = None) -> tuple[int, str]:
+        """The file's volumes as the case's channels (`only`: that one volume, as channel 0)."""
         import nibabel as nib
 
         img = nib.load(str(src))
         n = int(img.shape[3]) if len(img.shape) == 4 else 1
+        volumes = [only] if only is not None else list(range(n))
         if ctx.options.images != "none":
-            data = np.asanyarray(img.dataobj)
-            for k in range(n):
-                part = data[..., k] if n > 1 else data
+            for k, t in enumerate(volumes):
+                part = img.dataobj[..., t] if n > 1 else np.asanyarray(img.dataobj)
                 out = nib.Nifti1Image(np.asarray(part), img.affine, img.header)
                 nib.save(out, str(ctx.folder(f"images{tr}") / f"{key}_{k:04d}.nii.gz"))
-        return n, "image"
+        return len(volumes), "image"
 
     def _dicom_channels(self, ctx: ExportContext, src: Path, key: str, tr: str,
                         masks: dict) -> tuple[int, str, tuple[int, ...], Any, dict]:

@@ -213,8 +213,9 @@ def _group_by_file(ctx: ExportContext, entries: list[ImageEntry], splits: dict[s
     rest = []
     for e in entries:
         record = ctx.project.series.get(e.series) if e.series is not None else None
-        if record is not None and record.kind == "dicom" and "dicom" in kinds:
-            # a DICOM series: one item for all its files
+        if record is not None and (record.kind == "dicom" and "dicom" in kinds
+                                   or record.volume is not None and "nifti" in kinds):
+            # a DICOM series (one item for all its files), a volume of a 4-D NIfTI file
             groups.setdefault(f"series:{record.id}", []).append(e)
             names[f"series:{record.id}"] = record.id
         elif ctx.info(e).kind in kinds:
@@ -261,7 +262,7 @@ class NiftiWriter:
         from segstudio.io.formats.series_export import series_record, write_series_nifti_item
 
         record = series_record(ctx, item)
-        if record is not None and record.kind == "dicom":
+        if record is not None and (record.kind == "dicom" or record.volume is not None):
             return write_series_nifti_item(ctx, item, record)
         first = item.entries[0]
         info = ctx.info(first)
