@@ -238,6 +238,8 @@ MODEL_ACTIONS = (
     Action("model.retrain", "Retrain from Active Run", ("Ctrl+Shift+T",), menu="Model"),
     Action("model.predict", "Predict Image", ("Ctrl+P",), menu="Model", separator=True),
     Action("model.predict_all", "Predict All Images", menu="Model"),
+    Action("model.predict_volume", "Predict Volume", ("Ctrl+Shift+P",), menu="Model",
+           tip="Every slice of the volume open, as one job"),
     Action("model.accept", "Accept Prediction", ("A",), menu="Model"),
     Action("model.measure", "Measure (Metrics)", ("Ctrl+M",), menu="Model", separator=True),
     Action("model.rank", "Rank Images to Label", menu="Model"),

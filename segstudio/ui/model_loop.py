@@ -130,6 +130,7 @@ class ModelLoop:
                 ("model.cancel_training", self.cancel_training),
                 ("model.retrain", self.retrain),
                 ("model.predict", self.predict_current), ("model.predict_all", self.predict_all),
+                ("model.predict_volume", self.predict_volume),
                 ("model.accept",
                  lambda: self.accept(self.predict_panel.accept_mode.currentData())),
                 ("model.measure",
@@ -344,6 +345,14 @@ class ModelLoop:
         if self.active_run is None or self.project is None or not self._active_ready():
             return
         self._predict([e.id for e in self.project.images], name="Predicting all images")
+
+    def predict_volume(self) -> None:
+        """Every slice of the volume open, as one job (progress, cancel)."""
+        entry = self.current
+        if self.project is None or entry is None or entry.series is None:
+            self.seams.show_message("Predict Volume works on a slice of a volume", 4000)
+            return
+        self.predict_selected([e.id for e in self.project.slices_of(entry.series)])
 
     def predict_selected(self, ids: list[str]) -> None:
         if self.project is not None and not self._active_ready():

@@ -70,7 +70,7 @@ def test_every_key_of_the_window_is_in_the_shortcuts_dialog(qtbot, window):
             assert rows[action.text] == " / ".join([action.gesture, *key_texts(action)]
                                                    if action.gesture else key_texts(action))
     assert "Space+drag" in rows["Pan"] and "Esc" in rows[
-        "Keep / drop a smart tool's proposal; close / cancel a polygon"]
+        "Keep / drop a proposal (smart tool, click, interpolation); close / cancel a polygon"]
 
 
 def test_no_two_actions_share_a_key_and_every_listed_key_works(window):

@@ -220,3 +220,24 @@ def test_the_brush_paints_only_within_the_intensity_range(qtbot, open_window, ct
     assert w.canvas.paint_range is None
     _stroke(qtbot, w, 50, 5, 20)
     assert (w.canvas.document.mask[50, 8:18] == 1).all()
+
+
+def test_predict_volume_predicts_every_slice_in_one_job(qtbot, open_window, sample_copy,
+                                                        tmp_path):
+    pytest.importorskip("torch")
+    write_ct_series(tmp_path / "scan", make_phantom(n=5, rows=48, cols=56))
+    project = Project.open(sample_copy)
+    project.add_images(sorted((tmp_path / "scan").iterdir()))
+    project.save()
+    w = open_window(sample_copy)
+    loop = w.model_loop
+    assert loop.active_run is not None                     # the sample's starter model
+    series = next(iter(w.project.series))
+    slices = w.project.slices_of(series)
+    w.show_image(slices[1].id)
+    _on_slice(qtbot, w, 1)
+    assert not any(w.project.entry(e.id).predicted for e in slices)
+    w.action_registry.qaction("model.predict_volume").trigger()
+    qtbot.waitUntil(lambda: all(w.project.entry(e.id).predicted for e in slices),
+                    timeout=120_000)
+    assert loop.prediction is not None and loop.prediction.image_id == slices[1].id

@@ -189,7 +189,10 @@ class ImageListPanel(QWidget):
             act = menu.addAction(f"Use for {SPLIT_TEXT[split]}")
             act.triggered.connect(lambda _c=False, s=split: self.split_chosen.emit(ids, s))
         menu.addSeparator()
-        menu.addAction(f"Predict {len(ids)} selected image(s)").triggered.connect(
+        rows = self.list.selectedItems()
+        volume = len(rows) == 1 and len(ids) > 1       # one volume row: its slices
+        menu.addAction(f"Predict this volume ({len(ids)} slices)" if volume
+                       else f"Predict {len(ids)} selected image(s)").triggered.connect(
             lambda: self.predict_requested.emit(ids))
         reviewed = all(self._entries[i].reviewed for i in ids)
         act = menu.addAction("Mark as not reviewed" if reviewed else "Mark as reviewed")
