@@ -156,6 +156,10 @@ def series_from(raw: Any, path: Path) -> dict[str, SeriesRecord]:
         if not (isinstance(problems, list) and all(isinstance(p, str) for p in problems)):
             raise ProjectError(f"{where}: 'problems' must be a list of text")
         modality = r.get("modality")
+        volume = r.get("volume")
+        if volume is not None and not (isinstance(volume, int) and not isinstance(volume, bool)
+                                       and volume >= 0):
+            raise ProjectError(f"{where}: 'volume' must be a whole number from 0")
         out[sid] = SeriesRecord(
             sid, field_of(r, "uid", str, where), field_of(r, "kind", str, where),
             None if modality is None else field_of(r, "modality", str, where),
@@ -163,5 +167,6 @@ def series_from(raw: Any, path: Path) -> dict[str, SeriesRecord]:
             field_of(r, "rows", int, where), field_of(r, "cols", int, where),
             tuple(float(x) for x in numbers["spacing"]),
             tuple(float(x) for x in numbers["affine_lps"]), tuple(problems),
-            None if rescale is None else tuple((float(a), float(b)) for a, b in rescale))
+            None if rescale is None else tuple((float(a), float(b)) for a, b in rescale),
+            volume)
     return out
