@@ -2,6 +2,10 @@
 reader needs to trust it: date, CPU model, cores, load average before and after, and commit.
 
     python benchmarks/record.py benchmarks/gui_responsiveness.py --case project-ops
+    python benchmarks/record.py --name anchor_gui_stall ../shared/anchors/gui_stall.py ...
+
+`--name` chooses the results file (default: the script's name), so the anchors' lines, which
+come from scripts outside this folder, are kept apart from the project's own.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ def commit() -> str:
 
 
 def main(argv: list[str]) -> int:
+    name = None
+    if argv[:1] == ["--name"] and len(argv) > 2:
+        name, argv = argv[1], argv[2:]
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
@@ -51,7 +58,7 @@ def main(argv: list[str]) -> int:
               "load_before": [round(x, 2) for x in before],
               "load_after": [round(x, 2) for x in after],
               "commit": commit(), "command": " ".join(["python", *argv]), "result": result}
-    out = REPO / "benchmarks" / "results" / f"{script.stem}.jsonl"
+    out = REPO / "benchmarks" / "results" / f"{name or script.stem}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
