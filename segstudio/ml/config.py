@@ -63,7 +63,7 @@ class TrainConfig:
     flip_v: bool | None = None           # up-down mirror; None: off for classes bound to a side
     rot90: bool | None = None            # 90-degree rotations; None: only with both mirrors
     label_bias: float = 0.8              # share of patches centred on a labelled pixel
-    patience: int | None = 10            # epochs without validation gain; 0/None: never stop
+    patience: int | None = 10            # epochs without gain (from half the run on); 0/None: never
     device: str = "auto"
     amp: bool = True                     # mixed precision, CUDA only
     channels_last: bool = True

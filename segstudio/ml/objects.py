@@ -2,7 +2,7 @@
 
 A project whose classes include object classes (nucleus, cell: `LabelClass.objects`) trains a
 model with one more output channel than it has class ids: the *boundary* of every object, a
-1-2 px ring wherever an object meets another object or anything else
+1-2 px ring wherever an object meets anything else, at least 2 px where it meets another object
 (`segstudio.ml.instances`, the boundary-aware formulation of the 3-class U-Net in Schmidt et
 al., MICCAI 2018). The ring is cut out of the object's class in the training targets, so two
 touching nuclei become two interiors with boundary pixels between them; images labelled
@@ -31,6 +31,10 @@ from segstudio.core.classes import UNLABELED
 from segstudio.ml.instances import MIN_AREA, WIDE_BOUNDARY_DIAMETER, edge_pixels, flood
 
 BOUNDARY_NAME = "object boundary"
+# where two objects touch, each object's ring is at least this wide (px), also for objects
+# whose outline is 1 px: merged neighbours were the commonest error on dsb2018_nuclei
+# (docs/objects.md)
+CONTACT_RING = 2
 
 
 @dataclass(frozen=True)
@@ -103,13 +107,14 @@ def objects_or_regions(mask: np.ndarray, objects: np.ndarray | None, head: Objec
 
 
 def training_target(mask: np.ndarray, objects: np.ndarray | None, head: ObjectHead, *,
-                    wide_diameter: float = WIDE_BOUNDARY_DIAMETER) -> np.ndarray:
+                    wide_diameter: float = WIDE_BOUNDARY_DIAMETER,
+                    contact_ring: int = CONTACT_RING) -> np.ndarray:
     """The mask a model with an object head learns: object rings set to the boundary id.
 
     The ring of an object: its pixels within 1 px (objects narrower than `wide_diameter` as
-    an equal-area disc) or 2 px (wider ones) of a pixel that is not the same object. Pixels
-    next to unlabeled ones count too: an object's outline is its outline whatever lies
-    beyond it.
+    an equal-area disc) or 2 px (wider ones) of a pixel that is not the same object, and
+    within `contact_ring` px of a pixel of another object. Pixels next to
+    unlabeled ones count too: an object's outline is its outline whatever lies beyond it.
     """
     mask = np.asarray(mask, np.uint8)
     ids = objects_or_regions(mask, objects, head)
@@ -119,6 +124,16 @@ def training_target(mask: np.ndarray, objects: np.ndarray | None, head: ObjectHe
     area = np.bincount(ids.reshape(-1)).astype(np.float64)
     wide = (np.sqrt(4 * area / np.pi) >= wide_diameter)[ids] & inside
     ring = np.where(wide, edge_pixels(ids, 5), edge_pixels(ids, 3)) & inside
+    if contact_ring > 0:
+        # where an object meets another object (not background) the ring is wider on both
+        # sides: the gap between touching objects is what the read-out splits them along
+        k = np.ones((2 * contact_ring + 1, 2 * contact_ring + 1), np.uint8)
+        hi = cv2.dilate(np.where(inside, ids, -1).astype(np.float32), k,
+                        borderType=cv2.BORDER_REPLICATE)
+        far = float(1 << 24)
+        lo = cv2.erode(np.where(inside, ids, far).astype(np.float32), k,
+                       borderType=cv2.BORDER_REPLICATE)
+        ring |= inside & (((hi != ids) & (hi > 0)) | ((lo != ids) & (lo < far)))
     out = mask.copy()
     out[ring] = head.boundary
     return out

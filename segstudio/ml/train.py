@@ -47,6 +47,9 @@ from segstudio.ml.validate import metrics_from, score, validate  # noqa: F401
 
 log = logging.getLogger(__name__)
 
+# early stopping (cfg.patience) only from this fraction of the run on (steps or time budget)
+EARLY_STOP_FROM = 0.5
+
 
 @dataclass
 class RunState:
@@ -109,6 +112,7 @@ class TrainingRun:
         self.ck_config = checkpoint_config(self.cfg, setup.spec, setup.data, self.run_dir.name)
         self.card_base = _card_base(self)
         self.budget = self.cfg.minutes * 60.0 if self.cfg.minutes else None
+        self.agreed_fraction = 0.0      # of the run, as the last step agreed it
         self.total_steps = self.cfg.epochs * self.cfg.steps_per_epoch
         self.started = time.perf_counter() - self.state.elapsed
         self.status = "finished"
@@ -154,6 +158,7 @@ class TrainingRun:
                 if cancelled:
                     cancel.cancel()
             cancel.raise_if_cancelled()
+            self.agreed_fraction = fraction
             if over_budget:
                 self.status = "time-budget"
                 break
@@ -218,7 +223,10 @@ class TrainingRun:
                             self.stepper.model.state_dict())
         else:
             state.bad_epochs += 1
-        if cfg.patience and state.bad_epochs >= cfg.patience and self.status == "finished":
+        # not in the first half of the run: with the learning rate still high, validation
+        # plateaus and then gains again as it decays (the fraction every rank agreed on)
+        if (cfg.patience and state.bad_epochs >= cfg.patience and self.status == "finished"
+                and self.agreed_fraction >= EARLY_STOP_FROM):
             self.status = "early-stopped"
         self.checkpoint("running" if self.status == "finished" and state.epoch < cfg.epochs
                         else self.status, metrics)

@@ -52,6 +52,26 @@ def test_target_puts_a_ring_between_touching_objects():
     assert (merged[10, 10:50] == 2).all()
 
 
+def test_touching_small_objects_get_a_gap_wider_than_their_outline():
+    mask = np.zeros((30, 40), np.uint8)  # two 10 px squares touching along x = 20: small
+    ids = np.zeros((30, 40), np.uint32)  # objects, so a 1 px outline and 2 px at the seam
+    mask[10:20, 10:30] = 1
+    ids[10:20, 10:20], ids[10:20, 20:30] = 3, 4
+    target = training_target(mask, ids, HEAD)
+    row = target[15]
+    assert list(row[10:12]) == [2, 1] and list(row[28:30]) == [1, 2]
+    assert (row[18:22] == 2).all() and row[17] == 1 and row[22] == 1
+    assert list(target[10:12, 14]) == [2, 1]          # the outline to background stays 1 px
+    plain = training_target(mask, ids, HEAD, contact_ring=0)[15]
+    assert (plain[19:21] == 2).all() and plain[18] == 1 and plain[21] == 1
+    # wide objects already have a 2 px ring: the seam of the 20 px squares is 2 + 2 px
+    big, big_ids = touching_pair()
+    assert list(training_target(big, big_ids, HEAD)[20, 27:33]) == [1, 2, 2, 2, 2, 1]
+    # the read-out of the wider target still gives the two true objects back
+    _, objects = read_out(target, np.where(target == 2, 1, target), HEAD)
+    assert object_counts(ids, objects).ap(0.9) == 1.0
+
+
 def test_unlabeled_pixels_stay_unlabeled_and_other_classes_get_no_ring():
     mask, ids = touching_pair()
     mask[:5] = UNLABELED
