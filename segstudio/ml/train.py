@@ -47,7 +47,7 @@ from segstudio.ml.validate import metrics_from, score, validate  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-# early stopping (cfg.patience) only from this fraction of the run on (steps or time budget)
+# epochs without validation gain (cfg.patience) count from this fraction of the run on
 EARLY_STOP_FROM = 0.5
 
 
@@ -221,12 +221,12 @@ class TrainingRun:
             state.best_score, state.best_epoch, state.bad_epochs = score(metrics), state.epoch, 0
             save_checkpoint(self.run_dir / "best.pt", self.ck_config,
                             self.stepper.model.state_dict())
-        else:
+        elif self.agreed_fraction >= EARLY_STOP_FROM:
+            # epochs without gain count from half the run on: with the learning rate still
+            # high, validation plateaus and then gains again as it decays (the fraction every
+            # rank agreed on, so all ranks stop together)
             state.bad_epochs += 1
-        # not in the first half of the run: with the learning rate still high, validation
-        # plateaus and then gains again as it decays (the fraction every rank agreed on)
-        if (cfg.patience and state.bad_epochs >= cfg.patience and self.status == "finished"
-                and self.agreed_fraction >= EARLY_STOP_FROM):
+        if cfg.patience and state.bad_epochs >= cfg.patience and self.status == "finished":
             self.status = "early-stopped"
         self.checkpoint("running" if self.status == "finished" and state.epoch < cfg.epochs
                         else self.status, metrics)

@@ -126,6 +126,16 @@ def test_time_budget_is_honoured(tiny_data, tiny_cfg, tmp_path):
     assert result.epochs >= 1 and (result.run_dir / "best.pt").exists()
 
 
+def test_early_stopping_waits_for_the_second_half_of_the_run(tiny_data, tiny_cfg, tmp_path):
+    # a learning rate of almost nothing: validation does not improve after the first epoch,
+    # so patience 1 would end the run at epoch 2; epochs without gain only count from half
+    # the run (epoch 4 of 6) on
+    cfg = replace(tiny_cfg, epochs=6, steps_per_epoch=2, lr=1e-12, patience=1)
+    result = train(tiny_data, cfg, runs_dir=tmp_path)
+    assert result.epochs >= 4
+    assert result.status in ("early-stopped", "finished")
+
+
 def test_nan_images_give_a_plain_error(tiny_cfg, tmp_path, rng):
     items = [(f"a{i}", np.full((32, 32), np.nan, np.float32), m, "train")
              for i, (_img, m) in enumerate(blobs(rng, 2))]
