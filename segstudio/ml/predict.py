@@ -35,7 +35,7 @@ from segstudio.core.classes import UNLABELED
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.ml.normalise import (Normalisation, Normaliser,  # noqa: F401  (re-exported)
                                     PixelNormalisation)
-from segstudio.ml.objects import ObjectHead, read_out
+from segstudio.ml.objects import SEED_MARGIN, ObjectHead, read_out
 from segstudio.ml.resample import resize_image, source_coordinates
 
 log = logging.getLogger(__name__)
@@ -369,7 +369,7 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normalis
     entropy = margin = probs_out = None
     num_classes = 0
     nll_sum, nll_pixels = 0.0, 0
-    best_other = None
+    best_other = sure = None
     for y0, y1, p in _bands(model, image, normalise, options, on_progress, cancel):
         if not num_classes:
             num_classes = int(p.shape[-1])
@@ -380,6 +380,7 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normalis
                     raise ValueError(f"the object head expects {objects.num_outputs} outputs, "
                                      f"the model gives {num_classes}")
                 best_other = np.zeros((height, width), np.uint8)
+                sure = np.zeros((height, width), bool)
             if uncertainty:
                 entropy = np.empty((height, width), np.float16)
                 margin = np.empty((height, width), np.float16)
@@ -397,6 +398,8 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normalis
             margin[y0:y1] = m.clamp_(0.0, 1.0).to(torch.float16).numpy()
         if best_other is not None:
             best_other[y0:y1] = p[..., :-1].argmax(dim=-1).to(torch.uint8).numpy()
+            lead = p.amax(dim=-1) - p[..., objects.boundary]
+            sure[y0:y1] = (lead > SEED_MARGIN).numpy()
         if probs_out is not None:
             probs_out[:, y0:y1] = p.to(torch.float16).permute(2, 0, 1).numpy()
         if truth is not None:
@@ -407,8 +410,8 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normalis
                 nll_sum -= float(torch.log(picked.double().clamp_min(1e-12)).sum())
                 nll_pixels += int(keep.sum())
     ids = None
-    if objects is not None and best_other is not None:
-        labels, ids = read_out(labels, best_other, objects)
+    if objects is not None and best_other is not None and sure is not None:
+        labels, ids = read_out(labels, best_other, objects, sure=sure)
         num_classes = objects.boundary
     return Prediction(labels, entropy, margin, probs_out, num_classes, nll_sum, nll_pixels, ids)
 

@@ -43,7 +43,7 @@ from segstudio.ml.normalise import PREPARED
 from segstudio.ml.plan import resolved_without_plan
 from segstudio.ml.runs import new_run_dir, versions, write_card
 from segstudio.ml.step import TrainStep, lr_factor  # noqa: F401  (re-exported)
-from segstudio.ml.validate import metrics_from, score, validate  # noqa: F401
+from segstudio.ml.validate import metrics_from, score, smoothed_score, validate  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class RunState:
     step: int = 0
     epoch: int = 0
     elapsed: float = 0.0
-    best_score: float = -math.inf
+    best_score: float = -math.inf       # the best smoothed score so far
+    smoothed: float | None = None       # the smoothed validation score after the last epoch
     best_epoch: int = 0
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -216,9 +217,11 @@ class TrainingRun:
                    "data_wait_fraction": waited / train_s}
         self.last_metrics = metrics
         state.history.append(metrics)
-        best = score(metrics) > state.best_score + 1e-4
+        state.smoothed = smoothed_score(state.smoothed, score(metrics))
+        metrics["selection_score"] = state.smoothed
+        best = state.smoothed > state.best_score + 1e-4
         if best:
-            state.best_score, state.best_epoch, state.bad_epochs = score(metrics), state.epoch, 0
+            state.best_score, state.best_epoch, state.bad_epochs = state.smoothed, state.epoch, 0
             save_checkpoint(self.run_dir / "best.pt", self.ck_config,
                             self.stepper.model.state_dict())
         elif self.agreed_fraction >= EARLY_STOP_FROM:

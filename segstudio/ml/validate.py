@@ -10,7 +10,8 @@ runs table's "mean Dice" is therefore the number Measure shows on the same image
 A model with object classes is also scored object by object (its predicted object ids against
 the ids stored with each validation mask, connected regions where there are none), and early
 stopping and best.pt follow the mean of foreground Dice and object AP@0.5: pixel Dice of
-touching nuclei levels off epochs before the objects stop coming apart better.
+touching nuclei levels off epochs before the objects stop coming apart better. Both follow
+that score smoothed over epochs (`smoothed_score`), not one epoch's value.
 """
 
 from __future__ import annotations
@@ -98,6 +99,20 @@ def score(metrics: dict[str, float]) -> float:
     values = [v for v in (metrics.get("mean_dice", math.nan),
                           metrics.get("object_ap50", math.nan)) if not math.isnan(v)]
     return float(np.mean(values)) if values else -metrics.get("val_loss", math.inf)
+
+
+# weight of the earlier epochs in the score that picks best.pt and drives early stopping
+# (an exponential moving average, as nnU-Net picks its best checkpoint): a handful of
+# validation images scores one epoch with noise as large as the gains of the run's second half
+SELECTION_SMOOTHING = 0.9
+
+
+def smoothed_score(previous: float | None, raw: float,
+                   smoothing: float = SELECTION_SMOOTHING) -> float:
+    """The selection score after an epoch scoring `raw` (the first epoch: its own score)."""
+    if previous is None or not math.isfinite(previous):
+        return float(raw)
+    return float(smoothing * previous + (1.0 - smoothing) * raw)
 
 
 def validate(model: nn.Module, samples: Sequence, classes: Sequence[LabelClass],

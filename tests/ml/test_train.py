@@ -9,6 +9,7 @@ from segstudio.core.classes import UNLABELED, LabelClass
 from segstudio.core.jobs import Cancelled, CancelToken
 from segstudio.ml.data import build_training_data
 from segstudio.ml.runs import read_card
+from segstudio.ml.validate import score, smoothed_score
 from segstudio.ml.events import EpochDone, StepDone, TrainFinished
 from segstudio.ml.train import SegLoss, TrainingError, train, transfer_weights
 
@@ -134,6 +135,28 @@ def test_early_stopping_waits_for_the_second_half_of_the_run(tiny_data, tiny_cfg
     result = train(tiny_data, cfg, runs_dir=tmp_path)
     assert result.epochs >= 4
     assert result.status in ("early-stopped", "finished")
+
+
+def test_best_checkpoint_follows_the_smoothed_score_not_one_lucky_epoch():
+    # six validation images: one epoch early in the run scores high by chance, the run then
+    # settles higher on average; best.pt is picked on the smoothed score, so the late epochs win
+    raw = [0.75, 0.83, 0.77, 0.80, 0.81, 0.815, 0.82, 0.82]
+    smoothed, best, best_epoch = None, -np.inf, 0
+    for epoch, value in enumerate(raw, 1):
+        smoothed = smoothed_score(smoothed, value)
+        if smoothed > best + 1e-4:
+            best, best_epoch = smoothed, epoch
+    assert int(np.argmax(raw)) + 1 == 2 and best_epoch == len(raw)
+    assert smoothed_score(None, 0.6) == 0.6 and 0.6 < smoothed_score(0.6, 0.9) < 0.9
+
+
+def test_the_card_keeps_the_selection_score_best_pt_was_picked_on(tiny_data, tiny_cfg, tmp_path):
+    result = train(tiny_data, replace(tiny_cfg, epochs=4, steps_per_epoch=3), runs_dir=tmp_path)
+    history = read_card(result.run_dir)["history"]
+    chosen = [h["selection_score"] for h in history]
+    assert chosen[0] == pytest.approx(score(history[0]))
+    assert chosen[1] == pytest.approx(smoothed_score(chosen[0], score(history[1])))
+    assert chosen[result.best_epoch - 1] >= max(chosen) - 1e-4
 
 
 def test_nan_images_give_a_plain_error(tiny_cfg, tmp_path, rng):
