@@ -2,7 +2,7 @@
 ids) against a plain 2-class model + connected components, trained the same way, scored
 per object.
 
-    python benchmarks/instances.py DATASET_DIR --minutes M [--seeds N] [--preset fast]
+    python benchmarks/instances.py DATASET_DIR --minutes M [--seeds N] [--first-seed S] [--preset fast]
 
 DATASET_DIR has the layout of benchmarks/accuracy.py (images/<name>.*, masks/<name>.png) plus
 instances/<name>.png (uint16 object ids, 0 = background). An instance file is found by the
@@ -136,6 +136,8 @@ def main() -> int:
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--minutes", type=float, required=True, help="training minutes per model")
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first-seed .. first-seed + seeds - 1 (to add runs to earlier ones)")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--extra", default="", help="more `segstudio-cli train` flags, one string")
     ap.add_argument("--limit", type=int, default=None,
@@ -158,7 +160,7 @@ def main() -> int:
         three, three_ids = build(work / "objects", args.dataset.name, images, semantic,
                                  instances)
         runs = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             wall_b = train(base, args.minutes, seed, args.preset, args.extra)
             b = score(base, base_ids, test)
             wall_t = train(three, args.minutes, seed, args.preset, args.extra)
@@ -171,7 +173,7 @@ def main() -> int:
                      if mean["baseline"][k] > 0 else None) for k in KEYS}
         print(json.dumps({
             "benchmark": "instances", "dataset": args.dataset.name, "minutes": args.minutes,
-            "seeds": args.seeds, "preset": args.preset, "extra": args.extra,
+            "seeds": args.seeds, "first_seed": args.first_seed, "preset": args.preset, "extra": args.extra,
             "images": {s: sum(split_of(p.stem) == s for p in images)
                        for s in ("train", "val", "test")},
             "test_objects": int(sum(len(np.unique(v)) - (0 in v) for v in test.values())),

@@ -4,8 +4,10 @@ Prints one JSON line. SegStudio opens a project holding the image (an uncompress
 memory-mapped) in a fresh process and paints the fitted view; the baseline, in the same run,
 is a plain viewer that reads the whole image into memory and shows it scaled in a QLabel.
 Peak RSS is the child process's maximum resident set. Targets: first paint < 2 s and peak
-RSS < 3x the raw image size (768 MB raw).
-usage: python benchmarks/open_large.py [--size 16000] [--keep DIR]
+RSS < 3x the raw image size (768 MB raw). `--compression lzw|deflate` writes the same pixels
+as a compressed TIFF (512 px tiles, horizontal predictor, as slide scanners and Fiji write
+them): it cannot be memory-mapped, so both the app and the baseline decode the whole image.
+usage: python benchmarks/open_large.py [--size 16000] [--compression none|lzw|deflate] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -79,13 +81,24 @@ def make_image(path: Path, size: int) -> None:
 
     arr = tifffile.memmap(path, shape=(size, size, 3), dtype=np.uint8, photometric="rgb")
     ramp = np.linspace(0, 255, size, dtype=np.float32)
+    rng = np.random.default_rng(0)
     for y0 in range(0, size, 1000):
         rows = np.arange(y0, min(size, y0 + 1000), dtype=np.float32)[:, None]
         arr[y0:y0 + len(rows), :, 0] = ramp[None, :].astype(np.uint8)
         arr[y0:y0 + len(rows), :, 1] = (rows * 255 / size).astype(np.uint8)
         arr[y0:y0 + len(rows), :, 2] = ((rows + ramp[None, :]) % 256).astype(np.uint8)
+        # texture, so a compressed copy is not a few ramps (real slides compress 2-4x)
+        arr[y0:y0 + len(rows)] += rng.integers(0, 24, (len(rows), size, 3), dtype=np.uint8)
     arr.flush()
     del arr
+
+
+def compress(plain: Path, path: Path, compression: str) -> None:
+    import tifffile
+
+    data = tifffile.memmap(plain, mode="r")
+    tifffile.imwrite(path, data, photometric="rgb", tile=(512, 512), predictor=True,
+                     compression={"lzw": "lzw", "deflate": "zlib"}[compression])
 
 
 def child(code: str, *args: str) -> tuple[float, float, str]:
@@ -102,17 +115,23 @@ def child(code: str, *args: str) -> tuple[float, float, str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=16000)
+    ap.add_argument("--compression", choices=("none", "lzw", "deflate"), default="none")
     ap.add_argument("--keep", type=Path, help="folder to keep the test image in between runs")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     folder = args.keep or Path(tmp.name)
     folder.mkdir(parents=True, exist_ok=True)
-    image = folder / f"large_{args.size}.tif"
-    if not image.exists():
-        make_image(image, args.size)
+    plain = folder / f"large_{args.size}.tif"
+    if not plain.exists():
+        make_image(plain, args.size)
+    image = plain
+    if args.compression != "none":
+        image = folder / f"large_{args.size}_{args.compression}.tif"
+        if not image.exists():
+            compress(plain, image, args.compression)
     from segstudio.io.project import Project, ProjectError
 
-    root = folder / "project"
+    root = folder / f"project_{args.compression}"
     try:
         project = Project.open(root)
     except ProjectError:
@@ -122,7 +141,8 @@ def main() -> None:
     ours_t, ours_rss, pans = child(OURS, str(root))
     base_t, base_rss, _ = child(BASELINE, str(root), str(image))
     print(json.dumps({
-        "benchmark": "open_large", "size": args.size, "raw_mb": round(raw_mb),
+        "benchmark": "open_large", "size": args.size, "compression": args.compression,
+        "file_mb": round(image.stat().st_size / 2**20), "raw_mb": round(raw_mb),
         "first_paint_s": round(ours_t, 3), "peak_rss_mb": round(ours_rss),
         "rss_over_raw": round(ours_rss / raw_mb, 2),
         "baseline": "read whole image + scaled QPixmap", "baseline_first_paint_s": round(base_t, 3),
