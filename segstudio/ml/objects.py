@@ -48,6 +48,7 @@ class ObjectHead:
 
     boundary: int                  # output channel of the boundary = the project's max id + 1
     classes: tuple[int, ...]       # object class ids
+    seed_margin: float = SEED_MARGIN   # how much an object class must beat the boundary to seed
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -57,13 +58,17 @@ class ObjectHead:
         if any(c >= self.boundary or c < 0 for c in self.classes):
             raise ValueError(f"object classes {list(self.classes)} must lie below the boundary "
                              f"channel {self.boundary}")
+        if not 0.0 <= self.seed_margin < 1.0:
+            raise ValueError(f"seed_margin is a probability difference in 0..1, got "
+                             f"{self.seed_margin}")
 
     @property
     def num_outputs(self) -> int:
         return self.boundary + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"boundary": int(self.boundary), "classes": [int(c) for c in self.classes]}
+        return {"boundary": int(self.boundary), "classes": [int(c) for c in self.classes],
+                "seed_margin": float(self.seed_margin)}
 
     @classmethod
     def from_dict(cls, raw: Any) -> ObjectHead | None:
@@ -72,7 +77,9 @@ class ObjectHead:
             return None
         if not isinstance(raw, dict) or "boundary" not in raw or "classes" not in raw:
             raise ValueError(f"'objects' must be {{'boundary': id, 'classes': [ids]}}, got {raw!r}")
-        return cls(int(raw["boundary"]), tuple(sorted(int(c) for c in raw["classes"])))
+        # checkpoints written before the seed margin existed read with today's default
+        return cls(int(raw["boundary"]), tuple(sorted(int(c) for c in raw["classes"])),
+                   float(raw.get("seed_margin", SEED_MARGIN)))
 
 
 def head_for(classes: Iterable[Any]) -> ObjectHead | None:
@@ -162,7 +169,7 @@ def read_out(labels: np.ndarray, best_other: np.ndarray, head: ObjectHead, *,
 
     `labels`: the argmax over every output (boundary included); `best_other`: the argmax over
     the outputs without the boundary, read where `labels` is the boundary. `sure`: where the
-    winning class beats the boundary by `SEED_MARGIN` (None: everywhere); an object class's
+    winning class beats the boundary by the head's `seed_margin` (None: everywhere); an object class's
     pixels that are not sure seed nothing and are read like the boundary (flooded from the
     seeds, else their class). Objects smaller than `min_area` px lose their id (their pixels
     keep the class).

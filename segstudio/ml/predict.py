@@ -35,7 +35,7 @@ from segstudio.core.classes import UNLABELED
 from segstudio.core.jobs import CancelToken, Progress, ProgressFn
 from segstudio.ml.normalise import (Normalisation, Normaliser,  # noqa: F401  (re-exported)
                                     PixelNormalisation)
-from segstudio.ml.objects import SEED_MARGIN, ObjectHead, read_out
+from segstudio.ml.objects import ObjectHead, read_out
 from segstudio.ml.resample import resize_image, source_coordinates
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,7 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, normalise: Normalis
         if best_other is not None:
             best_other[y0:y1] = p[..., :-1].argmax(dim=-1).to(torch.uint8).numpy()
             lead = p.amax(dim=-1) - p[..., objects.boundary]
-            sure[y0:y1] = (lead > SEED_MARGIN).numpy()
+            sure[y0:y1] = (lead > objects.seed_margin).numpy()
         if probs_out is not None:
             probs_out[:, y0:y1] = p.to(torch.float16).permute(2, 0, 1).numpy()
         if truth is not None:

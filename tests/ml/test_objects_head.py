@@ -7,7 +7,7 @@ import pytest
 
 from segstudio.core.classes import UNLABELED
 from segstudio.core.metrics import object_counts
-from segstudio.ml.objects import (ObjectHead, head_for, objects_or_regions, read_out,
+from segstudio.ml.objects import (SEED_MARGIN, ObjectHead, head_for, objects_or_regions, read_out,
                                   resize_objects, training_target)
 
 
@@ -142,6 +142,14 @@ def test_an_object_with_no_sure_pixel_is_still_an_object():
     out, objects = read_out(labels, labels.copy(), HEAD, sure=np.zeros((20, 20), bool))
     assert (out[4:10, 4:10] == 1).all() and len(np.unique(objects[4:10, 4:10])) == 1
     assert objects[5, 5] > 0 and not objects[labels == 0].any()
+
+
+def test_the_seed_margin_travels_with_the_head_and_old_heads_get_the_default():
+    head = ObjectHead(boundary=3, classes=(1, 2), seed_margin=0.5)
+    assert ObjectHead.from_dict(head.to_dict()) == head
+    assert ObjectHead.from_dict({"boundary": 2, "classes": [1]}).seed_margin == SEED_MARGIN
+    with pytest.raises(ValueError, match="seed_margin"):
+        ObjectHead(boundary=2, classes=(1,), seed_margin=1.5)
 
 
 def test_specks_lose_their_id_but_keep_their_class():

@@ -9,6 +9,7 @@ import pytest
 
 from segstudio.core.classes import LabelClass
 from segstudio.io.project import Project
+from segstudio.ml.objects import SEED_MARGIN
 
 
 def touching_pairs_project(root, rng, n=5, size=128):
@@ -69,7 +70,7 @@ def test_the_run_has_a_boundary_output_and_says_so(object_run):
 
     root, run_dir = object_run
     card = read_card(run_dir)
-    assert card["objects"] == {"boundary": 2, "classes": [1]}
+    assert card["objects"] == {"boundary": 2, "classes": [1], "seed_margin": SEED_MARGIN}
     loaded = load_run_model(root, run_dir)
     assert loaded.objects is not None and loaded.objects.boundary == 2
     # the boundary is an output, not a class the user sees
