@@ -1,9 +1,12 @@
 """Objects in the window, by real mouse and key events: two touching strokes stay two objects,
 a cut makes three, a merge two, each step undoes, and the project reopens with the same ids."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
@@ -48,7 +51,8 @@ def _mark_nucleus_objects(qtbot, w):
     assert w.project.class_by_id(1).objects
 
 
-def test_touching_objects_split_merge_undo_and_reopen(qtbot, open_window, sample_copy):
+def test_touching_objects_split_merge_undo_and_reopen(qtbot, open_window, sample_copy, tmp_path,
+                                                      export_in_window):
     w = _window_on_unlabeled(qtbot, open_window, sample_copy)
     _mark_nucleus_objects(qtbot, w)
     saved = json.loads((sample_copy / "project.json").read_text())
@@ -98,6 +102,24 @@ def test_touching_objects_split_merge_undo_and_reopen(qtbot, open_window, sample
     doc2 = w2.canvas.document
     assert np.array_equal(doc2.mask, kept_mask) and np.array_equal(doc2.objects, kept_objects)
     assert w2.project.class_by_id(1).objects
+
+    # File > Export as COCO from the window: pycocotools reads one annotation per object,
+    # each covering that object's pixels, although the three touch as one nucleus region
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+
+    out = tmp_path / "coco"
+    export_in_window(w2, out, "coco")
+    split = w2.project.entry(IMAGE).split
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(out / "annotations" / f"instances_{split}.json"))
+    image_id = next(i["id"] for i in coco.dataset["images"] if IMAGE in i["file_name"])
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+    assert len(anns) == len(_ids(doc2)) == 3
+    masks = sorted((coco.annToMask(a).astype(bool) for a in anns), key=lambda m: m.sum())
+    truth = sorted((kept_objects == k for k in _ids(doc2)), key=lambda m: m.sum())
+    for m, t in zip(masks, truth):
+        assert (m & t).sum() / (m | t).sum() > 0.9
 
 
 def test_pick_continue_delete_and_colours(qtbot, open_window, sample_copy):
