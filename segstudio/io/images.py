@@ -12,6 +12,9 @@ decoder; the supported-suffix check and the Add Images dialog's filter are built
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -249,10 +252,56 @@ def nifti_index(shape: tuple[int, ...], frame: int | None) -> tuple:
 
 
 # -- reading ---------------------------------------------------------------------------------
+# Decoded images this large (a compressed TIFF cannot be memory-mapped) are decoded once and
+# shared, read-only, while anyone holds them: the window's opener and the thumbnail job ask
+# for the same image at once, and a second decode doubled the time and memory of opening it.
+SHARE_ABOVE_BYTES = 64 * 2**20
+_shared: weakref.WeakValueDictionary[tuple, LoadedImage] = weakref.WeakValueDictionary()
+_decoding: dict[tuple, threading.Event] = {}
+_shared_lock = threading.Lock()
+
+
 def read_image(path: Path | str, frame: int | None = None,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Pixels of one item, as stored; raises ImageReadError (only) with a plain reason."""
+    """Pixels of one item, as stored; raises ImageReadError (only) with a plain reason.
+
+    Large decoded images come back read-only and shared with other callers (SHARE_ABOVE_BYTES);
+    a caller that reads the same item while it is being decoded waits for that decode."""
     path = Path(path)
+    try:
+        st = path.stat()
+        key: tuple | None = (str(path.resolve()), frame, st.st_mtime_ns, st.st_size, max_pixels)
+    except OSError:
+        key = None                  # probe says why
+    if key is None:
+        return _read_checked(path, frame, max_pixels)
+    with _shared_lock:
+        hit = _shared.get(key)
+        if hit is not None:
+            return hit
+        busy = _decoding.get(key)
+        if busy is None:
+            _decoding[key] = done = threading.Event()
+    if busy is not None:            # another thread decodes it: share its result
+        busy.wait()
+        with _shared_lock:
+            hit = _shared.get(key)
+        return hit if hit is not None else _read_checked(path, frame, max_pixels)
+    try:
+        loaded = _read_checked(path, frame, max_pixels)
+        data = loaded.data
+        if data.nbytes >= SHARE_ABOVE_BYTES and not isinstance(data, np.memmap):
+            data.setflags(write=False)
+            with _shared_lock:
+                _shared[key] = loaded
+        return loaded
+    finally:
+        with _shared_lock:
+            _decoding.pop(key, None)
+        done.set()
+
+
+def _read_checked(path: Path, frame: int | None, max_pixels: int) -> LoadedImage:
     infos = probe(path, max_pixels)
     try:
         return _read_item(path, infos, frame)
@@ -342,8 +391,8 @@ def _read_tiff(path: Path, page: int) -> np.ndarray:
         with tifffile.TiffFile(path) as tif:
             p = tif.pages[page]
             memmappable = p.is_memmappable
-            if not memmappable:
-                data = p.asarray()
+            if not memmappable:     # compressed: decode its strips / tiles on every core
+                data = p.asarray(maxworkers=os.cpu_count() or 1)
         if memmappable:
             data = tifffile.memmap(path, page=page, mode="r")
     except Exception as e:

@@ -172,3 +172,54 @@ def test_lzw_compressed_16bit_tiff(tmp_path, rng):
     arr = rng.integers(30000, 40000, (40, 50), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "lzw.tif", arr, compression="lzw")
     assert np.array_equal(read_image(tmp_path / "lzw.tif").data, arr)
+
+
+def test_a_large_compressed_tiff_read_twice_at_once_is_decoded_once_and_shared(tmp_path,
+                                                                             monkeypatch):
+    # the window's opener and the thumbnail job ask for the same image at the same time; a
+    # compressed TIFF cannot be memory-mapped, so each used to decode all of it again
+    import threading
+    import time as _time
+    from dataclasses import replace as _replace
+
+    import tifffile
+
+    from segstudio.io import images
+    from segstudio.io.image_base import IMAGE_READERS
+
+    path = tmp_path / "slide.tif"
+    pixels = np.random.default_rng(0).integers(0, 255, (512, 768, 3), dtype=np.uint8)
+    tifffile.imwrite(path, pixels, photometric="rgb", tile=(256, 256), compression="zlib")
+    decodes = []
+    real = IMAGE_READERS["tiff"]
+
+    def counted(p, info):
+        decodes.append(threading.get_ident())
+        _time.sleep(0.2)                       # both readers are in flight at once
+        return real.read(p, info)
+
+    monkeypatch.setitem(IMAGE_READERS, "tiff", _replace(real, read=counted))
+    monkeypatch.setattr(images, "SHARE_ABOVE_BYTES", pixels.nbytes)
+    got = [None, None]
+
+    def read(k):
+        got[k] = images.read_image(path)
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(decodes) == 1 and got[0] is got[1]
+    assert np.array_equal(got[0].data, pixels) and not got[0].data.flags.writeable
+    assert images.read_image(path) is got[0]             # held by someone: still shared
+    held = got[0]
+    del got[:]
+    tifffile.imwrite(path, pixels[::-1].copy(), photometric="rgb", tile=(256, 256),
+                     compression="zlib")
+    fresh = images.read_image(path)                       # the file changed: read again
+    assert fresh is not held and np.array_equal(fresh.data, pixels[::-1])
+    del held, fresh                                       # nobody holds it: memory is freed
+    monkeypatch.setattr(images, "SHARE_ABOVE_BYTES", pixels.nbytes + 1)
+    small = images.read_image(path)                       # below the size: own, writeable copy
+    assert small.data.flags.writeable and images.read_image(path) is not small
