@@ -256,8 +256,17 @@ def nifti_index(shape: tuple[int, ...], frame: int | None) -> tuple:
 # shared, read-only, while anyone holds them: the window's opener and the thumbnail job ask
 # for the same image at once, and a second decode doubled the time and memory of opening it.
 SHARE_ABOVE_BYTES = 64 * 2**20
+
+
+class _Decode:
+    """One decode in flight: the threads waiting for it take its result from here."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: LoadedImage | None = None
+
 _shared: weakref.WeakValueDictionary[tuple, LoadedImage] = weakref.WeakValueDictionary()
-_decoding: dict[tuple, threading.Event] = {}
+_decoding: dict[tuple, _Decode] = {}
 _shared_lock = threading.Lock()
 
 
@@ -281,24 +290,24 @@ def read_image(path: Path | str, frame: int | None = None,
             return hit
         busy = _decoding.get(key)
         if busy is None:
-            _decoding[key] = done = threading.Event()
+            _decoding[key] = mine = _Decode()
     if busy is not None:            # another thread decodes it: share its result
-        busy.wait()
-        with _shared_lock:
-            hit = _shared.get(key)
-        return hit if hit is not None else _read_checked(path, frame, max_pixels)
+        busy.done.wait()
+        got = busy.result
+        return got if got is not None else _read_checked(path, frame, max_pixels)
     try:
         loaded = _read_checked(path, frame, max_pixels)
         data = loaded.data
         if data.nbytes >= SHARE_ABOVE_BYTES and not isinstance(data, np.memmap):
             data.setflags(write=False)
+            mine.result = loaded
             with _shared_lock:
                 _shared[key] = loaded
         return loaded
     finally:
         with _shared_lock:
             _decoding.pop(key, None)
-        done.set()
+        mine.done.set()
 
 
 def _read_checked(path: Path, frame: int | None, max_pixels: int) -> LoadedImage:
