@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from segstudio.ml.config import TrainConfig
+from segstudio.ml.device import cpu_bf16_fast
 from segstudio.ml.optim import AdamW
 
 
@@ -35,7 +36,8 @@ class TrainStep:
     """One optimisation step, the exact code the loop runs (the throughput benchmark times it).
 
     The model is moved to `device` in channels_last when configured; on CUDA it runs under
-    autocast (bf16 where supported, else fp16 with a gradient scaler) with cudnn's autotuner.
+    autocast (bf16 where supported, else fp16 with a gradient scaler) with cudnn's autotuner,
+    on a CPU with AMX under bf16 autocast (`cfg.amp`; weights and the optimizer stay fp32).
     `wrap` (DistributedDataParallel) and `cfg.compile` change only the forward that trains
     (`self.net`); `self.model` stays the plain module that validation and checkpoints use.
     """
@@ -54,6 +56,8 @@ class TrainStep:
         self.amp_dtype = None
         if cfg.amp and device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif cfg.amp and device.type == "cpu" and cpu_bf16_fast():
+            self.amp_dtype = torch.bfloat16       # AMX: bf16 convolutions in hardware
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         # torch's AdamW arithmetic without torch.optim's first-step import of torch._dynamo
         # (a second of GIL-holding imports that stalls the window when training starts)
