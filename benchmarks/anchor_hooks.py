@@ -51,7 +51,9 @@ class _Stepper:
         from segstudio.ml.device import pick_device
         from segstudio.ml.train import SegLoss, TrainStep
 
-        cfg = TrainConfig(preset=preset)
+        # SEGSTUDIO_ANCHOR_CPU_BF16=1: the step under bf16 autocast on a CPU with AMX
+        cfg = TrainConfig(preset=preset,
+                          cpu_bf16=os.environ.get("SEGSTUDIO_ANCHOR_CPU_BF16") == "1")
         self.step = TrainStep(model, SegLoss(num_classes), cfg, pick_device("cpu"))
         self.model = self.step.model
 

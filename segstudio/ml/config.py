@@ -65,7 +65,8 @@ class TrainConfig:
     label_bias: float = 0.8              # share of patches centred on a labelled pixel
     patience: int | None = 10            # epochs without gain (from half the run on); 0/None: never
     device: str = "auto"
-    amp: bool = True                     # mixed precision: CUDA, and CPUs with AMX (bf16)
+    amp: bool = True                     # mixed precision, CUDA only
+    cpu_bf16: bool = False               # bf16 autocast on CPUs with AMX (docs/training.md)
     channels_last: bool = True
     compile: bool = False                # torch.compile the training forward (slower start)
     threads: int | None = None           # torch CPU threads; None keeps torch's default

@@ -37,7 +37,8 @@ class TrainStep:
 
     The model is moved to `device` in channels_last when configured; on CUDA it runs under
     autocast (bf16 where supported, else fp16 with a gradient scaler) with cudnn's autotuner,
-    on a CPU with AMX under bf16 autocast (`cfg.amp`; weights and the optimizer stay fp32).
+    on a CPU with AMX under bf16 autocast when `cfg.cpu_bf16` asks (weights and the optimizer
+    stay fp32).
     `wrap` (DistributedDataParallel) and `cfg.compile` change only the forward that trains
     (`self.net`); `self.model` stays the plain module that validation and checkpoints use.
     """
@@ -56,7 +57,7 @@ class TrainStep:
         self.amp_dtype = None
         if cfg.amp and device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        elif cfg.amp and device.type == "cpu" and cpu_bf16_fast():
+        elif cfg.cpu_bf16 and device.type == "cpu" and cpu_bf16_fast():
             self.amp_dtype = torch.bfloat16       # AMX: bf16 convolutions in hardware
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         # torch's AdamW arithmetic without torch.optim's first-step import of torch._dynamo
