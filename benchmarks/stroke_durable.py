@@ -106,7 +106,7 @@ def main() -> int:
     errors = list(w.errors)
     record = int(np.median([s for s in sizes if s > 0])) if any(s > 0 for s in sizes) else 4096
     floor = fsync_floor(tmp, record, args.strokes)
-    delay_ms = w.saver._delay * 1000
+    delay_ms = w.saver.autosave_delay * 1000
     w.close()
     shutil.rmtree(tmp, ignore_errors=True)
     ours, base = stats(durable_ms), stats(floor)

@@ -265,6 +265,7 @@ class _Decode:
         self.done = threading.Event()
         self.result: LoadedImage | None = None
 
+
 _shared: weakref.WeakValueDictionary[tuple, LoadedImage] = weakref.WeakValueDictionary()
 _decoding: dict[tuple, _Decode] = {}
 _shared_lock = threading.Lock()

@@ -86,6 +86,11 @@ class ProjectSaver(QObject):
         self._refresh()
 
     @property
+    def autosave_delay(self) -> float:
+        """Seconds the autosaver waits after a stroke to gather a burst into one fsync."""
+        return self._delay
+
+    @property
     def read_only(self) -> str | None:
         return self.project.read_only if self.project is not None else None
 
