@@ -110,8 +110,14 @@ def magic_wand(image: np.ndarray, y: int, x: int, tolerance: float,
 
 
 def grabcut(image: np.ndarray, p0: tuple[float, float], p1: tuple[float, float],
-            rng: DisplayRange | None = None, iterations: int = 4) -> Proposal:
-    """Foreground of a box by GrabCut (colour models of inside vs a margin around it)."""
+            rng: DisplayRange | None = None, iterations: int = 4,
+            fg_seeds: list[tuple[int, int]] = (), bg_seeds: list[tuple[int, int]] = (),
+            seed_radius: int = 2) -> Proposal:
+    """Foreground of a box by GrabCut (colour models of inside vs a margin around it).
+
+    Seeds (y, x) are hard constraints, as a person's refining strokes are: disks of
+    `seed_radius` px that stay foreground / background.
+    """
     box = _box(image.shape, p0, p1)
     if box.height < 3 or box.width < 3:
         return Proposal(box, np.zeros((box.height, box.width), bool))
@@ -120,8 +126,16 @@ def grabcut(image: np.ndarray, p0: tuple[float, float], p1: tuple[float, float],
     bgr = _as_bgr8(image[win.slices], rng)
     mask = np.zeros(bgr.shape[:2], np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(bgr, mask, (box.x0 - win.x0, box.y0 - win.y0, box.width, box.height),
-                bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
+    rect = (box.x0 - win.x0, box.y0 - win.y0, box.width, box.height)
+    if fg_seeds or bg_seeds:
+        mask[rect[1]:rect[1] + rect[3], rect[0]:rect[0] + rect[2]] = cv2.GC_PR_FGD
+        for seeds, value in ((bg_seeds, cv2.GC_BGD), (fg_seeds, cv2.GC_FGD)):
+            for (y, x) in seeds:
+                cv2.circle(mask, (int(x) - win.x0, int(y) - win.y0), seed_radius, int(value), -1)
+        if (mask == cv2.GC_BGD).any() and ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).any():
+            cv2.grabCut(bgr, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    else:
+        cv2.grabCut(bgr, mask, rect, bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
     fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     return Proposal(box, fg[box.y0 - win.y0:box.y1 - win.y0, box.x0 - win.x0:box.x1 - win.x0])
 

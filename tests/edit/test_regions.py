@@ -44,6 +44,27 @@ def test_grabcut_finds_a_bright_disk(rng):
     assert (got & truth).sum() / (got | truth).sum() > 0.85
 
 
+def test_grabcut_seeds_separate_two_touching_disks(rng):
+    """A background seed on the second disk of the same colour takes it out of the answer."""
+    import cv2
+    img = (rng.normal(40, 5, (120, 160))).clip(0, 255).astype(np.uint8)
+    cv2.circle(img, (55, 60), 22, 200, -1)
+    cv2.circle(img, (100, 60), 22, 200, -1)
+    box = ((30, 25), (90, 130))
+    plain = regions.grabcut(img, *box)
+    seeded = regions.grabcut(img, *box, fg_seeds=[(60, 55)], bg_seeds=[(60, 100), (60, 112)],
+                             seed_radius=4)
+
+    def right_share(p):
+        got = np.zeros(img.shape, bool)
+        got[p.rect.slices] = p.region
+        return got[40:80, 95:110].mean(), got[45:75, 45:65].mean()
+
+    assert right_share(plain)[0] > 0.9             # both disks look like foreground
+    right, left = right_share(seeded)
+    assert right < 0.2 and left > 0.9
+
+
 def test_watershed_splits_at_the_edge():
     img = np.zeros((100, 100), np.uint8)
     img[:, 50:] = 200
