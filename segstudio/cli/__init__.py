@@ -10,7 +10,8 @@ import argparse
 import logging
 import sys
 
-from segstudio.cli import dataset_commands, model_commands, project_commands  # noqa: F401 (register)
+from segstudio.cli import (click_commands, dataset_commands, model_commands,  # noqa: F401
+                           project_commands)  # (register)
 from segstudio.cli.base import COMMANDS, command, err
 from segstudio.cli.model_commands import train_config_from_args
 

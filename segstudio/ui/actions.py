@@ -252,7 +252,9 @@ MODEL_ACTIONS = (
 # Which model answers the Click tool (K). ui/click_models.py binds these and puts them at the
 # end of the Model menu; the choice itself is the "Click model" tool bar's list.
 CLICK_MODEL_ACTIONS = (
-    Action("model.add_sam_files", "Add SAM Model File…", menu="Model", separator=True,
+    Action("model.train_click", "Train Click Model", menu="Model", separator=True,
+           tip="Learn the Click tool from this project's labelled objects (a background job)"),
+    Action("model.add_sam_files", "Add SAM Model File…", menu="Model",
            tip="A Segment-Anything-style ONNX encoder + decoder pair (pick both files)"),
     Action("model.add_sam_folder", "Add SAM Model Folder…", menu="Model",
            tip="A folder holding a SAM-style encoder and decoder .onnx (X-AnyLabeling's layout)"),

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 
 from segstudio.ml.sam_graph import model_stem   # numpy only: names, no onnxruntime
 from segstudio.core.jobs import Progress
+from segstudio.ui import click_training
 from segstudio.ui.actions import CLICK_MODEL_ACTIONS
 from segstudio.ui.click_tool import ClickModelBar, describe, is_sam
 from segstudio.workers.job import Job, plain_error
@@ -482,7 +483,8 @@ def attach_to_window(tool, window) -> ClickModels | None:
         parent=window)
     reg = window.action_registry
     reg.add(*CLICK_MODEL_ACTIONS)
-    acts = [reg.bind("model.add_sam_files", models.add_files_dialog),
+    window.click_training = click_training.attach(tool, window)
+    acts = [window.click_training.action, reg.bind("model.add_sam_files", models.add_files_dialog),
             reg.bind("model.add_sam_folder", models.add_folder_dialog)]
     menu = next((a.menu() for a in window.menuBar().actions()
                  if a.menu() is not None and a.menu().title().replace("&", "") == "Model"), None)

@@ -27,6 +27,16 @@ def train_job(project_root: Path, cfg: TrainConfig, init_from: Path | None, *,
                  on_progress=on_progress, cancel=cancel)
 
 
+def click_train_job(project_root: Path, options: dict, *, on_progress=None, cancel=None):
+    """A click model from the project's labelled objects (ml/click_model.py), CUDA when present;
+    `options` are ClickConfig fields (minutes, steps, ...)."""
+    preload_torch_libraries()
+    from segstudio.ml.click_model import ClickConfig, train_click_model
+
+    return train_click_model(Project.open(project_root), ClickConfig(**options),
+                             on_progress=on_progress, cancel=cancel)
+
+
 def warm_up_job(*, on_progress=None, cancel=None) -> None:
     """Import the training stack ahead of need.
 

@@ -138,3 +138,33 @@ def test_right_click_removes_a_wrongly_included_part(qtbot, win):
     assert len(tool.prompt.clicks) == 1 and not tool.prompt.clicks[0].positive
     assert second[square].mean() < first[square].mean() - 0.3
     assert second[disk()].mean() > 0.6
+
+
+def test_train_click_model_from_the_menu_answers_the_next_click(qtbot, open_window, sample_copy):
+    """Model > Train Click Model trains on the project's labels in the background; once done
+    the Click tool drops its model and the next click is answered by the new run."""
+    w = open_window(sample_copy)
+    tool = w.canvas.tools["click"]
+    w.click_training.options = dict(steps=25, minutes=2, size=32, depth=2, width=8,
+                                    batch_size=4, threads=1)
+    assert w.click_training.action.text() == "Train Click Model"
+    menu_texts = [a.text() for m in w.menuBar().actions() if m.menu() is not None
+                  and m.menu().title().replace("&", "") == "Model" for a in m.menu().actions()]
+    assert "Train Click Model" in menu_texts
+    tool.backend = "stale"            # whatever answered before is dropped when the run is done
+    w.click_training.action.trigger()
+    job = w.click_training.job
+    assert job is not None
+    done = []
+    job.signals.succeeded.connect(done.append)
+    qtbot.waitUntil(lambda: w.click_training.job is None, timeout=120_000)
+    assert done, "the click training job did not succeed"
+    run = done[0].run_dir
+    assert run.parent == sample_copy / "runs" / "click" and (run / "best.pt").is_file()
+    assert done[0].steps == 25 and tool.backend is None
+    QTest.keyClick(w, Qt.Key.Key_K)
+    shape = w.canvas.image_shape
+    QTest.mouseClick(w.canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     at(w, shape[0] // 2, shape[1] // 2))
+    qtbot.waitUntil(lambda: tool.backend is not None, timeout=60_000)
+    assert tool.backend.model.run_dir == run
