@@ -1,10 +1,12 @@
 """Train the starter click model shipped in models/starter-click-nuclei/.
 
-    python scripts/train_starter_click_model.py DSB_DIR [--minutes 4] [--images 60]
+    python scripts/train_starter_click_model.py DSB_DIR [--minutes 20]
 
 DSB_DIR is the dsb2018_nuclei set (images/, instances/; CC0 1.0, BBBC038, Caicedo et al. 2019):
-each stored nucleus is one object. Trains on the first --images images (sorted ids), CPU, one
-torch thread; writes best.pt (float16 weights, < 2 MB) and model_card.json with licence/source.
+each stored nucleus is one object. Trains on the train and val images of benchmarks/accuracy.py's
+name-hash split (its test images stay unseen, so benchmarks/interactive.py measures the starter
+on them), CPU, one torch thread; writes best.pt (float16 weights, < 2 MB) and model_card.json
+with licence/source.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", type=Path)
-    ap.add_argument("--minutes", type=float, default=4.0)
-    ap.add_argument("--images", type=int, default=60)
+    ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=REPO / "models" / "starter-click-nuclei")
     args = ap.parse_args()
 
@@ -34,7 +35,10 @@ def main() -> int:
     from segstudio.ml.checkpoint import load_checkpoint, save_checkpoint
     from segstudio.ml.click_model import ClickConfig, click_data, train_click_model
 
-    ids = sorted(p.stem for p in (args.dataset / "images").glob("*.png"))[: args.images]
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from accuracy import split_of
+
+    ids = sorted(p.stem for p in (args.dataset / "images").glob("*.png") if split_of(p.stem) != "test")
     items = []
     for i in ids:
         img = np.asarray(Image.open(args.dataset / "images" / f"{i}.png"))[..., 0]
@@ -52,7 +56,7 @@ def main() -> int:
     save_checkpoint(args.out / "best.pt", ckpt["config"], half)
     card["licence"] = "CC0-1.0 (trained on dsb2018_nuclei: BBBC038, Caicedo et al. 2019)"
     card["trained_by"] = (f"scripts/train_starter_click_model.py on {len(ids)} dsb2018_nuclei "
-                          f"images (first ids in sorted order), {args.minutes:g} min CPU")
+                          f"images (train and val of accuracy.py's split), {args.minutes:g} min CPU")
     card["data"] = {"images": ids, "objects": len(data.objects)}
     (args.out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     size = sum(f.stat().st_size for f in args.out.iterdir())

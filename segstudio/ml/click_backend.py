@@ -1,11 +1,14 @@
 """The "ours" click backend: a click-model run answering prompts through a window around them.
 
 The window: a box gives it directly (1.4 x its side); clicks with an earlier proposal give the
-box around both (1.8 x); a lone first click gives a square of the run's typical object size
-(`window.first_side`, from the objects it was trained on). When the answer runs into a window
-edge that lies inside the image, the window grows (1.7 x, twice at most): an object larger
-than the typical one is followed, and the cost per click stays that of a few small forwards
-whatever the image size. Components of the answer that hold no positive click are dropped.
+box around both (1.8 x); a lone first click looks, in one batch, at a square of the run's
+typical object size (`window.first_side`, from the objects it was trained on) and at one 2.5 x
+wider, and keeps the wider when its answer is clearly the larger (a big object seen through a
+small window). Then the window follows the answer (LOOKS forwards at most): RITM's zoom-in to
+1.8 x the answer's side when the answer fills little of it, 1.7 x wider when it runs into a
+window edge inside the image. So the cost per click stays that of a few small forwards whatever
+the image size. The answer is cut at the run's calibrated probability (`window.threshold`);
+components that hold no positive click are dropped.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from segstudio.ml.normalise import PixelNormalisation
 
 log = logging.getLogger(__name__)
 
-GROW = 1.7
-MAX_GROWS = 2
+GROW = 1.7          # a wider look when the answer runs into the window's edge
+LOOKS = 3           # looks per click at most (the first click's two-scale batch is one)
+WIDE = 2.5          # the first click's second look, x the typical object's window
 
 
 class ClickModelError(ValueError):
@@ -64,6 +68,8 @@ class ClickModel:
         self.radius = float(win.get("radius", 3.0))
         self.first_side = float(win.get("first_side", 48.0))
         self.margin = float(win.get("margin", 1.8))
+        self.threshold = float(win.get("threshold", 0.5))      # calibrated when trained
+        self.views = 1          # mirrored copies averaged per forward (benchmarks: --views)
         self.channels = int(cfg.get("image_channels", 1))
         spec = dict(cfg.get("model") or {})
         train = ClickConfig(**{k: v for k, v in (cfg.get("train") or {}).items()
@@ -85,8 +91,25 @@ class ClickModel:
         return str(self.card.get("run_id") or self.run_dir.name)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward_flips(x) if self.views > 1 else self._forward_batch(x[None])[0]
+
+    def _forward_batch(self, x: np.ndarray) -> np.ndarray:
+        """(n, s, s) probabilities of n inputs in one forward."""
         with self._lock, torch.no_grad():
-            return torch.sigmoid(self.model(torch.from_numpy(x[None]))[0, 0]).numpy()
+            return torch.sigmoid(self.model(torch.from_numpy(x))[:, 0]).numpy()
+
+    def _forward_flips(self, x: np.ndarray) -> np.ndarray:
+        """Mean answer over `views` mirrored copies (2: + left-right, 4: + up-down, both)."""
+        t = torch.from_numpy(x[None])
+        views = self.views
+        if views > 1:
+            t = torch.cat([t] + [t.flip(d) for d in [(-1,), (-2,), (-1, -2)][:views - 1]])
+        with self._lock, torch.no_grad():
+            p = torch.sigmoid(self.model(t)[:, 0])
+        if views > 1:
+            dims = [(), (-1,), (-2,), (-1, -2)]
+            p = torch.stack([p[k].flip(dims[k]) if dims[k] else p[k] for k in range(views)])
+        return p.mean(0).numpy()
 
     def window_for(self, prompt: ClickPrompt, shape: tuple[int, int]) -> click_sim.Window:
         if prompt.box is not None:
@@ -108,48 +131,78 @@ class ClickModel:
         if prompt.is_empty:
             return out if prompt.previous is None else prompt.previous.copy()
         win = self.window_for(prompt, (h, w))
+        prob = None
+        if prompt.box is None and prompt.previous is None:
+            win, prob = self._first_scale(pixels, norm, prompt, win)
         zoomed = False
-        for attempt in range(MAX_GROWS + 1):
+        for look in range(LOOKS):
             if cancel:
                 cancel.raise_if_cancelled()
-            img = window_input(pixels, norm, win)
-            prev = None
-            if prompt.previous is not None:
-                prev = win.crop(prompt.previous.astype(np.uint8), nearest=True) > 0
             local = [type(c)((c.y - win.y0) * win.scale, (c.x - win.x0) * win.scale, c.positive)
                      for c in prompt.clicks]
-            prob = self._forward(model_input(img, local, prev, self.radius))
-            if not zoomed and attempt < MAX_GROWS:
-                tight = self._zoom_in(prob > 0.5, win, local)
-                if tight is not None:     # RITM's zoom-in: look again at the object's size
-                    win, zoomed = tight, True
-                    continue
-            if attempt == MAX_GROWS or not _runs_into_edge(prob > 0.5, win, (h, w)):
+            if prob is None:
+                prev = None
+                if prompt.previous is not None:
+                    prev = win.crop(prompt.previous.astype(np.uint8), nearest=True) > 0
+                img = window_input(pixels, norm, win)
+                prob = self._forward(model_input(img, local, prev, self.radius))
+            if look == LOOKS - 1:
                 break
-            cy, cx = win.y0 + win.side / 2, win.x0 + win.side / 2
-            side = win.side * GROW
-            win = click_sim.Window(cy - side / 2, cx - side / 2, side, self.size)
+            part = _keep_clicked(prob > self.threshold, [(c.y, c.x) for c in local if c.positive])
+            better = self._rescaled(part, win, (h, w), zoomed)
+            if better is None:
+                break
+            zoomed = zoomed or better.side < win.side
+            win, prob = better, None
         y0, x0, region = win.paste_region(prob, (h, w))
-        mask = region > 0.5
+        mask = region > self.threshold
         mask = _keep_clicked(mask, [(c.y - y0, c.x - x0) for c in prompt.clicks if c.positive])
         out[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]] = mask
         return out
 
+    def _first_scale(self, pixels: np.ndarray, norm: PixelNormalisation, prompt: ClickPrompt,
+                     win: click_sim.Window) -> tuple[click_sim.Window, np.ndarray]:
+        """(window, its answer) for a lone first click, which says nothing of the object's
+        size: the typical object's window and one WIDE times wider, in one batch; the wider
+        is kept when its answer is clearly larger than what the typical window could hold (a
+        big object seen through a small window answers a blob short of the window's edges)."""
+        half = WIDE * win.side / 2
+        wide = click_sim.Window(win.y0 + win.side / 2 - half, win.x0 + win.side / 2 - half,
+                                2 * half, self.size)
+        xs, pts = [], []
+        for wk in (win, wide):
+            local = [type(c)((c.y - wk.y0) * wk.scale, (c.x - wk.x0) * wk.scale, c.positive)
+                     for c in prompt.clicks]
+            xs.append(model_input(window_input(pixels, norm, wk), local, None, self.radius))
+            pts.append([(c.y, c.x) for c in local if c.positive])
+        probs = self._forward_batch(np.stack(xs))
+        exts = []
+        for wk, prob, p in zip((win, wide), probs, pts):
+            box = _bbox(_keep_clicked(prob > self.threshold, p))
+            exts.append(0.0 if box is None else max(box[2] - box[0], box[3] - box[1]) / wk.scale)
+        if exts[1] > 1.3 * exts[0] and self.margin * exts[1] > 0.8 * win.side:
+            return wide, probs[1]
+        return win, probs[0]
 
-    def _zoom_in(self, small: np.ndarray, win: click_sim.Window, local) -> click_sim.Window | None:
-        """A tighter window around the clicked answer when it fills little of this one."""
-        pts = [(c.y, c.x) for c in local if c.positive]
-        part = _keep_clicked(small, pts)
+    def _rescaled(self, part: np.ndarray, win: click_sim.Window, shape: tuple[int, int],
+                  zoomed: bool) -> click_sim.Window | None:
+        """The window at the answer's own scale (margin x its side, centred on it), when this
+        one is far from it: RITM's zoom-in when the answer fills little of the window (once),
+        a wider look when it runs into a window edge inside the image. None: keep this one."""
         box = _bbox(part)
         if box is None:
-            return None
-        ext = max(box[2] - box[0], box[3] - box[1]) / win.scale
-        if ext * self.margin >= 0.6 * win.side:
             return None
         y0, x0, y1, x1 = box
         img_box = (win.y0 + y0 / win.scale, win.x0 + x0 / win.scale,
                    win.y0 + y1 / win.scale, win.x0 + x1 / win.scale)
-        return click_sim.window_around(img_box, self.margin, 16.0, self.size)
+        want = self.margin * max(img_box[2] - img_box[0], img_box[3] - img_box[1])
+        if _runs_into_edge(part, win, shape):
+            side = max(want, win.side * GROW)
+            cy, cx = (img_box[0] + img_box[2]) / 2, (img_box[1] + img_box[3]) / 2
+            return click_sim.Window(cy - side / 2, cx - side / 2, side, self.size)
+        if not zoomed and want < 0.6 * win.side:
+            return click_sim.window_around(img_box, self.margin, 16.0, self.size)
+        return None
 
 
 def _bbox(mask: np.ndarray) -> tuple[float, float, float, float] | None:

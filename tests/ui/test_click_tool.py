@@ -37,8 +37,10 @@ def click_run(tmp_path_factory):
     rng = np.random.default_rng(1)
     items = [(f"s{i}", *_scene(rng)) for i in range(6)]
     res = train_click_model(click_data(items, frozenset({1})),
-                            ClickConfig(steps=220, minutes=2, size=32, depth=2, width=8,
-                                        batch_size=8, threads=1),
+                            # windows never tighter than 1.4 x an object: a box over the disk
+                            # and the square it touches answers both (the case to correct)
+                            ClickConfig(steps=220, minutes=30, size=32, depth=2, width=8,
+                                        batch_size=8, threads=1, margin_low=1.4),
                             runs_dir=tmp_path_factory.mktemp("clickruns"))
     return res.run_dir
 
