@@ -139,7 +139,7 @@ def classical_tools(img: np.ndarray, obj_side: float) -> dict:
 
 
 def train_here(dataset: Path, ids: list[str], minutes: float, threads: int, runs_dir: Path,
-               seed: int) -> Path:
+               seed: int, options: dict) -> Path:
     from segstudio.ml.click_model import ClickConfig, click_data, train_click_model
 
     items = []
@@ -148,7 +148,8 @@ def train_here(dataset: Path, ids: list[str], minutes: float, threads: int, runs
         items.append((i, img, mask, inst, obj_classes))
     obj_classes = frozenset().union(*(it[4] for it in items))
     data = click_data([it[:4] for it in items], obj_classes)
-    cfg = ClickConfig(minutes=minutes, steps=10 ** 9, threads=threads, seed=seed)
+    cfg = ClickConfig(**{"minutes": minutes, "steps": 10 ** 9, "threads": threads, "seed": seed,
+                         **options})
     res = train_click_model(data, cfg, runs_dir=runs_dir)
     print(f"trained {res.run_dir.name}: {res.steps} steps in {res.elapsed_s:.0f} s "
           f"({len(data.objects)} objects, {len(data.images)} images)", file=sys.stderr)
@@ -165,7 +166,19 @@ def main() -> int:
     ap.add_argument("--objects", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a ClickConfig field for the run trained here (repeatable)")
+    ap.add_argument("--runs-dir", type=Path, default=None,
+                    help="keep the run trained here in this folder (default: a temporary one)")
+    ap.add_argument("--views", type=int, default=1, help="mirrored copies averaged per forward")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="probability cut instead of the run's calibrated one")
     args = ap.parse_args()
+    options = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        options[key] = type(getattr(__import__("segstudio.ml.click_model", fromlist=["x"])
+                                    .ClickConfig(), key))(value)
 
     import torch
 
@@ -180,10 +193,13 @@ def main() -> int:
         train_ids = [i for i in all_ids if split_of(i) != "test"]
         test_ids = [i for i in all_ids if split_of(i) == "test"]
         run_dir = train_here(args.dataset, train_ids, args.minutes, args.threads,
-                             Path(tmp.name), args.seed)
+                             args.runs_dir or Path(tmp.name), args.seed, options)
     else:
         run_dir = args.model
     backend = OursBackend(run_dir)
+    backend.model.views = args.views
+    if args.threshold is not None:
+        backend.model.threshold = args.threshold
     if args.minutes is None:
         train_ids = list((backend.model.card.get("data") or {}).get("images") or [])
         test_ids = [i for i in all_ids if i not in set(train_ids)]
@@ -236,7 +252,8 @@ def main() -> int:
     result = {"dataset": args.dataset.name, "model": backend.model.run_id,
               "trained_minutes": args.minutes, "objects": len(refs), "test_objects": total,
               "test_images": len(test_ids), "max_clicks": args.max_clicks,
-              "threads": args.threads, "seed": args.seed}
+              "threads": args.threads, "seed": args.seed, "views": args.views,
+              "set": options, "threshold": backend.model.threshold}
     best_f = min(WAND_FACTORS, key=lambda f: noc(got[f"wand{f:g}"][args.iou]))
     shown = {"ours": "", "watershed": "watershed_", "grabcut": "grabcut_",
              f"wand{best_f:g}": "wand_"}

@@ -1,14 +1,15 @@
 """The "ours" click backend: a click-model run answering prompts through a window around them.
 
 The window: a box gives it directly (1.4 x its side); clicks with an earlier proposal give the
-box around both (1.8 x); a lone first click looks, in one batch, at a square of the run's
-typical object size (`window.first_side`, from the objects it was trained on) and at one 2.5 x
-wider, and keeps the wider when its answer is clearly the larger (a big object seen through a
-small window). Then the window follows the answer (LOOKS forwards at most): RITM's zoom-in to
-1.8 x the answer's side when the answer fills little of it, 1.7 x wider when it runs into a
-window edge inside the image. So the cost per click stays that of a few small forwards whatever
-the image size. The answer is cut at the run's calibrated probability (`window.threshold`);
-components that hold no positive click are dropped.
+box around both (1.8 x); a lone first click gives a square of the run's typical object size
+(`window.first_side`, from the objects it was trained on). Then the window follows the answer
+(LOOKS forwards at most): RITM's zoom-in to 1.8 x the answer's side when the answer fills
+little of it, wider (1.7 x at least, centred on the answer) when it runs into a window edge
+inside the image; the model was trained on windows tighter than an object too, so a big object
+answers up to the edge of a small window rather than as a blob inside it. So the cost per
+click stays that of a few small forwards whatever the image size. The answer is cut at the
+run's calibrated probability (`window.threshold`); components that hold no positive click are
+dropped.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ from segstudio.ml.normalise import PixelNormalisation
 log = logging.getLogger(__name__)
 
 GROW = 1.7          # a wider look when the answer runs into the window's edge
-LOOKS = 3           # looks per click at most (the first click's two-scale batch is one)
-WIDE = 2.5          # the first click's second look, x the typical object's window
+LOOKS = 3           # forwards per click at most
 
 
 class ClickModelError(ValueError):
@@ -132,8 +132,6 @@ class ClickModel:
             return out if prompt.previous is None else prompt.previous.copy()
         win = self.window_for(prompt, (h, w))
         prob = None
-        if prompt.box is None and prompt.previous is None:
-            win, prob = self._first_scale(pixels, norm, prompt, win)
         zoomed = False
         for look in range(LOOKS):
             if cancel:
@@ -159,30 +157,6 @@ class ClickModel:
         mask = _keep_clicked(mask, [(c.y - y0, c.x - x0) for c in prompt.clicks if c.positive])
         out[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]] = mask
         return out
-
-    def _first_scale(self, pixels: np.ndarray, norm: PixelNormalisation, prompt: ClickPrompt,
-                     win: click_sim.Window) -> tuple[click_sim.Window, np.ndarray]:
-        """(window, its answer) for a lone first click, which says nothing of the object's
-        size: the typical object's window and one WIDE times wider, in one batch; the wider
-        is kept when its answer is clearly larger than what the typical window could hold (a
-        big object seen through a small window answers a blob short of the window's edges)."""
-        half = WIDE * win.side / 2
-        wide = click_sim.Window(win.y0 + win.side / 2 - half, win.x0 + win.side / 2 - half,
-                                2 * half, self.size)
-        xs, pts = [], []
-        for wk in (win, wide):
-            local = [type(c)((c.y - wk.y0) * wk.scale, (c.x - wk.x0) * wk.scale, c.positive)
-                     for c in prompt.clicks]
-            xs.append(model_input(window_input(pixels, norm, wk), local, None, self.radius))
-            pts.append([(c.y, c.x) for c in local if c.positive])
-        probs = self._forward_batch(np.stack(xs))
-        exts = []
-        for wk, prob, p in zip((win, wide), probs, pts):
-            box = _bbox(_keep_clicked(prob > self.threshold, p))
-            exts.append(0.0 if box is None else max(box[2] - box[0], box[3] - box[1]) / wk.scale)
-        if exts[1] > 1.3 * exts[0] and self.margin * exts[1] > 0.8 * win.side:
-            return wide, probs[1]
-        return win, probs[0]
 
     def _rescaled(self, part: np.ndarray, win: click_sim.Window, shape: tuple[int, int],
                   zoomed: bool) -> click_sim.Window | None:

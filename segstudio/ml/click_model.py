@@ -284,7 +284,7 @@ THRESHOLDS = tuple(np.round(np.arange(0.3, 0.86, 0.05), 2))
 
 
 def calibrate_threshold(model: nn.Module, device: torch.device, sampler: _Sampler,
-                        cfg: ClickConfig, n: int = 96) -> float:
+                        cfg: ClickConfig, n: int = 256) -> float:
     """The probability cut that gives the best mean IoU on sampled training objects (a first
     click, then one robot click with the answer fed back): a model that answers a little too
     wide or too narrow is corrected where it matters most, on small objects."""
