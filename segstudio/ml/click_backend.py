@@ -7,9 +7,9 @@ box around both (1.8 x); a lone first click gives a square of the run's typical 
 little of it, wider (1.7 x at least, centred on the answer) when it runs into a window edge
 inside the image; the model was trained on windows tighter than an object too, so a big object
 answers up to the edge of a small window rather than as a blob inside it. So the cost per
-click stays that of a few small forwards whatever the image size. The answer is cut at the
-run's calibrated probability (`window.threshold`); components that hold no positive click are
-dropped.
+click stays that of a few small forwards whatever the image size. The answer is cut at
+probability 0.5 (a run may store another as `window.threshold`); components that hold no
+positive click are dropped.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class ClickModel:
         self.radius = float(win.get("radius", 3.0))
         self.first_side = float(win.get("first_side", 48.0))
         self.margin = float(win.get("margin", 1.8))
-        self.threshold = float(win.get("threshold", 0.5))      # calibrated when trained
+        self.threshold = float(win.get("threshold", 0.5))      # the probability cut
         self.views = 1          # mirrored copies averaged per forward (benchmarks: --views)
         self.channels = int(cfg.get("image_channels", 1))
         spec = dict(cfg.get("model") or {})

@@ -280,35 +280,6 @@ def _robot_rounds(model: nn.Module, device: torch.device, imgs: np.ndarray,
     return prev
 
 
-THRESHOLDS = tuple(np.round(np.arange(0.3, 0.86, 0.05), 2))
-
-
-def calibrate_threshold(model: nn.Module, device: torch.device, sampler: _Sampler,
-                        cfg: ClickConfig, n: int = 256) -> float:
-    """The probability cut that gives the best mean IoU on sampled training objects (a first
-    click, then one robot click with the answer fed back): a model that answers a little too
-    wide or too narrow is corrected where it matters most, on small objects."""
-    batch = [b for b in (sampler.one() for _ in range(n)) if b[4] and b[2].any()]
-    if not batch:
-        return 0.5
-    imgs = np.stack([b[0] for b in batch])
-    targets, valids = [b[2] for b in batch], [b[1] != UNLABELED for b in batch]
-    clicks = [[click_sim.first_click(b[2])] for b in batch]
-    prev = _robot_rounds(model, device, imgs, targets, valids, clicks, [1] * len(batch),
-                         cfg.radius)
-    scores = np.zeros(len(THRESHOLDS))
-    model.eval()
-    with torch.no_grad():
-        for k in range(0, len(batch), 16):
-            x = np.stack([model_input(imgs[i], clicks[i], prev[i], cfg.radius)
-                          for i in range(k, min(k + 16, len(batch)))])
-            prob = torch.sigmoid(model(torch.from_numpy(x).to(device))[:, 0]).cpu().numpy()
-            for j, pr in enumerate(prob):
-                t, v = targets[k + j], valids[k + j]
-                scores += [click_sim.iou(pr > th, t, v) for th in THRESHOLDS]
-    return float(THRESHOLDS[int(np.argmax(scores))])
-
-
 def build_click_model(channels: int, cfg: ClickConfig) -> nn.Module:
     from segstudio.ml.models import build_model
 
@@ -428,7 +399,6 @@ def train_click_model(source: Any, cfg: ClickConfig | None = None, *,
         if done:
             save("cancelled")
         raise
-    config["window"]["threshold"] = calibrate_threshold(step.model, device, sampler, cfg)
     save(status)
     log.info("click model %s: %d steps in %.0f s", run_dir.name, done, time.monotonic() - t0)
     return ClickTrainResult(run_dir, status, done, time.monotonic() - t0,
