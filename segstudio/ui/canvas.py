@@ -79,11 +79,12 @@ class MaskCanvas(CanvasView):
 
     # -- content ---------------------------------------------------------------------------
     def set_content(self, data: np.ndarray | None, doc: ImageDocument | None,
-                    display: DisplayRange | None = None, keep_view: bool = False) -> None:
+                    display: DisplayRange | None = None, keep_view: bool = False,
+                    view: tuple[float, float, float] | None = None) -> None:
         if self._doc is not None and self._doc.in_stroke:
             self._doc.end_stroke()
         self._last_img = None
-        super().set_content(data, doc, display, keep_view)
+        super().set_content(data, doc, display, keep_view, view)
         self.set_loading(None)
         self.set_tool(self.tool)          # drops half-built polygons and proposals
 

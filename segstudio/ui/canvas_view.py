@@ -80,9 +80,11 @@ class CanvasView(QWidget):
         return None if self._data is None else self._data.shape[:2]
 
     def set_content(self, data: np.ndarray | None, doc: ImageDocument | None,
-                    display: DisplayRange | None = None, keep_view: bool = False) -> None:
+                    display: DisplayRange | None = None, keep_view: bool = False,
+                    view: tuple[float, float, float] | None = None) -> None:
         """Show an image and its mask, fitted to the window; `keep_view`: at the zoom and
-        position of the image shown before when it has the same size (the next slice)."""
+        position of the image shown before when it has the same size (the next slice);
+        `view` (zoom, centre y, centre x): there instead (a restored view), drawn once."""
         same_size = (keep_view and data is not None and self._data is not None
                      and data.shape[:2] == self._data.shape[:2])
         if self._doc is not None:
@@ -96,7 +98,9 @@ class CanvasView(QWidget):
                 doc.object_classes = object_class_ids(self._classes)
         if data is not None:
             self._range = display or default_range(data)
-        if same_size:
+        if view is not None and data is not None:
+            self.show_view(*view)
+        elif same_size:
             self._render_all()
             self.update()
         else:
@@ -171,6 +175,11 @@ class CanvasView(QWidget):
         ix = (anchor.x() - self.offset.x()) / self.zoom
         iy = (anchor.y() - self.offset.y()) / self.zoom
         self._set_view(zoom, QPointF(anchor.x() - ix * zoom, anchor.y() - iy * zoom))
+
+    def show_view(self, zoom: float, y: float, x: float) -> None:
+        """Zoom to `zoom` with image point (y, x) at the centre, in one redraw."""
+        zoom = min(MAX_ZOOM, max(MIN_ZOOM, zoom))
+        self._set_view(zoom, QPointF(self.width() / 2 - x * zoom, self.height() / 2 - y * zoom))
 
     def center_on(self, y: float, x: float) -> None:
         self._set_view(self.zoom, QPointF(self.width() / 2 - x * self.zoom,

@@ -69,7 +69,8 @@ class DisplayControl:
         """For the status bar, in the order they read."""
         return self.position_label, self.value_label, self.class_label, self.zoom_label
 
-    def show(self, loaded: LoadedImage, doc: ImageDocument, same_volume: bool = False) -> None:
+    def show(self, loaded: LoadedImage, doc: ImageDocument, same_volume: bool = False,
+             view: tuple[float, float, float] | None = None) -> None:
         """Put a newly opened image on the canvas in its range, and the range in the panel.
 
         The next slice of the same volume keeps the view and, unless the header's window is
@@ -79,7 +80,7 @@ class DisplayControl:
             rng = self.canvas.display_range
         else:
             rng = self.range_for(preset, loaded)
-        self.canvas.set_content(loaded.data, doc, rng, keep_view=same_volume)
+        self.canvas.set_content(loaded.data, doc, rng, keep_view=same_volume, view=view)
         self.panel.show_range(rng, preset)
 
     def range_for(self, preset: str, loaded: LoadedImage) -> DisplayRange:

@@ -80,8 +80,8 @@ class ImageOpener(QObject):
         # show_content(loaded, doc, same_volume=...): same_volume when the image shown before
         # was a slice of the same volume (the view and the contrast then stay as they are)
         self._show_content = show_content or (
-            lambda loaded, doc, same_volume=False: canvas.set_content(loaded.data, doc,
-                                                                      keep_view=same_volume))
+            lambda loaded, doc, same_volume=False, view=None: canvas.set_content(
+                loaded.data, doc, keep_view=same_volume, view=view))
         self._shown_series: str | None = None
         self._add_classes = add_classes
         self._select = select
@@ -190,16 +190,10 @@ class ImageOpener(QObject):
         self.current, self.loaded = entry, loaded
         same_volume = entry.series is not None and entry.series == self._shown_series
         self._shown_series = entry.series
-        self._show_content(loaded, doc, same_volume=same_volume)
+        # the view the project was left at, drawn once (not fitted, zoomed, then centred)
+        self._show_content(loaded, doc, same_volume=same_volume,
+                           view=_restored(self._restore_view, image_id, loaded.data.shape))
         self._on_doc_history_changed(doc.history.can_undo, doc.history.can_redo)
-        view = self._restore_view
-        if view and view.get("image") == image_id and "zoom" in view:
-            try:
-                self.canvas.zoom_to(float(view["zoom"]))
-                cy, cx = view.get("center", self.canvas.view_center())
-                self.canvas.center_on(float(cy), float(cx))
-            except (TypeError, ValueError):
-                pass
         self._restore_view = None
         h, w = loaded.data.shape[:2]
         self._show_message(f"{entry.display_name}: {w} x {h}, {loaded.data.dtype}", 4000)
@@ -318,3 +312,16 @@ class ImageOpener(QObject):
 
     def _on_doc_history_changed(self, can_undo: bool, can_redo: bool) -> None:
         self.history_changed.emit(can_undo, can_redo)
+
+
+def _restored(view: dict | None, image_id: str, shape: tuple[int, ...]
+              ) -> tuple[float, float, float] | None:
+    """(zoom, centre y, centre x) of a remembered view of this image; None when there is none
+    or it does not read (the image is then fitted)."""
+    if not view or view.get("image") != image_id or "zoom" not in view:
+        return None
+    try:
+        cy, cx = view.get("center", (shape[0] / 2, shape[1] / 2))
+        return float(view["zoom"]), float(cy), float(cx)
+    except (TypeError, ValueError):
+        return None

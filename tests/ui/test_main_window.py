@@ -77,6 +77,28 @@ def test_zoom_pan_and_view_state_restored(qtbot, open_window, sample_copy):
     assert abs(cy - 50) < 1 and abs(cx - 70) < 1
 
 
+def test_a_restored_view_is_drawn_once(qtbot, open_window, sample_copy, monkeypatch):
+    """Opening a project at the view it was left in draws the image once, not fitted, then
+    zoomed, then centred (three full redraws while the first jobs start)."""
+    from segstudio.ui.canvas_view import CanvasView
+
+    w = open_window(sample_copy, size=(1000, 700))
+    w.show_image("nuclei_12")
+    qtbot.waitUntil(lambda: w.current.id == "nuclei_12" and w.canvas.image_shape == (360, 360))
+    w.canvas.show_view(2.5, 40, 60)
+    w.close()
+    calls = []
+    original = CanvasView._render_all
+    monkeypatch.setattr(CanvasView, "_render_all",
+                        lambda self: (calls.append(self.zoom), original(self))[1])
+    w2 = open_window(sample_copy, size=(1000, 700))
+    qtbot.waitUntil(lambda: w2.current is not None and w2.current.id == "nuclei_12")
+    assert calls[-1] == 2.5 and calls.count(2.5) == 1
+    assert len([z for z in calls if z != 2.5]) <= 1      # at most the empty canvas's first draw
+    cy, cx = w2.canvas.view_center()
+    assert abs(cy - 40) < 1 and abs(cx - 60) < 1
+
+
 def test_status_bar_shows_position_value_and_class(qtbot, open_window, sample_copy):
     w = open_window(sample_copy, size=(1000, 700))
     doc = w.canvas.document
