@@ -177,8 +177,10 @@ def main() -> int:
     options = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        options[key] = type(getattr(__import__("segstudio.ml.click_model", fromlist=["x"])
-                                    .ClickConfig(), key))(value)
+        try:
+            options[key] = json.loads(value)          # numbers, true/false, null
+        except json.JSONDecodeError:
+            options[key] = value                      # a plain word: cpu, cuda, ...
 
     import torch
 
