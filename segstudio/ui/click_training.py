@@ -54,12 +54,15 @@ class ClickTraining:
     def _on_succeeded(self, result) -> None:
         from segstudio.ui.click_tool import is_sam
 
-        if not is_sam(self.tool.backend):
+        sam = is_sam(self.tool.backend)
+        if not sam:
             self.tool.backend = None          # the next click loads the new run
         if getattr(self.tool, "models", None) is not None:
             self.tool.models.changed.emit()
+        then = ("pick 'ours' in the Click model list to use it" if sam else
+                "the Click tool (K) answers with it")
         self.show_message(f"Click model {result.run_dir.name} ready ({result.steps} steps, "
-                          f"{result.status}): the Click tool (K) answers with it", 10000)
+                          f"{result.status}): {then}", 10000)
 
     def _on_finished(self) -> None:
         self.job = None
