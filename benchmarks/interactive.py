@@ -226,6 +226,7 @@ def main() -> int:
     names = ["ours", "watershed", "grabcut"] + [f"wand{f:g}" for f in WAND_FACTORS]
     got = {n: {t: [] for t in thresholds} for n in names}
     latencies: list[float] = []
+    classes_of: list[int] = []          # each object's class (the mask's value under it)
     cached = None
     for k, label in refs:
         i = test_ids[k]
@@ -233,9 +234,10 @@ def main() -> int:
             img, mask, inst, oc = load_item(args.dataset, i)
             labels = click_sim.object_labels(mask, inst, oc)
             backend.prepare(i, img)
-            cached = (k, img, labels, classical_tools(img, obj_side))
-        _, img, labels, tools = cached
+            cached = (k, img, labels, classical_tools(img, obj_side), mask)
+        _, img, labels, tools, mask = cached
         target = labels == label
+        classes_of.append(int(np.bincount(mask[target].astype(np.int64)).argmax()))
         tools = {"ours": lambda p: backend.propose(i, img, p), **tools}
         for name in names:
             reached, times = run_protocol(tools[name], target, args.max_clicks, thresholds)
@@ -269,6 +271,12 @@ def main() -> int:
     best = min(result[f"{p}noc{key}"] for p in ("watershed_", "grabcut_", "wand_"))
     result[f"best_classical_noc{key}"] = best
     result[f"ratio_noc{key}"] = round(result[f"noc{key}"] / best, 3)
+    cls = np.array(classes_of)
+    if len(np.unique(cls)) > 1:         # per class: which kind of object costs the clicks
+        result[f"noc{key}_by_class"] = {
+            str(c): {n: noc([v for v, k in zip(got[n][args.iou], cls) if k == c])
+                     for n in ("ours", "grabcut")} | {"objects": int((cls == c).sum())}
+            for c in np.unique(cls)}
     result["latency_ms_p50"] = round(float(np.percentile(lat, 50)), 1)
     result["latency_ms_p95"] = round(float(np.percentile(lat, 95)), 1)
     print(json.dumps(result))
