@@ -170,7 +170,6 @@ def main() -> int:
                     help="a ClickConfig field for the run trained here (repeatable)")
     ap.add_argument("--runs-dir", type=Path, default=None,
                     help="keep the run trained here in this folder (default: a temporary one)")
-    ap.add_argument("--views", type=int, default=1, help="mirrored copies averaged per forward")
     ap.add_argument("--threshold", type=float, default=None,
                     help="probability cut instead of the run's calibrated one")
     args = ap.parse_args()
@@ -199,7 +198,6 @@ def main() -> int:
     else:
         run_dir = args.model
     backend = OursBackend(run_dir)
-    backend.model.views = args.views
     if args.threshold is not None:
         backend.model.threshold = args.threshold
     if args.minutes is None:
@@ -256,7 +254,7 @@ def main() -> int:
     result = {"dataset": args.dataset.name, "model": backend.model.run_id,
               "trained_minutes": args.minutes, "objects": len(refs), "test_objects": total,
               "test_images": len(test_ids), "max_clicks": args.max_clicks,
-              "threads": args.threads, "seed": args.seed, "views": args.views,
+              "threads": args.threads, "seed": args.seed,
               "set": options, "threshold": backend.model.threshold}
     best_f = min(WAND_FACTORS, key=lambda f: noc(got[f"wand{f:g}"][args.iou]))
     shown = {"ours": "", "watershed": "watershed_", "grabcut": "grabcut_",

@@ -69,7 +69,6 @@ class ClickModel:
         self.first_side = float(win.get("first_side", 48.0))
         self.margin = float(win.get("margin", 1.8))
         self.threshold = float(win.get("threshold", 0.5))      # the probability cut
-        self.views = 1          # mirrored copies averaged per forward (benchmarks: --views)
         self.channels = int(cfg.get("image_channels", 1))
         spec = dict(cfg.get("model") or {})
         train = ClickConfig(**{k: v for k, v in (cfg.get("train") or {}).items()
@@ -91,25 +90,8 @@ class ClickModel:
         return str(self.card.get("run_id") or self.run_dir.name)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        return self._forward_flips(x) if self.views > 1 else self._forward_batch(x[None])[0]
-
-    def _forward_batch(self, x: np.ndarray) -> np.ndarray:
-        """(n, s, s) probabilities of n inputs in one forward."""
         with self._lock, torch.no_grad():
-            return torch.sigmoid(self.model(torch.from_numpy(x))[:, 0]).numpy()
-
-    def _forward_flips(self, x: np.ndarray) -> np.ndarray:
-        """Mean answer over `views` mirrored copies (2: + left-right, 4: + up-down, both)."""
-        t = torch.from_numpy(x[None])
-        views = self.views
-        if views > 1:
-            t = torch.cat([t] + [t.flip(d) for d in [(-1,), (-2,), (-1, -2)][:views - 1]])
-        with self._lock, torch.no_grad():
-            p = torch.sigmoid(self.model(t)[:, 0])
-        if views > 1:
-            dims = [(), (-1,), (-2,), (-1, -2)]
-            p = torch.stack([p[k].flip(dims[k]) if dims[k] else p[k] for k in range(views)])
-        return p.mean(0).numpy()
+            return torch.sigmoid(self.model(torch.from_numpy(x[None]))[0, 0]).numpy()
 
     def window_for(self, prompt: ClickPrompt, shape: tuple[int, int]) -> click_sim.Window:
         if prompt.box is not None:

@@ -182,8 +182,7 @@ class CanvasView(QWidget):
         self._set_view(zoom, QPointF(self.width() / 2 - x * zoom, self.height() / 2 - y * zoom))
 
     def center_on(self, y: float, x: float) -> None:
-        self._set_view(self.zoom, QPointF(self.width() / 2 - x * self.zoom,
-                                          self.height() / 2 - y * self.zoom))
+        self.show_view(self.zoom, y, x)
 
     def view_center(self) -> tuple[float, float]:
         return ((self.height() / 2 - self.offset.y()) / self.zoom,
