@@ -1,5 +1,6 @@
 """Torch's libraries preloaded without the GIL: torch then imports and runs as usual."""
 
+import os
 import subprocess
 import sys
 
@@ -23,3 +24,32 @@ def test_preloaded_libraries_are_the_ones_torch_then_uses():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "ok (1, 2, 6, 6)" in out.stdout, out.stdout + out.stderr
+
+
+def test_load_torch_imports_with_the_collector_paused_and_restores_it():
+    code = (
+        "import gc, os, sys\n"
+        "from segstudio.workers.preload import load_torch\n"
+        "assert gc.isenabled() and gc.get_freeze_count() == 0\n"
+        "paused = []\n"
+        "gc.callbacks.append(lambda phase, info: paused.append(info['generation']))\n"
+        "load_torch('segstudio.ml.models')\n"
+        "assert 'torch' in sys.modules and 'segstudio.ml.models' in sys.modules\n"
+        "assert gc.isenabled(), 'the collector must run again after the import'\n"
+        "assert gc.get_freeze_count() > 100000, gc.get_freeze_count()\n"
+        "assert 2 not in paused, 'a full collection ran during the import'\n"
+        "assert os.environ['OMP_WAIT_POLICY'] == 'PASSIVE'\n"
+        "load_torch('segstudio.ml.models')           # already there: nothing to do\n"
+        "import torch; print('ok', float(torch.ones(3).sum()))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=120, env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"})
+    assert out.returncode == 0 and "ok 3.0" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_wait_policy_the_user_set_wins():
+    code = ("import os\nfrom segstudio.workers.preload import load_torch\nload_torch()\n"
+            "print(os.environ['OMP_WAIT_POLICY'])\n")
+    env = {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ACTIVE", out.stdout + out.stderr

@@ -59,7 +59,7 @@ class ImageEntry:
     def display_name(self) -> str:
         if self.series is not None and self.slice is not None:
             return f"{self.series} [slice {self.slice + 1}]"
-        name = Path(self.path).name
+        name = self.path.replace("\\", "/").rsplit("/", 1)[-1]    # Path(...).name, 5x cheaper
         return name if self.frame is None else f"{name} [{self.frame}]"
 
 

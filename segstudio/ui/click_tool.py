@@ -38,6 +38,9 @@ def _propose(backend, project_root: Path | None, image_id: str, image: np.ndarra
     """Worker side: (backend, full-size bool proposal); the first call loads the backend here,
     so torch is imported on the worker, never on the GUI thread."""
     if backend is None:
+        from segstudio.workers.preload import load_torch
+
+        load_torch("segstudio.ml.click_backend")
         from segstudio.ml.click_backend import OursBackend, click_runs
 
         runs = click_runs(project_root)

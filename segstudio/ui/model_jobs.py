@@ -10,12 +10,12 @@ from pathlib import Path
 from segstudio.core.jobs import Progress
 from segstudio.io.project import Project
 from segstudio.ml.config import TrainConfig
-from segstudio.workers.preload import preload_torch_libraries
+from segstudio.workers.preload import load_torch
 
 
 def train_job(project_root: Path, cfg: TrainConfig, init_from: Path | None, *,
                on_progress=None, cancel=None):
-    preload_torch_libraries()
+    load_torch("segstudio.ml.train", "segstudio.ml.allocator", "segstudio.ml.device")
     from segstudio.ml.allocator import tune_allocator
     from segstudio.ml.device import describe, pick_device
     from segstudio.ml.train import train
@@ -30,7 +30,7 @@ def train_job(project_root: Path, cfg: TrainConfig, init_from: Path | None, *,
 def click_train_job(project_root: Path, options: dict, *, on_progress=None, cancel=None):
     """A click model from the project's labelled objects (ml/click_model.py), CUDA when present;
     `options` are ClickConfig fields (minutes, steps, ...)."""
-    preload_torch_libraries()
+    load_torch("segstudio.ml.click_model")
     from segstudio.ml.click_model import ClickConfig, train_click_model
 
     return train_click_model(Project.open(project_root), ClickConfig(**options),
@@ -45,9 +45,7 @@ def warm_up_job(*, on_progress=None, cancel=None) -> None:
     without the GIL (workers/preload.py). The trainer's own optimizer (ml/optim.py) never
     imports torch._dynamo, which torch.optim's first step would (over a second, GIL held).
     """
-    preload_torch_libraries()
-
-    import segstudio.ml.train  # noqa: F401
+    load_torch("segstudio.ml.train")
 
 
 def in_worker(module: str, name: str):
@@ -58,7 +56,7 @@ def in_worker(module: str, name: str):
     def run(*args, **kwargs):
         import importlib
 
-        preload_torch_libraries()       # the first model job loads torch: without the GIL
+        load_torch(module)              # the first model job loads torch: without long GIL holds
 
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
     run.__name__ = name
@@ -66,7 +64,7 @@ def in_worker(module: str, name: str):
 
 
 def doctor_job(*, on_progress=None, cancel=None) -> str:
-    preload_torch_libraries()
+    load_torch("segstudio.ml.device")
     from segstudio.ml.device import doctor
 
     return doctor()

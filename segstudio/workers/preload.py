@@ -4,13 +4,29 @@
 inside the import machinery, which holds the GIL for all of it: the window froze ~200 ms while
 a worker imported torch. Calling libc's dlopen through ctypes releases the GIL for the call, so
 the same work runs while the GUI thread keeps drawing; the later `import torch` finds the
-libraries loaded. Only libraries that never call into Python are preloaded. Torch itself is
-not imported here.
+libraries loaded. Only libraries that never call into Python are preloaded.
+
+`load_torch()` then imports torch and the modules a job needs with the cyclic collector paused:
+the import makes about a million objects, and the full collections it triggers on the way
+(each scanning every object, 40-90 ms with the GIL held, measured on 2 cores) were the window's
+longest stalls after it opened. The objects alive at the end are moved to the collector's
+permanent generation (`gc.freeze`), so later full collections skip torch's module graph too.
+The cost: a reference cycle among objects alive at that moment is never collected (a bounded,
+one-time cost; the app holds few cycles).
+
+In the window's process OpenMP's idle workers sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE,
+read once when torch's libraries load; a value the user set wins). Spinning workers held both
+cores between torch's parallel regions, so the GUI thread, or the thread holding the GIL, waited
+for a core: measured with gui_responsiveness.py --case project-ops on 2 cores, the longest stall
+after opening fell from 27-51 ms to 16-24 ms (4 runs each). The price is a few per cent of
+training speed in the window (the CLI keeps the default).
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
+import importlib
 import importlib.util
 import logging
 import os
@@ -23,6 +39,9 @@ log = logging.getLogger(__name__)
 _LIBS = ("c10", "torch_cpu")        # no Python inside: safe to initialise without the GIL
 _done = False
 _lock = threading.Lock()
+_gc_lock = threading.Lock()
+_gc_paused = 0              # load_torch calls under way (they may overlap on two workers)
+_gc_was_enabled = True
 
 
 def torch_library_dir() -> Path | None:
@@ -43,6 +62,7 @@ def preload_torch_libraries() -> bool:
         if _done or "torch" in sys.modules or sys.platform == "win32":
             return False
         _done = True
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # see the module doc
         lib = torch_library_dir()
         if lib is None:
             return False
@@ -63,3 +83,28 @@ def preload_torch_libraries() -> bool:
                 log.debug("preloading %s failed; import torch will load it", path)
                 return False
         return True
+
+
+def load_torch(*modules: str) -> None:
+    """Import torch and `modules` on this (worker) thread without long GIL holds: the libraries
+    first without the GIL, then the Python side with the cyclic collector paused (module doc)."""
+    global _gc_paused, _gc_was_enabled
+    preload_torch_libraries()
+    wanted = ("torch", *modules)
+    if all(m in sys.modules for m in wanted):
+        return
+    with _gc_lock:
+        if _gc_paused == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_paused += 1
+    try:
+        for name in wanted:
+            importlib.import_module(name)
+    finally:
+        with _gc_lock:
+            _gc_paused -= 1
+            if _gc_paused == 0:
+                gc.freeze()
+                if _gc_was_enabled:
+                    gc.enable()

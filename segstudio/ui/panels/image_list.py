@@ -95,8 +95,9 @@ class ImageListPanel(QWidget):
             if shown not in self._rows[key]:
                 shown = self._rows[key][len(members) // 2]
             self._shown[key] = shown
-            item = QListWidgetItem(self._row_label(key))
-            item.setToolTip(self._row_label(key))
+            label = self._row_label(key)
+            item = QListWidgetItem(label)
+            item.setToolTip(label)
             item.setData(Qt.ItemDataRole.UserRole, shown)
             icon = next((self._icons[i] for i in (shown, *self._rows[key]) if i in self._icons),
                         None)
@@ -135,8 +136,9 @@ class ImageListPanel(QWidget):
         key = self._row_of.get(e.id)
         item = self._items.get(key) if key is not None else None
         if item is not None:
-            item.setText(self._row_label(key))
-            item.setToolTip(self._row_label(key))
+            label = self._row_label(key)
+            item.setText(label)
+            item.setToolTip(label)
         self._apply_filter()
 
     def set_thumbnail(self, image_id: str, rgb: np.ndarray) -> None:
