@@ -220,6 +220,11 @@ def _class_files(ctx: ExportContext) -> None:
     (ctx.root / "classes.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def default_workers() -> int:
+    """Export threads when the options say 0 (automatic): PNG coding releases the GIL."""
+    return min(4, os.cpu_count() or 1)
+
+
 def _run_items(items: list[Item], work: Callable[[Item], Any], workers: int,
                on_progress: ProgressFn | None, cancel: CancelToken,
                skipped: list[str]) -> list[tuple[Item, Any]]:
@@ -302,7 +307,7 @@ def export_dataset(project: Project, out: Path | str, options: ExportOptions | N
         ctx = ExportContext(project, options, plan, tmp, out)
         items = writer.items(ctx, entries, splits)
         skipped += ctx.notes
-        workers = options.workers or min(4, os.cpu_count() or 1)
+        workers = options.workers or default_workers()
         results = _run_items(items, lambda it: writer.write_item(ctx, it), workers,
                              on_progress, cancel, skipped)
         cancel.raise_if_cancelled()
