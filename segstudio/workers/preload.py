@@ -13,13 +13,6 @@ longest stalls after it opened. The objects alive at the end are moved to the co
 permanent generation (`gc.freeze`), so later full collections skip torch's module graph too.
 The cost: a reference cycle among objects alive at that moment is never collected (a bounded,
 one-time cost; the app holds few cycles).
-
-In the window's process OpenMP's idle workers sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE,
-read once when torch's libraries load; a value the user set wins). Spinning workers held both
-cores between torch's parallel regions, so the GUI thread, or the thread holding the GIL, waited
-for a core: measured with gui_responsiveness.py --case project-ops on 2 cores, the longest stall
-after opening fell from 27-51 ms to 16-24 ms (4 runs each). The price is a few per cent of
-training speed in the window (the CLI keeps the default).
 """
 
 from __future__ import annotations
@@ -62,7 +55,6 @@ def preload_torch_libraries() -> bool:
         if _done or "torch" in sys.modules or sys.platform == "win32":
             return False
         _done = True
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # see the module doc
         lib = torch_library_dir()
         if lib is None:
             return False

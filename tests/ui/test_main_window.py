@@ -27,6 +27,21 @@ def test_sample_opens_with_classes_thumbnails_and_status(qtbot, open_window, sam
     assert w.errors == []
 
 
+def test_the_window_hands_the_gil_back_quickly(qtbot, open_window, sample_copy):
+    """Workers busy in Python would make each of the GUI thread's GIL hand-backs wait 5 ms."""
+    import sys
+
+    from segstudio.ui.app import GUI_SWITCH_INTERVAL_S
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
+        open_window(sample_copy)
+        assert sys.getswitchinterval() <= GUI_SWITCH_INTERVAL_S + 1e-9 < 0.005
+    finally:
+        sys.setswitchinterval(old)
+
+
 def test_drag_paints_one_undoable_stroke_that_is_saved(qtbot, open_window, sample_copy):
     w = open_window(sample_copy, size=(1000, 700))
     w.show_image("nuclei_07")   # unlabeled
