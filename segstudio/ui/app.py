@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 # How long a thread may hold the GIL while another waits (Python's default is 5 ms). The GUI
 # thread gives the GIL up on nearly every Qt call and must win it back from a worker busy in
 # Python (importing torch, sampling patches) each time: at 5 ms per hand-back a few Qt calls
-# made one event-loop pass 40-90 ms late. Measured with gui_responsiveness.py --case
-# project-ops on 2 cores: the longest stall after opening 20-72 ms at 5 ms (6 runs), 12-22 ms
-# at 1 ms (5 runs), p99 ~10 -> ~5 ms.
+# made one event-loop pass 40-90 ms late. gui_responsiveness.py --case project-ops on 2 cores
+# (benchmarks/results/gui_responsiveness.jsonl): the longest stall after opening and starting
+# training 19-50 ms at 5 ms (ae5f7ca, 3 runs), 18-26 ms at 1 ms (46ff803, 3 runs).
 GUI_SWITCH_INTERVAL_S = 0.001
 
 
