@@ -65,8 +65,9 @@ def load_item(dataset: Path, i: str):
     return img, mask, inst, (classes if inst is not None else frozenset())
 
 
-def run_protocol(propose, target, max_clicks, thresholds):
-    """Clicks needed per IoU threshold (None when never reached) and seconds per click."""
+def run_protocol(propose, target, max_clicks, thresholds, class_id=None):
+    """Clicks needed per IoU threshold (None when never reached) and seconds per click;
+    `class_id`: the class the user has selected (the object's), which a class-aware model reads."""
     from segstudio.core.clicks import ClickPrompt
     from segstudio.ml import click_sim
 
@@ -76,7 +77,7 @@ def run_protocol(propose, target, max_clicks, thresholds):
     times = []
     for n in range(1, max_clicks + 1):
         t0 = time.perf_counter()
-        pred = propose(ClickPrompt(tuple(clicks), None, prev))
+        pred = propose(ClickPrompt(tuple(clicks), None, prev, class_id))
         times.append(time.perf_counter() - t0)
         score = click_sim.iou(pred, target)
         for t in thresholds:
@@ -238,7 +239,8 @@ def main() -> int:
         classes_of.append(int(np.bincount(mask[target].astype(np.int64)).argmax()))
         tools = {"ours": lambda p: backend.propose(i, img, p), **tools}
         for name in names:
-            reached, times = run_protocol(tools[name], target, args.max_clicks, thresholds)
+            reached, times = run_protocol(tools[name], target, args.max_clicks, thresholds,
+                                          classes_of[-1])
             if name == "ours":
                 latencies += times
             for t in thresholds:
@@ -252,6 +254,7 @@ def main() -> int:
 
     lat = np.array(latencies) * 1000
     result = {"dataset": args.dataset.name, "model": backend.model.run_id,
+              "class_aware": list(backend.model.class_ids),
               "trained_minutes": args.minutes, "objects": len(refs), "test_objects": total,
               "test_images": len(test_ids), "max_clicks": args.max_clicks,
               "threads": args.threads, "seed": args.seed,

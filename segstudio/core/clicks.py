@@ -30,6 +30,9 @@ class ClickPrompt:
     clicks: tuple[Click, ...] = ()
     box: tuple[float, float, float, float] | None = None  # (y0, x0, y1, x1) image px
     previous: np.ndarray | None = None  # bool (h, w): the current proposal
+    # the class the proposal will be committed to; a click model trained on several classes
+    # reads it (a ring of cytoplasm and the nucleus inside it are different answers to a click)
+    class_id: int | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -28,8 +28,8 @@ from segstudio.core.clicks import ClickPrompt, register_backend
 from segstudio.core.jobs import CancelToken
 from segstudio.io.bundled import starter_models
 from segstudio.ml import click_sim
-from segstudio.ml.click_model import (CLICK_KIND, build_click_model, click_runs_dir, image_norm,
-                                      model_input, window_input, ClickConfig)
+from segstudio.ml.click_model import (CLICK_KIND, ClickConfig, build_click_model, class_planes,
+                                      click_runs_dir, image_norm, model_input, window_input)
 from segstudio.ml.normalise import PixelNormalisation
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,13 @@ class ClickModel:
         self.margin = float(win.get("margin", 1.8))
         self.threshold = float(win.get("threshold", 0.5))      # the probability cut
         self.channels = int(cfg.get("image_channels", 1))
+        self.class_ids = tuple(int(c) for c in cfg.get("class_ids") or ())
         spec = dict(cfg.get("model") or {})
         train = ClickConfig(**{k: v for k, v in (cfg.get("train") or {}).items()
                                if k in ClickConfig.__dataclass_fields__})
         train = ClickConfig(**{**train.__dict__, "depth": int(spec.get("depth", train.depth)),
                                "width": int(spec.get("width", train.width))})
-        self.model = build_click_model(self.channels, train)
+        self.model = build_click_model(self.channels, train, len(self.class_ids))
         try:
             self.model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                         for k, v in ckpt["state_dict"].items()})
@@ -125,6 +126,9 @@ class ClickModel:
                 if prompt.previous is not None:
                     prev = win.crop(prompt.previous.astype(np.uint8), nearest=True) > 0
                 img = window_input(pixels, norm, win)
+                if self.class_ids:
+                    img = np.concatenate([img, class_planes(self.class_ids, prompt.class_id,
+                                                            img.shape[-1])])
                 prob = self._forward(model_input(img, local, prev, self.radius))
             if look == LOOKS - 1:
                 break

@@ -62,6 +62,11 @@ class ClickConfig:
     max_iterative: int = 3       # RITM: up to 3 clicks with the model in the loop
     iterative_share: float = 0.7
     no_guidance_share: float = 0.15   # DeepEdit: all guidance zeroed
+    # with objects of two or more classes the model also reads the class the user will commit
+    # to (one constant plane per class); a share of samples sees no class, as a click with a
+    # class the model never learnt does
+    class_aware: bool = True
+    no_class_share: float = 0.1
     # window side = margin x the object's longer side; below 1 the object runs past the
     # window, as a large object does in the typical object's window of a first click: the
     # model learns to answer up to the window's edge there (the predictor then looks wider)
@@ -98,6 +103,11 @@ class ClickData:
     objects: list[click_sim.ObjectRef]
     channels: int
 
+    @property
+    def object_classes(self) -> tuple[int, ...]:
+        """The classes the objects belong to, sorted (0: not known is left out)."""
+        return tuple(sorted({o.cls for o in self.objects} - {0}))
+
     def typical_side(self, margin: float = 2.2, lo: float = 24.0) -> float:
         """Window side for a first click: margin x the median object's longer side."""
         if not self.objects:
@@ -120,7 +130,7 @@ def click_data(items: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]
     images, refs = [], []
     for id_, image, mask, objects in items:
         labels = click_sim.object_labels(mask, objects, object_classes)
-        found = click_sim.object_refs(labels, len(images))
+        found = click_sim.object_refs(labels, len(images), mask=np.asarray(mask))
         if not found:
             continue
         images.append(ClickImage(id_, to_channels(np.asarray(image), channels),
@@ -161,6 +171,16 @@ def window_input(pixels: np.ndarray, norm: PixelNormalisation, win: click_sim.Wi
     return np.ascontiguousarray(np.moveaxis(out, -1, 0), dtype=np.float32)
 
 
+def class_planes(class_ids: tuple[int, ...] | list[int], class_id: int | None, size: int
+                 ) -> np.ndarray:
+    """(len(class_ids), size, size) float32: ones on the plane of `class_id`, zeros elsewhere
+    (all zero for a class the model does not know, or none)."""
+    out = np.zeros((len(class_ids), size, size), np.float32)
+    if class_id is not None and class_id in class_ids:
+        out[list(class_ids).index(class_id)] = 1.0
+    return out
+
+
 def model_input(image_win: np.ndarray, clicks: list[Click] | tuple[Click, ...],
                 previous: np.ndarray | None, radius: float) -> np.ndarray:
     """(c + 3, s, s): image, positive disks, negative disks, previous mask (window coords)."""
@@ -188,8 +208,9 @@ class ClickLoss(nn.Module):
 class _Sampler:
     """Random object windows with simulated clicks (window coordinates), numpy only."""
 
-    def __init__(self, data: ClickData, cfg: ClickConfig) -> None:
-        self.data, self.cfg = data, cfg
+    def __init__(self, data: ClickData, cfg: ClickConfig,
+                 class_ids: tuple[int, ...] = ()) -> None:
+        self.data, self.cfg, self.class_ids = data, cfg, class_ids
         self.rng = np.random.default_rng(cfg.seed)
 
     def one(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Click], bool]:
@@ -211,6 +232,9 @@ class _Sampler:
         img, obj, valid = (_aug(a, k, flip) for a in (img, obj, valid))
         if rng.random() < 0.3:          # brightness / contrast jitter
             img = img * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1)
+        if self.class_ids:              # the class planes ride with the image channels
+            told = None if rng.random() < cfg.no_class_share else ref.cls
+            img = np.concatenate([img, class_planes(self.class_ids, told, img.shape[-1])])
         target = np.where(valid, obj.astype(np.uint8), UNLABELED).astype(np.uint8)
         if not obj.any():
             return img, target, obj, [], False
@@ -280,11 +304,19 @@ def _robot_rounds(model: nn.Module, device: torch.device, imgs: np.ndarray,
     return prev
 
 
-def build_click_model(channels: int, cfg: ClickConfig) -> nn.Module:
+def build_click_model(channels: int, cfg: ClickConfig, n_classes: int = 0) -> nn.Module:
+    """Image channels, one plane per class when class-aware, then positive, negative, previous."""
     from segstudio.ml.models import build_model
 
-    return build_model("unet", in_channels=channels + 3, num_classes=1, depth=cfg.depth,
-                       width=cfg.width, norm="batch")
+    return build_model("unet", in_channels=channels + n_classes + 3, num_classes=1,
+                       depth=cfg.depth, width=cfg.width, norm="batch")
+
+
+def click_classes(data: ClickData, cfg: ClickConfig) -> tuple[int, ...]:
+    """The classes a run reads as input: those of its objects when two or more, else none
+    (a one-class model is the class-free one, like the starter)."""
+    classes = data.object_classes
+    return classes if cfg.class_aware and len(classes) >= 2 else ()
 
 
 @dataclass
@@ -322,16 +354,18 @@ def train_click_model(source: Any, cfg: ClickConfig | None = None, *,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    model = build_click_model(data.channels, cfg)
+    class_ids = click_classes(data, cfg)
+    model = build_click_model(data.channels, cfg, len(class_ids))
     tcfg = TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, device=str(device),
                        channels_last=False, seed=cfg.seed)
     step = TrainStep(model, ClickLoss(), tcfg, device)
-    sampler = _Sampler(data, cfg)
+    sampler = _Sampler(data, cfg, class_ids)
     run_dir = new_run_dir(runs_dir, "click")
     typical = data.typical_side()
     config = {"kind": CLICK_KIND,
               "model": {"name": "unet", "depth": cfg.depth, "width": cfg.width, "norm": "batch"},
-              "in_channels": data.channels + 3, "image_channels": data.channels,
+              "in_channels": data.channels + len(class_ids) + 3,
+              "image_channels": data.channels, "class_ids": list(class_ids),
               "num_classes": 1, "normalisation": {"mode": "percentile", "low": 1.0, "high": 99.8},
               "window": {"size": cfg.size, "radius": cfg.radius, "first_side": typical,
                          "margin": 1.8},
@@ -347,6 +381,7 @@ def train_click_model(source: Any, cfg: ClickConfig | None = None, *,
             "kind": CLICK_KIND, "run_id": run_dir.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": config["model"],
             "in_channels": config["in_channels"], "num_classes": 1, "classes": [],
+            "click_classes": list(class_ids),
             "window": config["window"], "normalisation": config["normalisation"],
             "config": asdict(cfg), "device": describe(device), "status": final_status,
             "steps": done, "elapsed_s": round(time.monotonic() - t0, 1),

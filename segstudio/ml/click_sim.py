@@ -32,6 +32,7 @@ class ObjectRef:
     label: int                   # value in that image's object label map
     box: tuple[int, int, int, int]   # y0, x0, y1, x1 (exclusive)
     area: int
+    cls: int = 0                 # its class in the mask (0: not known)
 
 
 def object_labels(mask: np.ndarray, objects: np.ndarray | None = None,
@@ -57,12 +58,17 @@ def object_labels(mask: np.ndarray, objects: np.ndarray | None = None,
     return out
 
 
-def object_refs(labels: np.ndarray, image: int, min_pixels: int = MIN_OBJECT_PIXELS
-                ) -> list[ObjectRef]:
-    """The objects of one label map, large enough to click (`min_pixels`)."""
+def object_refs(labels: np.ndarray, image: int, min_pixels: int = MIN_OBJECT_PIXELS,
+                mask: np.ndarray | None = None) -> list[ObjectRef]:
+    """The objects of one label map, large enough to click (`min_pixels`); with the class
+    `mask` each carries its class."""
     n = int(labels.max())
     if n == 0:
         return []
+    cls_of = np.zeros(n + 1, np.int64)
+    if mask is not None:
+        sel = labels > 0
+        cls_of[labels[sel]] = mask[sel]
     out = []
     for i, sl in enumerate(_find_objects(labels, n), start=1):
         if sl is None:
@@ -70,7 +76,7 @@ def object_refs(labels: np.ndarray, image: int, min_pixels: int = MIN_OBJECT_PIX
         area = int(np.count_nonzero(labels[sl] == i))
         if area >= min_pixels:
             out.append(ObjectRef(image, i, (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop),
-                                 area))
+                                 area, int(cls_of[i])))
     return out
 
 

@@ -155,13 +155,15 @@ class ClickTool(SmartTool):
         self._press = self._drag = None
         if max(abs(p1[0] - p0[0]), abs(p1[1] - p0[1])) >= DRAG_PX:
             box = (min(p0[0], p1[0]), min(p0[1], p1[1]), max(p0[0], p1[0]), max(p0[1], p1[1]))
-            self.prompt = ClickPrompt(self.prompt.clicks, box, self._mask)
+            self.prompt = ClickPrompt(self.prompt.clicks, box, self._mask,
+                                      self.canvas.class_value)
             self._request()
         else:
             self._add(Click(p1[0], p1[1], True))
 
     def _add(self, click: Click) -> None:
-        self.prompt = ClickPrompt(self.prompt.clicks + (click,), self.prompt.box, self._mask)
+        self.prompt = ClickPrompt(self.prompt.clicks + (click,), self.prompt.box, self._mask,
+                                  self.canvas.class_value)     # a class-aware model reads it
         self._request()
 
     def _request(self) -> None:

@@ -128,3 +128,63 @@ def test_bundled_starter_click_model_loads_and_is_never_a_semantic_starter():
     m = backend.propose("s", img, ClickPrompt(clicks=(Click(40.0, 40.0, True),)))
     assert m.shape == img.shape and m[40, 40]
     assert starter_matches(starter_models(), []) != runs[0]
+
+
+def _cells(n=4, seed=1):
+    """Cells of two classes: a bright nucleus (1) inside a ring of cytoplasm (2)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    yy, xx = np.ogrid[:64, :64]
+    for k in range(n):
+        img = np.full((64, 64), 20, np.uint8)
+        mask = np.zeros((64, 64), np.uint8)
+        for cy, cx in ((18, 18), (18, 46), (46, 18), (46, 46)):
+            cy, cx = cy + int(rng.integers(-2, 3)), cx + int(rng.integers(-2, 3))
+            d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+            cell, nucleus = d2 <= 12 ** 2, d2 <= int(rng.integers(4, 7)) ** 2
+            img[cell], mask[cell] = 110, 2
+            img[nucleus], mask[nucleus] = 220, 1
+        out.append((f"c{k}", img, mask, None))
+    return out
+
+
+def test_class_planes_mark_the_chosen_class_and_nothing_for_an_unknown_one():
+    from segstudio.ml.click_model import class_planes
+
+    p = class_planes((1, 3), 3, 8)
+    assert p.shape == (2, 8, 8) and p[1].min() == 1 and p[0].max() == 0
+    assert class_planes((1, 3), 7, 8).max() == 0 and class_planes((1, 3), None, 8).max() == 0
+
+
+def test_objects_of_two_classes_train_a_class_aware_model(tmp_path):
+    from segstudio.ml.click_model import _Sampler, click_classes
+
+    data = click_data(_cells())
+    cfg = ClickConfig(steps=60, minutes=2, **SMALL)
+    assert data.object_classes == (1, 2) and click_classes(data, cfg) == (1, 2)
+    # the sampler's class planes say each window's object class (or, for a share, nothing)
+    sampler = _Sampler(data, cfg, (1, 2))
+    told = [tuple(img[-2:, 0, 0]) for img, *_ in (sampler.one() for _ in range(60))]
+    assert (1.0, 0.0) in told and (0.0, 1.0) in told
+    res = train_click_model(data, cfg, runs_dir=tmp_path)
+    card = json.loads((res.run_dir / "model_card.json").read_text())
+    assert card["click_classes"] == [1, 2] and card["in_channels"] == 1 + 2 + 3
+    backend = OursBackend(res.run_dir)
+    assert backend.model.class_ids == (1, 2)
+    _, img, _, _ = _cells()[0]
+    click = (Click(18.0, 18.0 + 9.0, True),)            # on the ring of the first cell
+    for c in (1, 2, None, 9):                            # 9: a class the model never saw
+        answer = backend.propose("c0", img, ClickPrompt(clicks=click, class_id=c))
+        assert answer.shape == img.shape and answer.dtype == bool
+    # the class reaches the network: the same window with another class is another input
+    x = np.zeros((1 + 2 + 3, 32, 32), np.float32)
+    y = x.copy()
+    y[1] = 1.0
+    assert not np.allclose(backend.model._forward(x), backend.model._forward(y))
+
+
+def test_one_class_of_objects_keeps_the_class_free_model(trained):
+    res, _ = trained
+    card = json.loads((res.run_dir / "model_card.json").read_text())
+    assert card["click_classes"] == [] and card["in_channels"] == 1 + 3
+    assert OursBackend(res.run_dir).model.class_ids == ()
