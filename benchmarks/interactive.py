@@ -172,7 +172,10 @@ def main() -> int:
     ap.add_argument("--runs-dir", type=Path, default=None,
                     help="keep the run trained here in this folder (default: a temporary one)")
     ap.add_argument("--threshold", type=float, default=None,
-                    help="probability cut instead of the run's calibrated one")
+                    help="probability cut instead of the run's own (0.5)")
+    ap.add_argument("--first-window", choices=("class", "global"), default="class",
+                    help="a first click's window: its class's typical one (the app's) or the "
+                         "run's one for all classes")
     args = ap.parse_args()
     options = {}
     for item in args.set:
@@ -201,6 +204,8 @@ def main() -> int:
     backend = OursBackend(run_dir)
     if args.threshold is not None:
         backend.model.threshold = args.threshold
+    if args.first_window == "global":
+        backend.model.first_side_by_class = {}
     if args.minutes is None:
         train_ids = list((backend.model.card.get("data") or {}).get("images") or [])
         test_ids = [i for i in all_ids if i not in set(train_ids)]
@@ -254,7 +259,8 @@ def main() -> int:
 
     lat = np.array(latencies) * 1000
     result = {"dataset": args.dataset.name, "model": backend.model.run_id,
-              "class_aware": list(backend.model.class_ids),
+              "class_aware": list(backend.model.class_ids), "first_window": args.first_window,
+              "model_steps": backend.model.card.get("steps"),
               "trained_minutes": args.minutes, "objects": len(refs), "test_objects": total,
               "test_images": len(test_ids), "max_clicks": args.max_clicks,
               "threads": args.threads, "seed": args.seed,
