@@ -173,9 +173,6 @@ def main() -> int:
                     help="keep the run trained here in this folder (default: a temporary one)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="probability cut instead of the run's own (0.5)")
-    ap.add_argument("--first-window", choices=("class", "global"), default="class",
-                    help="a first click's window: its class's typical one (the app's) or the "
-                         "run's one for all classes")
     args = ap.parse_args()
     options = {}
     for item in args.set:
@@ -204,8 +201,6 @@ def main() -> int:
     backend = OursBackend(run_dir)
     if args.threshold is not None:
         backend.model.threshold = args.threshold
-    if args.first_window == "global":
-        backend.model.first_side_by_class = {}
     if args.minutes is None:
         train_ids = list((backend.model.card.get("data") or {}).get("images") or [])
         test_ids = [i for i in all_ids if i not in set(train_ids)]
@@ -259,7 +254,7 @@ def main() -> int:
 
     lat = np.array(latencies) * 1000
     result = {"dataset": args.dataset.name, "model": backend.model.run_id,
-              "class_aware": list(backend.model.class_ids), "first_window": args.first_window,
+              "class_aware": list(backend.model.class_ids),
               "model_steps": backend.model.card.get("steps"),
               "trained_minutes": args.minutes, "objects": len(refs), "test_objects": total,
               "test_images": len(test_ids), "max_clicks": args.max_clicks,

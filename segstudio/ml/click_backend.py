@@ -67,8 +67,6 @@ class ClickModel:
         self.size = int(win.get("size", 96))
         self.radius = float(win.get("radius", 3.0))
         self.first_side = float(win.get("first_side", 48.0))
-        self.first_side_by_class = {int(k): float(v)
-                                    for k, v in (win.get("first_side_by_class") or {}).items()}
         self.margin = float(win.get("margin", 1.8))
         self.threshold = float(win.get("threshold", 0.5))      # the probability cut
         self.channels = int(cfg.get("image_channels", 1))
@@ -106,8 +104,7 @@ class ClickModel:
                    max(ext[2], prev_box[2]), max(ext[3], prev_box[3]))
             return click_sim.window_around(ext, self.margin, 16.0, self.size)
         assert ext is not None
-        first = self.first_side_by_class.get(prompt.class_id, self.first_side)
-        return click_sim.window_around(ext, self.margin, first, self.size)
+        return click_sim.window_around(ext, self.margin, self.first_side, self.size)
 
     def propose(self, pixels: np.ndarray, norm: PixelNormalisation, prompt: ClickPrompt,
                 cancel: CancelToken | None = None) -> np.ndarray:

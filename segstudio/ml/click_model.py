@@ -108,14 +108,11 @@ class ClickData:
         """The classes the objects belong to, sorted (0: not known is left out)."""
         return tuple(sorted({o.cls for o in self.objects} - {0}))
 
-    def typical_side(self, margin: float = 2.2, lo: float = 24.0, cls: int | None = None
-                     ) -> float:
-        """Window side for a first click: margin x the median object's longer side (of class
-        `cls` only, if given)."""
-        objects = [o for o in self.objects if cls is None or o.cls == cls]
-        if not objects:
+    def typical_side(self, margin: float = 2.2, lo: float = 24.0) -> float:
+        """Window side for a first click: margin x the median object's longer side."""
+        if not self.objects:
             return 64.0
-        ext = np.median([max(o.box[2] - o.box[0], o.box[3] - o.box[1]) for o in objects])
+        ext = np.median([max(o.box[2] - o.box[0], o.box[3] - o.box[1]) for o in self.objects])
         return float(max(lo, margin * ext))
 
 
@@ -371,10 +368,7 @@ def train_click_model(source: Any, cfg: ClickConfig | None = None, *,
               "image_channels": data.channels, "class_ids": list(class_ids),
               "num_classes": 1, "normalisation": {"mode": "percentile", "low": 1.0, "high": 99.8},
               "window": {"size": cfg.size, "radius": cfg.radius, "first_side": typical,
-                         "margin": 1.8,
-                         # a first click with a class looks at that class's typical window
-                         "first_side_by_class": {str(c): data.typical_side(cls=c)
-                                                 for c in class_ids}},
+                         "margin": 1.8},
               "train": asdict(cfg), "run_id": run_dir.name}
     t0 = time.monotonic()
     losses: list[float] = []
