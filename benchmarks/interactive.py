@@ -215,7 +215,8 @@ def main() -> int:
     refs = []
     for k, i in enumerate(test_ids):
         _, mask, inst, oc = load_item(args.dataset, i)
-        refs += [(k, r.label) for r in click_sim.object_refs(click_sim.object_labels(mask, inst, oc), k)]
+        refs += [(k, r.label, r.cls) for r in click_sim.object_refs(
+            click_sim.object_labels(mask, inst, oc), k, mask=mask)]
     total = len(refs)
     if args.objects and args.objects < total:
         pick = np.random.default_rng(args.seed).choice(total, args.objects, replace=False)
@@ -227,16 +228,16 @@ def main() -> int:
     latencies: list[float] = []
     classes_of: list[int] = []          # each object's class (the mask's value under it)
     cached = None
-    for k, label in refs:
+    for k, label, obj_class in refs:
         i = test_ids[k]
         if cached is None or cached[0] != k:
             img, mask, inst, oc = load_item(args.dataset, i)
             labels = click_sim.object_labels(mask, inst, oc)
             backend.prepare(i, img)
-            cached = (k, img, labels, classical_tools(img, obj_side), mask)
-        _, img, labels, tools, mask = cached
+            cached = (k, img, labels, classical_tools(img, obj_side))
+        _, img, labels, tools = cached
         target = labels == label
-        classes_of.append(int(np.bincount(mask[target].astype(np.int64)).argmax()))
+        classes_of.append(obj_class)
         tools = {"ours": lambda p: backend.propose(i, img, p), **tools}
         for name in names:
             reached, times = run_protocol(tools[name], target, args.max_clicks, thresholds,

@@ -28,8 +28,8 @@ from segstudio.core.clicks import ClickPrompt, register_backend
 from segstudio.core.jobs import CancelToken
 from segstudio.io.bundled import starter_models
 from segstudio.ml import click_sim
-from segstudio.ml.click_model import (CLICK_KIND, ClickConfig, build_click_model, class_planes,
-                                      click_runs_dir, image_norm, model_input, window_input)
+from segstudio.ml.click_model import (CLICK_KIND, ClickConfig, build_click_model, click_runs_dir,
+                                      image_norm, model_input, window_input, with_class_planes)
 from segstudio.ml.normalise import PixelNormalisation
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,8 @@ class ClickModel:
                 prev = None
                 if prompt.previous is not None:
                     prev = win.crop(prompt.previous.astype(np.uint8), nearest=True) > 0
-                img = window_input(pixels, norm, win)
-                if self.class_ids:
-                    img = np.concatenate([img, class_planes(self.class_ids, prompt.class_id,
-                                                            img.shape[-1])])
+                img = with_class_planes(window_input(pixels, norm, win), self.class_ids,
+                                        prompt.class_id)
                 prob = self._forward(model_input(img, local, prev, self.radius))
             if look == LOOKS - 1:
                 break

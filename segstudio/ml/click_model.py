@@ -181,6 +181,15 @@ def class_planes(class_ids: tuple[int, ...] | list[int], class_id: int | None, s
     return out
 
 
+def with_class_planes(image_win: np.ndarray, class_ids: tuple[int, ...],
+                      class_id: int | None) -> np.ndarray:
+    """The image window with a class-aware run's class planes after its channels (as is for a
+    class-free run): the model's image part, in training and when answering a click."""
+    if not class_ids:
+        return image_win
+    return np.concatenate([image_win, class_planes(class_ids, class_id, image_win.shape[-1])])
+
+
 def model_input(image_win: np.ndarray, clicks: list[Click] | tuple[Click, ...],
                 previous: np.ndarray | None, radius: float) -> np.ndarray:
     """(c + 3, s, s): image, positive disks, negative disks, previous mask (window coords)."""
@@ -232,9 +241,9 @@ class _Sampler:
         img, obj, valid = (_aug(a, k, flip) for a in (img, obj, valid))
         if rng.random() < 0.3:          # brightness / contrast jitter
             img = img * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1)
-        if self.class_ids:              # the class planes ride with the image channels
+        if self.class_ids:              # (no draw for a class-free run: its samples stay)
             told = None if rng.random() < cfg.no_class_share else ref.cls
-            img = np.concatenate([img, class_planes(self.class_ids, told, img.shape[-1])])
+            img = with_class_planes(img, self.class_ids, told)
         target = np.where(valid, obj.astype(np.uint8), UNLABELED).astype(np.uint8)
         if not obj.any():
             return img, target, obj, [], False

@@ -155,15 +155,17 @@ class ClickTool(SmartTool):
         self._press = self._drag = None
         if max(abs(p1[0] - p0[0]), abs(p1[1] - p0[1])) >= DRAG_PX:
             box = (min(p0[0], p1[0]), min(p0[1], p1[1]), max(p0[0], p1[0]), max(p0[1], p1[1]))
-            self.prompt = ClickPrompt(self.prompt.clicks, box, self._mask,
-                                      self.canvas.class_value)
-            self._request()
+            self._ask(self.prompt.clicks, box)
         else:
             self._add(Click(p1[0], p1[1], True))
 
     def _add(self, click: Click) -> None:
-        self.prompt = ClickPrompt(self.prompt.clicks + (click,), self.prompt.box, self._mask,
-                                  self.canvas.class_value)     # a class-aware model reads it
+        self._ask(self.prompt.clicks + (click,), self.prompt.box)
+
+    def _ask(self, clicks: tuple[Click, ...], box) -> None:
+        """A new prompt over the current proposal, for the selected class (a class-aware
+        model reads it), and its proposal requested."""
+        self.prompt = ClickPrompt(clicks, box, self._mask, self.canvas.class_value)
         self._request()
 
     def _request(self) -> None:
